@@ -1,0 +1,335 @@
+//! JWT keys: verifying (the hub) and signing (`ssehub token`, tests).
+//!
+//! Each verifier accepts exactly one algorithm, the configured one: a token whose header names
+//! another algorithm (including `none`, or HS256 signed with an RSA public key) is rejected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use thiserror::Error;
+
+use super::{AuthError, Claims};
+
+/// The signature algorithms ssehub accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256; the key is a shared secret.
+    #[default]
+    HS256,
+    /// HMAC with SHA-384.
+    HS384,
+    /// HMAC with SHA-512.
+    HS512,
+    /// RSA PKCS#1 v1.5 with SHA-256; the hub needs the PEM public key.
+    RS256,
+    /// RSA with SHA-384.
+    RS384,
+    /// RSA with SHA-512.
+    RS512,
+    /// ECDSA P-256 with SHA-256; the hub needs the PEM public key.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+}
+
+impl JwtAlgorithm {
+    fn to_jsonwebtoken(self) -> Algorithm {
+        match self {
+            Self::HS256 => Algorithm::HS256,
+            Self::HS384 => Algorithm::HS384,
+            Self::HS512 => Algorithm::HS512,
+            Self::RS256 => Algorithm::RS256,
+            Self::RS384 => Algorithm::RS384,
+            Self::RS512 => Algorithm::RS512,
+            Self::ES256 => Algorithm::ES256,
+            Self::ES384 => Algorithm::ES384,
+        }
+    }
+
+    /// Whether the key is a shared secret (HMAC) rather than a PEM key.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = JwtKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "HS256" => Self::HS256,
+            "HS384" => Self::HS384,
+            "HS512" => Self::HS512,
+            "RS256" => Self::RS256,
+            "RS384" => Self::RS384,
+            "RS512" => Self::RS512,
+            "ES256" => Self::ES256,
+            "ES384" => Self::ES384,
+            _ => return Err(JwtKeyError::UnknownAlgorithm(s.to_owned())),
+        })
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A key that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum JwtKeyError {
+    /// Not one of [`JwtAlgorithm`]'s names.
+    #[error("unknown JWT algorithm {0:?} (expected HS256, HS384, HS512, RS256, RS384, RS512, ES256 or ES384)")]
+    UnknownAlgorithm(String),
+    /// An empty HMAC secret.
+    #[error("the JWT key is empty")]
+    Empty,
+    /// A PEM key that does not parse, or a file that cannot be read.
+    #[error("invalid {algorithm} key: {reason}")]
+    Invalid {
+        /// The algorithm it was meant for.
+        algorithm: JwtAlgorithm,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Reads key material: PEM text itself, or the path of a PEM file.
+fn pem_bytes(algorithm: JwtAlgorithm, material: &str) -> Result<Vec<u8>, JwtKeyError> {
+    if material.trim_start().starts_with("-----BEGIN") {
+        return Ok(material.as_bytes().to_vec());
+    }
+    std::fs::read(material).map_err(|e| JwtKeyError::Invalid {
+        algorithm,
+        reason: format!("not PEM text, and reading it as a file path failed: {e}"),
+    })
+}
+
+/// Verifies tokens with one key and one algorithm.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    algorithm: JwtAlgorithm,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for JwtVerifier {
+    // Never print key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier for `algorithm`: `material` is the HMAC secret, or the PEM public key (text
+    /// or file path) for RSA and ECDSA.
+    ///
+    /// # Errors
+    /// [`JwtKeyError`] when the key is empty or does not parse.
+    pub fn new(algorithm: JwtAlgorithm, material: &str) -> Result<Self, JwtKeyError> {
+        if material.is_empty() {
+            return Err(JwtKeyError::Empty);
+        }
+        let invalid = |e: jsonwebtoken::errors::Error| JwtKeyError::Invalid {
+            algorithm,
+            reason: e.to_string(),
+        };
+        let key = if algorithm.is_hmac() {
+            DecodingKey::from_secret(material.as_bytes()).map_err(invalid)?
+        } else {
+            let pem = pem_bytes(algorithm, material)?;
+            match algorithm {
+                JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            }
+            .map_err(invalid)?
+        };
+        let mut validation = Validation::new(algorithm.to_jsonwebtoken());
+        // Mercure tokens may omit `exp`; when present it is still checked.
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        Ok(Self {
+            algorithm,
+            key,
+            validation,
+        })
+    }
+
+    /// The algorithm this verifier accepts.
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.algorithm
+    }
+
+    /// Verifies the signature, algorithm, `exp` and `nbf`, and decodes the claims.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] saying why, without echoing the token.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                AuthError::InvalidToken(match e.kind() {
+                    ErrorKind::ExpiredSignature => "the token has expired".into(),
+                    ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+                    ErrorKind::InvalidSignature => "bad signature".into(),
+                    ErrorKind::InvalidAlgorithm => format!(
+                        "the token is not signed with the configured algorithm {}",
+                        self.algorithm
+                    ),
+                    _ => format!("malformed token ({e})"),
+                })
+            })
+    }
+}
+
+/// Signs tokens (for `ssehub token` and for tests).
+#[derive(Clone)]
+pub struct JwtSigner {
+    algorithm: JwtAlgorithm,
+    key: EncodingKey,
+}
+
+impl fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSigner")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtSigner {
+    /// A signer: `material` is the HMAC secret, or the PEM private key (text or file path).
+    ///
+    /// # Errors
+    /// [`JwtKeyError`] when the key is empty or does not parse.
+    pub fn new(algorithm: JwtAlgorithm, material: &str) -> Result<Self, JwtKeyError> {
+        if material.is_empty() {
+            return Err(JwtKeyError::Empty);
+        }
+        let invalid = |e: jsonwebtoken::errors::Error| JwtKeyError::Invalid {
+            algorithm,
+            reason: e.to_string(),
+        };
+        let key = if algorithm.is_hmac() {
+            EncodingKey::from_secret(material.as_bytes()).map_err(invalid)?
+        } else {
+            let pem = pem_bytes(algorithm, material)?;
+            match algorithm {
+                JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+                _ => EncodingKey::from_rsa_pem(&pem),
+            }
+            .map_err(invalid)?
+        };
+        Ok(Self { algorithm, key })
+    }
+
+    /// Signs `claims` into a compact JWS.
+    ///
+    /// # Errors
+    /// [`JwtKeyError::Invalid`] when signing fails.
+    pub fn sign(&self, claims: &Claims) -> Result<String, JwtKeyError> {
+        jsonwebtoken::encode(
+            &Header::new(self.algorithm.to_jsonwebtoken()),
+            claims,
+            &self.key,
+        )
+        .map_err(|e| JwtKeyError::Invalid {
+            algorithm: self.algorithm,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::MercureClaim;
+
+    fn claims(exp: Option<u64>) -> Claims {
+        Claims {
+            exp,
+            mercure: Some(MercureClaim {
+                publish: Some(vec!["*".into()]),
+                ..MercureClaim::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn hs256_round_trip_and_wrong_secret() {
+        let signer =
+            JwtSigner::new(JwtAlgorithm::HS256, "secret-secret-secret-secret-1234").expect("key");
+        let token = signer.sign(&claims(None)).expect("sign");
+        let verifier =
+            JwtVerifier::new(JwtAlgorithm::HS256, "secret-secret-secret-secret-1234").expect("key");
+        assert_eq!(verifier.verify(&token), Ok(claims(None)));
+        let other =
+            JwtVerifier::new(JwtAlgorithm::HS256, "another-secret-another-secret-12").expect("key");
+        assert!(matches!(
+            other.verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn expired_token_is_rejected_and_missing_exp_is_fine() {
+        let signer = JwtSigner::new(JwtAlgorithm::HS256, "k").expect("key");
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let expired = signer.sign(&claims(Some(1))).expect("sign");
+        assert_eq!(
+            verifier.verify(&expired),
+            Err(AuthError::InvalidToken("the token has expired".into()))
+        );
+        let eternal = signer.sign(&claims(None)).expect("sign");
+        assert!(verifier.verify(&eternal).is_ok());
+    }
+
+    #[test]
+    fn other_algorithm_is_rejected() {
+        let signer = JwtSigner::new(JwtAlgorithm::HS512, "k").expect("key");
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let token = signer.sign(&claims(None)).expect("sign");
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn alg_none_is_rejected() {
+        // header {"alg":"none","typ":"JWT"}, claims {"mercure":{"publish":["*"]}}, no signature
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.";
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        assert!(matches!(
+            verifier.verify(token),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panicking() {
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        for token in ["", ".", "..", "a.b.c", "🦀.🦀.🦀", "eyJ.eyJ.x"] {
+            assert!(verifier.verify(token).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_pem_is_a_key_error() {
+        assert!(JwtVerifier::new(
+            JwtAlgorithm::RS256,
+            "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"
+        )
+        .is_err());
+        assert!(JwtVerifier::new(JwtAlgorithm::HS256, "").is_err());
+        assert!("XX999".parse::<JwtAlgorithm>().is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! `ssehub serve`: bind, build the hub, serve until SIGTERM or Ctrl-C, then shut down in order.
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::ServeArgs;
+use crate::{http, server, Hub};
+
+/// Runs the hub until a shutdown signal.
+///
+/// # Errors
+/// Invalid settings, an address that cannot be bound.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (hub_config, server_options) = args.resolve().context("invalid setting")?;
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let shutdown = CancellationToken::new();
+    let hub = Hub::builder(hub_config)
+        .shutdown(shutdown.child_token())
+        .build()
+        .await
+        .context("starting the hub")?;
+    info!(%addr, url = %format!("http://{addr}/.well-known/mercure"), "listening");
+
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown signal received: closing streams");
+        on_signal.cancel();
+    });
+    // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
+    server::serve(
+        listener,
+        http::router(hub.clone()),
+        server_options,
+        shutdown.cancelled_owned(),
+    )
+    .await
+    .context("serving")?;
+    hub.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM, whichever comes first.
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

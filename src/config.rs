@@ -1,0 +1,253 @@
+//! `ssehub serve` settings: flags and `SSEHUB_*` environment variables, validated once.
+//!
+//! Every setting has one name everywhere: `--heartbeat` on the command line is
+//! `SSEHUB_HEARTBEAT` in the environment. [`ServeArgs::resolve`] turns them into the library's
+//! [`HubConfig`] and [`ServerOptions`], and a bad value stops start-up with a message naming it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use thiserror::Error;
+
+use crate::auth::{AuthConfig, JwtAlgorithm, JwtKeyError, JwtVerifier};
+use crate::hub::HubConfig;
+use crate::server::ServerOptions;
+
+/// A setting that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A JWT key that does not parse.
+    #[error("{setting}: {source}")]
+    Key {
+        /// The setting's flag name.
+        setting: &'static str,
+        /// Why.
+        source: JwtKeyError,
+    },
+    /// Nothing could verify publisher tokens.
+    #[error("--publisher-jwt-key (or --jwt-key) is required: without it nobody can publish")]
+    NoPublisherKey,
+    /// Any other invalid value.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The setting's flag name.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Parses `15s`, `10m`, `1h30m`; `0` disables where a setting allows it.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    if value.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 15s, 10m, 1h)"))
+}
+
+/// Settings of `ssehub serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "SSEHUB_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Key for both publisher and subscriber tokens, unless the specific keys below are set.
+    #[arg(long, env = "SSEHUB_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+
+    /// Key that verifies publisher tokens: an HMAC secret, or with --jwt-algorithm RS256/ES256 a
+    /// PEM public key (the PEM text or a file path).
+    #[arg(long, env = "SSEHUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+
+    /// Key that verifies subscriber tokens (same forms as --publisher-jwt-key).
+    #[arg(long, env = "SSEHUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// Token signature algorithm: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384.
+    #[arg(long, env = "SSEHUB_JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// Accept subscribers without a token (they never receive private updates).
+    #[arg(long, env = "SSEHUB_ANONYMOUS")]
+    pub anonymous: bool,
+
+    /// Browser origins allowed to subscribe and publish (comma-separated), or `*` for any
+    /// origin without credentials.
+    #[arg(long, env = "SSEHUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Idle time before a heartbeat comment is sent on a stream (0 disables).
+    #[arg(long, env = "SSEHUB_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Longest life of a stream; the hub then ends it and the client reconnects with
+    /// Last-Event-ID (0 for no limit).
+    #[arg(long, env = "SSEHUB_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+
+    /// Events kept in memory for Last-Event-ID replay.
+    #[arg(long, env = "SSEHUB_HISTORY_SIZE", default_value_t = 10_000)]
+    pub history_size: usize,
+
+    /// Events queued for one subscriber before it is disconnected as too slow.
+    #[arg(long, env = "SSEHUB_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub queue_capacity: usize,
+
+    /// Most streams open at once; more get 503 with Retry-After.
+    #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
+    pub max_subscribers: usize,
+
+    /// Most `topic` selectors in one subscription (and topics in one update).
+    #[arg(long, env = "SSEHUB_MAX_TOPICS", default_value_t = 64)]
+    pub max_topics: usize,
+
+    /// Largest publish request body, in bytes.
+    #[arg(long, env = "SSEHUB_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
+    pub max_publish_bytes: usize,
+
+    /// How long a client may take to send its request headers.
+    #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a write to a client may stay blocked before the connection is dropped
+    /// (0 disables).
+    #[arg(long, env = "SSEHUB_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Validates the settings and builds the library's configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn resolve(&self) -> Result<(HubConfig, ServerOptions), ConfigError> {
+        let algorithm = self.jwt_algorithm;
+        let verifier = |setting: &'static str, key: &Option<String>| {
+            key.as_deref()
+                .or(self.jwt_key.as_deref())
+                .map(|material| {
+                    JwtVerifier::new(algorithm, material)
+                        .map_err(|source| ConfigError::Key { setting, source })
+                })
+                .transpose()
+        };
+        let publisher = verifier("--publisher-jwt-key", &self.publisher_jwt_key)?
+            .ok_or(ConfigError::NoPublisherKey)?;
+        let subscriber = verifier("--subscriber-jwt-key", &self.subscriber_jwt_key)?;
+        let positive = |setting: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    setting,
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let event_limits = crate::event::EventLimits {
+            max_topics: positive("--max-topics", self.max_topics)?,
+            ..crate::event::EventLimits::default()
+        };
+        for origin in &self.cors_origins {
+            if origin != "*" && (!origin.contains("://") || origin.ends_with('/')) {
+                return Err(ConfigError::Invalid {
+                    setting: "--cors-origins",
+                    reason: format!(
+                        "{origin:?} is not an origin (expected scheme://host[:port] without a path, or *)"
+                    ),
+                });
+            }
+        }
+        let hub = HubConfig {
+            heartbeat: self.heartbeat,
+            max_lifetime: (!self.max_lifetime.is_zero()).then_some(self.max_lifetime),
+            history_size: self.history_size,
+            queue_capacity: positive("--queue-capacity", self.queue_capacity)?,
+            max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
+            max_topics_per_subscription: self.max_topics,
+            event_limits,
+            max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,
+            auth: AuthConfig {
+                publisher: Some(publisher),
+                subscriber,
+                anonymous: self.anonymous,
+            },
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .filter(|o| !o.is_empty())
+                .cloned()
+                .collect(),
+        };
+        let server = ServerOptions {
+            header_read_timeout: self.header_read_timeout,
+            write_timeout: self.write_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            ..ServerOptions::default()
+        };
+        Ok((hub, server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Wrapper, clap::Error> {
+        Wrapper::try_parse_from(std::iter::once("ssehub").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn publisher_key_is_required() {
+        let args = parse(&[]).expect("parses");
+        assert!(matches!(
+            args.serve.resolve(),
+            Err(ConfigError::NoPublisherKey)
+        ));
+    }
+
+    #[test]
+    fn jwt_key_is_the_fallback_for_both() {
+        let args = parse(&["--jwt-key", "secret"]).expect("parses");
+        let (hub, _) = args.serve.resolve().expect("valid");
+        assert!(hub.auth.publisher.is_some() && hub.auth.subscriber.is_some());
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let args = parse(&["--jwt-key", "k", "--cors-origins", "example.com"]).expect("parses");
+        let error = args
+            .serve
+            .resolve()
+            .expect_err("invalid origin")
+            .to_string();
+        assert!(error.starts_with("--cors-origins"), "{error}");
+        assert!(parse(&["--heartbeat", "soon"]).is_err());
+        let args =
+            parse(&["--publisher-jwt-key", "k", "--jwt-algorithm", "RS256"]).expect("parses");
+        let error = args.serve.resolve().expect_err("not a PEM").to_string();
+        assert!(error.starts_with("--publisher-jwt-key"), "{error}");
+    }
+}

@@ -1,0 +1,180 @@
+//! `POST /.well-known/mercure`: the publish endpoint (draft-dunglas-mercure-07 §Publication).
+//!
+//! Reads the form (`topic` repeated, `data`, `private`, `id`, `type`, `retry`), authorizes the
+//! publisher for every topic, and answers `200` with the event id once the event is in history.
+//! Any refusal happens before the hub sees the event, so a rejected publish changes nothing.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, StatusCode};
+
+use super::error::ApiError;
+use super::query_param;
+use crate::auth::{self, TokenSource};
+use crate::event::{generate_id, Event};
+use crate::hub::Hub;
+
+/// Handles a publish.
+///
+/// # Errors
+/// `401`/`403` for authorization, `413` for a body over the limit, `415` for a body that is not a
+/// form, `400` for an invalid update, `503` when it cannot be stored.
+pub async fn publish(
+    State(hub): State<Hub>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let query_token = query
+        .as_deref()
+        .and_then(|q| query_param(q, "authorization"));
+    let (token, source) = match auth::extract_token(&headers, query_token.as_deref())? {
+        Some((token, source)) => (Some(token), Some(source)),
+        None => (None, None),
+    };
+    if source == Some(TokenSource::Cookie) {
+        check_cookie_origin(&hub, &headers)?;
+    }
+    let grant = hub
+        .config()
+        .auth
+        .authorize_publisher(token.as_deref(), hub.selector_cache())?;
+
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+    }
+    let limit = hub.config().max_publish_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the {limit}-byte limit (or was cut off)"),
+        )
+    })?;
+    let event = parse_form(&bytes)?;
+    grant.check_topics(&event.topics)?;
+    let receipt = hub.publish(event).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        receipt.id,
+    )
+        .into_response())
+}
+
+/// Mercure §Publication form fields to an [`Event`]. The first `topic` is canonical; the first
+/// occurrence of every other field wins.
+fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
+    let mut topics = Vec::new();
+    let (mut data, mut id, mut event_type, mut retry, mut private) =
+        (None, None, None, None, false);
+    for (name, value) in form_urlencoded::parse(body) {
+        match name.as_ref() {
+            "topic" => topics.push(value.into_owned()),
+            "data" => {
+                data.get_or_insert_with(|| value.into_owned());
+            }
+            "id" => {
+                id.get_or_insert_with(|| value.into_owned());
+            }
+            "type" => {
+                event_type.get_or_insert_with(|| value.into_owned());
+            }
+            "retry" if retry.is_none() => retry = Some(parse_retry(&value)?),
+            // Mercure: "If this name is set, the update MUST NOT be dispatched to subscribers
+            // not authorized to receive it", whatever its value.
+            "private" => private = true,
+            _ => {}
+        }
+    }
+    Ok(Event {
+        id: id.unwrap_or_else(generate_id),
+        topics,
+        data: data.unwrap_or_default(),
+        event_type: event_type.filter(|t| !t.is_empty()),
+        retry,
+        private,
+    })
+}
+
+fn parse_retry(value: &str) -> Result<u64, ApiError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "`retry` must be a whole number of milliseconds",
+        ));
+    }
+    value
+        .parse()
+        .map_err(|_| ApiError::bad_request("`retry` is too large"))
+}
+
+/// A cookie is sent by the browser on any cross-site form post, so a cookie-authorized publish
+/// must come from an origin the operator allowed (CSRF protection).
+fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    match origin {
+        Some(origin)
+            if hub
+                .config()
+                .cors_origins
+                .iter()
+                .any(|allowed| allowed == origin) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a publish authorized by cookie must come from an allowed Origin (see --cors-origins)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_map_to_the_event() {
+        let event = parse_form(b"topic=a&topic=b&data=x%0Ay&id=1&type=t&retry=5&private=on")
+            .expect("valid");
+        assert_eq!(event.topics, ["a", "b"]);
+        assert_eq!(event.data, "x\ny");
+        assert_eq!(event.id, "1");
+        assert_eq!(event.event_type.as_deref(), Some("t"));
+        assert_eq!(event.retry, Some(5));
+        assert!(event.private);
+    }
+
+    #[test]
+    fn missing_id_is_generated() {
+        let event = parse_form(b"topic=a").expect("valid");
+        assert!(event.id.starts_with("urn:uuid:"));
+        assert!(!event.private);
+    }
+
+    #[test]
+    fn bad_retry_is_rejected() {
+        for body in [
+            &b"topic=a&retry=-1"[..],
+            b"topic=a&retry=1s",
+            b"topic=a&retry=",
+            b"topic=a&retry=99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_form(body).map_err(|e| e.status),
+                Err(StatusCode::BAD_REQUEST)
+            );
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `GET /.well-known/mercure`: the subscribe endpoint (draft-dunglas-mercure-07 §Subscription,
+//! §Reconciliation).
+//!
+//! Reads `topic` (repeatable), `lastEventID` and `authorization` from the query, authorizes the
+//! subscriber, opens a [`Subscription`](crate::hub::Subscription) and answers with its stream as
+//! a `text/event-stream` body. The response headers go out at once, before any event exists, so
+//! `EventSource.onopen` fires immediately.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{header, HeaderValue, StatusCode};
+use http_body::Frame;
+
+use super::error::ApiError;
+use crate::auth;
+use crate::hub::{Hub, SubscribeRequest, SubscriptionStream};
+
+/// The `Last-Event-ID` header name.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// What Mercure's reference hub sends, so that no proxy or browser caches a stream.
+const CACHE_CONTROL: &str = "private, no-cache, no-store, must-revalidate, max-age=0";
+
+/// Handles a subscription.
+///
+/// # Errors
+/// `400` without topics or with too many, `401` for a missing (when anonymous subscribers are
+/// off) or invalid token, `503` with `Retry-After` when the hub is full or shutting down.
+pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Response, ApiError> {
+    let mut topics = Vec::new();
+    let (mut query_last_event_id, mut query_token) = (None, None);
+    if let Some(query) = request.uri().query() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "topic" => topics.push(value.into_owned()),
+                "lastEventID" => {
+                    query_last_event_id.get_or_insert_with(|| value.into_owned());
+                }
+                "authorization" => {
+                    query_token.get_or_insert_with(|| value.into_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    let headers = request.headers();
+    let token = auth::extract_token(headers, query_token.as_deref())?.map(|(token, _)| token);
+    let grant = hub
+        .config()
+        .auth
+        .authorize_subscriber(token.as_deref(), hub.selector_cache())?;
+    // Mercure §Reconciliation: the header takes precedence over the query parameter.
+    let last_event_id = match headers.get(LAST_EVENT_ID) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("the Last-Event-ID header is not valid text"))?
+                .to_owned(),
+        ),
+        None => query_last_event_id,
+    };
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+
+    let subscription = hub
+        .subscribe(SubscribeRequest {
+            topics,
+            last_event_id,
+            grant,
+            remote_addr,
+        })
+        .await?;
+
+    let mut response = Response::new(Body::new(SseBody(subscription.stream)));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(resumed_after) = subscription.resumed_after {
+        // Ids are validated to contain no CR/LF; other bytes a header value cannot carry are
+        // rare enough to degrade to `earliest` (the client then knows it may have missed some).
+        let value = HeaderValue::from_str(&resumed_after)
+            .unwrap_or_else(|_| HeaderValue::from_static(crate::event::EARLIEST));
+        headers.insert(LAST_EVENT_ID, value);
+    }
+    Ok(response)
+}
+
+/// Adapts a [`SubscriptionStream`] to an HTTP body: each item is one data frame.
+struct SseBody(SubscriptionStream);
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().0)
+            .poll_next(cx)
+            .map(|item| item.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}

@@ -1,0 +1,587 @@
+//! The hub: the registry of subscribers, the publish path and the emitter lifecycle.
+//!
+//! The path of one event: [`Hub::publish`] validates it and hands it to the single **writer**
+//! task, which appends batches to [`History`] (one append, and later one fsync, per batch) and
+//! acknowledges each publisher once its event is stored; the writer passes stored events, in
+//! log order, to the **dispatcher** task, which pushes the event's one encoded frame into the
+//! bounded queue of every subscriber that wants it ([`registry`]). Fan-out runs behind the
+//! acknowledgement, so under load events queue up and reach each socket in one write.
+//!
+//! The path of one subscriber: [`Hub::subscribe`] registers it *first*, then reads the history
+//! after its `Last-Event-ID`, and its [`SubscriptionStream`] drops live events the replay already
+//! covered (by sequence number): no gap, no duplicate. Dropping the stream unregisters it.
+
+pub mod registry;
+pub mod stream;
+pub mod subscriber;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, Instrument};
+
+use crate::auth::{AuthConfig, SubscriberGrant};
+use crate::event::{Event, EventError, EventLimits};
+use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, StoredEvent};
+use crate::topic::SelectorCache;
+use registry::{RegisterError, Registry};
+pub use stream::SubscriptionStream;
+pub use subscriber::{CloseReason, SubscriberId, SubscriberInfo};
+use subscriber::{Subscriber, SubscriberQueue};
+
+/// Settings of a hub. `Default` gives the values documented on each field.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Idle time after which a stream gets a heartbeat comment (default 15 s; zero disables).
+    pub heartbeat: Duration,
+    /// The longest a stream stays open before the hub ends it cleanly and the client
+    /// reconnects with `Last-Event-ID` (default 1 h; `None` for no limit).
+    pub max_lifetime: Option<Duration>,
+    /// Events kept for `Last-Event-ID` replay (default 10,000).
+    pub history_size: usize,
+    /// Events queued for one subscriber before it counts as too slow and is disconnected
+    /// (default 4,096).
+    pub queue_capacity: usize,
+    /// Open streams allowed at once; more are refused with `503` (default 100,000).
+    pub max_subscribers: usize,
+    /// `topic` selectors allowed in one subscription (default 64).
+    pub max_topics_per_subscription: usize,
+    /// Limits on published events.
+    pub event_limits: EventLimits,
+    /// Largest publish request body in bytes (default 1 MiB); larger ones get `413`.
+    pub max_publish_bytes: usize,
+    /// Keys and the anonymous-subscriber policy.
+    pub auth: AuthConfig,
+    /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
+    /// but then without credentials (cookies).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            max_lifetime: Some(Duration::from_secs(3600)),
+            history_size: 10_000,
+            queue_capacity: 4096,
+            max_subscribers: 100_000,
+            max_topics_per_subscription: 64,
+            event_limits: EventLimits::default(),
+            max_publish_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// A hook called when a stream opens.
+pub type OpenHook = Arc<dyn Fn(&SubscriberInfo) + Send + Sync>;
+/// A hook called once when a stream ends, with why and how long it lived.
+pub type CloseHook = Arc<dyn Fn(&SubscriberInfo, CloseReason, Duration) + Send + Sync>;
+
+/// Emitter lifecycle callbacks. They run on the hub's own paths (the dispatcher, or the task
+/// that dropped the stream), so they must be quick and must not block.
+#[derive(Clone, Default)]
+struct Hooks {
+    on_open: Vec<OpenHook>,
+    on_close: Vec<CloseHook>,
+}
+
+/// What the dispatcher and every stream share: enough to unregister a subscriber.
+pub(crate) struct Shared {
+    registry: Registry,
+    hooks: Hooks,
+}
+
+impl Shared {
+    /// Takes a subscriber out of the registry, closes its queue and runs the close hooks; does
+    /// nothing if it already left (so hooks run exactly once).
+    pub(crate) fn release(&self, id: SubscriberId, reason: CloseReason) {
+        let Some(subscriber) = self.registry.remove(id) else {
+            return;
+        };
+        subscriber.queue.close(reason);
+        self.closed(&subscriber, reason);
+    }
+
+    fn closed(&self, subscriber: &Subscriber, reason: CloseReason) {
+        let lived = subscriber.info.connected_at.elapsed().unwrap_or_default();
+        debug!(
+            subscriber = subscriber.info.id,
+            reason = reason.as_str(),
+            lived_ms = lived.as_millis() as u64,
+            "stream closed"
+        );
+        for hook in &self.hooks.on_close {
+            hook(&subscriber.info, reason, lived);
+        }
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// The event breaks a rule (400).
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    /// The history store refused it (503); nothing was delivered.
+    #[error(transparent)]
+    Unavailable(#[from] HistoryError),
+    /// The hub is shutting down (503).
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Error)]
+pub enum SubscribeError {
+    /// No `topic` selector (400).
+    #[error("missing topic: subscribe with at least one `topic` query parameter")]
+    NoTopics,
+    /// More selectors than allowed (400).
+    #[error("too many topics: {count} given, at most {max} allowed")]
+    TooManyTopics {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The maximum number of open streams is reached (503, retry later).
+    #[error("too many open streams: the hub allows {max}")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// The hub is shutting down (503).
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    /// History could not be read (503).
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// A request to subscribe, already authorized.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeRequest {
+    /// Topic selectors (exact topics, `*`, or URI templates).
+    pub topics: Vec<String>,
+    /// Resume after this event id (`earliest` for everything the history has).
+    pub last_event_id: Option<String>,
+    /// What the subscriber's token allows (private updates, expiry).
+    pub grant: SubscriberGrant,
+    /// The peer address, for logs and hooks.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// An open subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The value of the `Last-Event-ID` response header, when the request carried one: the
+    /// id replay resumed after, or `earliest`.
+    pub resumed_after: Option<String>,
+    /// The frames to write, replay first. Dropping it unsubscribes.
+    pub stream: SubscriptionStream,
+}
+
+/// The acknowledgement of a stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The event's id (generated when the publisher gave none).
+    pub id: String,
+    /// Its position in this hub's log.
+    pub seq: u64,
+}
+
+struct PublishRequest {
+    event: Event,
+    ack: oneshot::Sender<Result<u64, PublishError>>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    shared: Arc<Shared>,
+    history: Arc<dyn History>,
+    writer: mpsc::Sender<PublishRequest>,
+    selectors: SelectorCache,
+    next_subscriber_id: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A running hub. Cheap to clone; every clone is the same hub.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use futures_util::StreamExt;
+/// use ssehub::{Event, Hub, HubConfig, SubscribeRequest};
+///
+/// let hub = Hub::builder(HubConfig::default()).build().await?;
+/// let mut subscription = hub
+///     .subscribe(SubscribeRequest { topics: vec!["/orders/{id}".into()], ..Default::default() })
+///     .await?;
+/// hub.publish(Event::new("/orders/42", "shipped")).await?;
+/// let frame = subscription.stream.next().await.expect("a frame");
+/// assert!(std::str::from_utf8(&frame)?.ends_with("data: shipped\n\n"));
+/// hub.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("subscribers", &self.subscriber_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Hub`].
+pub struct HubBuilder {
+    config: HubConfig,
+    history: Option<Arc<dyn History>>,
+    shutdown: Option<CancellationToken>,
+    hooks: Hooks,
+}
+
+impl HubBuilder {
+    /// Uses this history store instead of the default in-memory one of `history_size` events.
+    pub fn history(mut self, history: Arc<dyn History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Ends every stream and stops the hub when `token` is cancelled.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
+    }
+
+    /// Calls `hook` when a stream opens.
+    pub fn on_open(mut self, hook: impl Fn(&SubscriberInfo) + Send + Sync + 'static) -> Self {
+        self.hooks.on_open.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` once when a stream ends: timeout ([`CloseReason::Timeout`],
+    /// [`CloseReason::TokenExpired`]), completion ([`CloseReason::Closed`],
+    /// [`CloseReason::Shutdown`]) or error ([`CloseReason::ClientDisconnected`],
+    /// [`CloseReason::SlowConsumer`]).
+    pub fn on_close(
+        mut self,
+        hook: impl Fn(&SubscriberInfo, CloseReason, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_close.push(Arc::new(hook));
+        self
+    }
+
+    /// Starts the hub's writer and dispatcher tasks. Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// None with the in-memory history; stores that open files or connections report failures
+    /// here.
+    pub async fn build(self) -> Result<Hub, HistoryError> {
+        let config = self.config;
+        let history = self
+            .history
+            .unwrap_or_else(|| Arc::new(MemoryHistory::new(config.history_size)));
+        let shutdown = self.shutdown.unwrap_or_default();
+        let shared = Arc::new(Shared {
+            registry: Registry::new(64, config.max_subscribers),
+            hooks: self.hooks,
+        });
+        let (writer_tx, writer_rx) = mpsc::channel(4096);
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
+        let tasks = TaskTracker::new();
+        tasks.spawn(
+            run_writer(
+                writer_rx,
+                history.clone(),
+                dispatch_tx,
+                shutdown.clone(),
+                shared.clone(),
+            )
+            .instrument(info_span!("hub_writer")),
+        );
+        tasks.spawn(
+            run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
+        );
+        tasks.close();
+        Ok(Hub {
+            inner: Arc::new(HubInner {
+                config,
+                shared,
+                history,
+                writer: writer_tx,
+                selectors: SelectorCache::new(4096),
+                next_subscriber_id: AtomicU64::new(1),
+                shutdown,
+                tasks,
+            }),
+        })
+    }
+}
+
+/// Appends batches to the history in arrival order, acknowledges them, and passes them on to
+/// the dispatcher. The only writer of the log, so log order is dispatch order.
+async fn run_writer(
+    mut requests: mpsc::Receiver<PublishRequest>,
+    history: Arc<dyn History>,
+    dispatch: mpsc::Sender<Arc<StoredEvent>>,
+    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            // Shutdown: stop taking publishes; queued ones fail with `ShuttingDown` when their
+            // acknowledgement sender is dropped.
+            () = shutdown.cancelled() => break,
+            // Wait for at least one publish, then take whatever else is already queued.
+            received = requests.recv_many(&mut batch, MAX_BATCH) => {
+                if received == 0 {
+                    break; // every Hub handle is gone
+                }
+            }
+        }
+        let (events, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.ack)).unzip();
+        match history.append(events) {
+            Ok(stored) => {
+                for (event, ack) in stored.into_iter().zip(acks) {
+                    // The publisher may have given up waiting; the event is stored regardless.
+                    let _ = ack.send(Ok(event.seq));
+                    if dispatch.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for ack in acks {
+                    let _ = ack.send(Err(PublishError::Unavailable(HistoryError::Unavailable(
+                        message.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+    for subscriber in shared.registry.close() {
+        subscriber.queue.close(CloseReason::Shutdown);
+        shared.closed(&subscriber, CloseReason::Shutdown);
+    }
+}
+
+/// Fans stored events out to subscribers, in log order.
+async fn run_dispatcher(mut events: mpsc::Receiver<Arc<StoredEvent>>, shared: Arc<Shared>) {
+    let mut overflowed = Vec::new();
+    while let Some(stored) = events.recv().await {
+        shared.registry.dispatch(&stored, &mut overflowed);
+        for id in overflowed.drain(..) {
+            debug!(subscriber = id, "queue full: disconnecting slow subscriber");
+            shared.release(id, CloseReason::SlowConsumer);
+        }
+    }
+}
+
+impl Hub {
+    /// Starts building a hub with `config`.
+    pub fn builder(config: HubConfig) -> HubBuilder {
+        HubBuilder {
+            config,
+            history: None,
+            shutdown: None,
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The compiled-selector cache shared by subscriptions and token checks.
+    pub fn selector_cache(&self) -> &SelectorCache {
+        &self.inner.selectors
+    }
+
+    /// Validates `event`, stores it in history, and returns once it is stored; delivery to
+    /// subscribers follows.
+    ///
+    /// # Errors
+    /// [`PublishError::Invalid`] for a bad event (nothing is stored),
+    /// [`PublishError::Unavailable`] when history refused it, [`PublishError::ShuttingDown`].
+    pub async fn publish(&self, event: Event) -> Result<PublishReceipt, PublishError> {
+        event.validate(&self.inner.config.event_limits)?;
+        if self.inner.shutdown.is_cancelled() {
+            return Err(PublishError::ShuttingDown);
+        }
+        let id = event.id.clone();
+        let (ack, stored) = oneshot::channel();
+        self.inner
+            .writer
+            .send(PublishRequest { event, ack })
+            .await
+            .map_err(|_| PublishError::ShuttingDown)?;
+        let seq = stored.await.map_err(|_| PublishError::ShuttingDown)??;
+        Ok(PublishReceipt { id, seq })
+    }
+
+    /// Registers a subscriber, then replays history after its `Last-Event-ID`.
+    ///
+    /// # Errors
+    /// See [`SubscribeError`]; nothing stays registered on error.
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<Subscription, SubscribeError> {
+        let config = &self.inner.config;
+        if request.topics.is_empty() {
+            return Err(SubscribeError::NoTopics);
+        }
+        if request.topics.len() > config.max_topics_per_subscription {
+            return Err(SubscribeError::TooManyTopics {
+                count: request.topics.len(),
+                max: config.max_topics_per_subscription,
+            });
+        }
+        let selectors: Vec<_> = request
+            .topics
+            .iter()
+            .map(|topic| self.inner.selectors.get(topic))
+            .collect();
+        let exact_only = selectors.iter().all(|s| s.as_exact().is_some());
+        let id = self
+            .inner
+            .next_subscriber_id
+            .fetch_add(1, Ordering::Relaxed);
+        let ends_at = self.stream_deadline(&request.grant);
+        let subscriber = Arc::new(Subscriber {
+            info: SubscriberInfo {
+                id,
+                topics: request.topics,
+                remote_addr: request.remote_addr,
+                payload: request.grant.payload.clone(),
+                connected_at: SystemTime::now(),
+            },
+            selectors,
+            exact_only,
+            grant: request.grant,
+            queue: SubscriberQueue::new(config.queue_capacity),
+        });
+        // Register first: events published from now on are queued for this subscriber, so the
+        // history read below cannot miss one.
+        self.inner
+            .shared
+            .registry
+            .insert(subscriber.clone())
+            .map_err(|e| match e {
+                RegisterError::Full => SubscribeError::Full {
+                    max: config.max_subscribers,
+                },
+                RegisterError::ShuttingDown => SubscribeError::ShuttingDown,
+            })?;
+        let (replay, skip_through_seq, resumed_after) = match &request.last_event_id {
+            None => (Vec::new(), 0, None),
+            Some(last_event_id) => {
+                let from = ReplayFrom::from_last_event_id(last_event_id);
+                match self
+                    .inner
+                    .history
+                    .replay(from, &|event| subscriber.wants(event))
+                {
+                    Ok(replay) => (
+                        replay.frames,
+                        replay.through_seq,
+                        Some(replay.resumed_after),
+                    ),
+                    Err(error) => {
+                        self.inner.shared.registry.remove(id);
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
+        debug!(
+            subscriber = id,
+            topics = subscriber.info.topics.len(),
+            replayed = replay.len(),
+            "stream opened"
+        );
+        for hook in &self.inner.shared.hooks.on_open {
+            hook(&subscriber.info);
+        }
+        let stream = SubscriptionStream::new(
+            self.inner.shared.clone(),
+            subscriber,
+            replay,
+            skip_through_seq,
+            config.heartbeat,
+            ends_at,
+        );
+        Ok(Subscription {
+            resumed_after,
+            stream,
+        })
+    }
+
+    /// The earlier of the maximum lifetime and the token's expiry.
+    fn stream_deadline(
+        &self,
+        grant: &SubscriberGrant,
+    ) -> Option<(tokio::time::Instant, CloseReason)> {
+        let now = tokio::time::Instant::now();
+        let lifetime = self
+            .inner
+            .config
+            .max_lifetime
+            .filter(|d| !d.is_zero())
+            .map(|d| (now + d, CloseReason::Timeout));
+        let expiry = grant
+            .time_left()
+            .map(|d| (now + d, CloseReason::TokenExpired));
+        match (lifetime, expiry) {
+            (Some(l), Some(e)) => Some(if e.0 <= l.0 { e } else { l }),
+            (l, e) => l.or(e),
+        }
+    }
+
+    /// How many streams are open.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.shared.registry.len()
+    }
+
+    /// Ends one stream ([`CloseReason::Closed`]). Returns whether it was open.
+    pub fn close_subscriber(&self, id: SubscriberId) -> bool {
+        let open = self.inner.shared.registry.get(id).is_some();
+        self.inner.shared.release(id, CloseReason::Closed);
+        open
+    }
+
+    /// How many events the history holds.
+    pub fn history_len(&self) -> usize {
+        self.inner.history.len()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled() || self.inner.shared.registry.is_closed()
+    }
+
+    /// Stops taking publishes, ends every stream ([`CloseReason::Shutdown`]) and waits for the
+    /// hub's tasks to finish.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.wait().await;
+    }
+}

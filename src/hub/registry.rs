@@ -1,0 +1,216 @@
+//! The registry of live subscribers, and the fan-out over it.
+//!
+//! Sharded by subscriber id: subscribing or leaving write-locks one shard, briefly; a fan-out
+//! read-locks one shard at a time and never waits on anything while holding it (pushing into a
+//! subscriber queue never blocks). There is no lock shared by every publish: publishers and
+//! subscribers meet only on a shard, for the time of a few pointer pushes.
+//!
+//! Within a shard, subscribers whose selectors are all exact topics are indexed by topic, so an
+//! event only visits the subscribers of its own topics plus those with `*` or URI templates.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::subscriber::{PushOutcome, Subscriber, SubscriberId};
+use crate::history::StoredEvent;
+
+/// Why a subscriber could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegisterError {
+    /// The configured maximum number of subscribers is reached.
+    Full,
+    /// The hub is shutting down.
+    ShuttingDown,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    by_id: HashMap<SubscriberId, Arc<Subscriber>>,
+    /// Exact-only subscribers, under each of their topics.
+    by_topic: HashMap<Box<str>, Vec<Arc<Subscriber>>>,
+    /// Subscribers with at least one `*` or template selector: checked against every event.
+    by_pattern: Vec<Arc<Subscriber>>,
+}
+
+/// Counts of one fan-out, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FanOut {
+    pub(crate) delivered: usize,
+    pub(crate) overflowed: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    shards: Box<[RwLock<Shard>]>,
+    len: AtomicUsize,
+    max_subscribers: usize,
+    closed: AtomicBool,
+}
+
+impl Registry {
+    pub(crate) fn new(shard_count: usize, max_subscribers: usize) -> Self {
+        Self {
+            shards: (0..shard_count.max(1)).map(|_| RwLock::default()).collect(),
+            len: AtomicUsize::new(0),
+            max_subscribers,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn shard(&self, id: SubscriberId) -> &RwLock<Shard> {
+        // The modulo keeps the index in range; the slice is never empty (`max(1)` above).
+        &self.shards[(id % self.shards.len() as u64) as usize]
+    }
+
+    // Only HashMap and Vec operations run under these locks, so a poisoned lock still guards
+    // consistent data.
+    fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+        lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+        lock.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn insert(&self, subscriber: Arc<Subscriber>) -> Result<(), RegisterError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RegisterError::ShuttingDown);
+        }
+        let previous = self.len.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.max_subscribers {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(RegisterError::Full);
+        }
+        let mut shard = Self::write(self.shard(subscriber.info.id));
+        if subscriber.exact_only {
+            for selector in &subscriber.selectors {
+                if let Some(topic) = selector.as_exact() {
+                    let list = shard.by_topic.entry(topic.into()).or_default();
+                    // A subscriber listing the same topic twice is indexed once.
+                    if !list.iter().any(|s| s.info.id == subscriber.info.id) {
+                        list.push(subscriber.clone());
+                    }
+                }
+            }
+        } else {
+            shard.by_pattern.push(subscriber.clone());
+        }
+        let id = subscriber.info.id;
+        shard.by_id.insert(id, subscriber);
+        drop(shard);
+        if self.closed.load(Ordering::Acquire) {
+            // A shutdown began while we inserted, and its sweep may have run before our insert.
+            self.remove(id);
+            return Err(RegisterError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Removes a subscriber; returns it when it was still registered (exactly one caller gets it).
+    pub(crate) fn remove(&self, id: SubscriberId) -> Option<Arc<Subscriber>> {
+        let mut shard = Self::write(self.shard(id));
+        let subscriber = shard.by_id.remove(&id)?;
+        if subscriber.exact_only {
+            for selector in &subscriber.selectors {
+                if let Some(topic) = selector.as_exact() {
+                    if let Some(list) = shard.by_topic.get_mut(topic) {
+                        list.retain(|s| s.info.id != id);
+                        if list.is_empty() {
+                            shard.by_topic.remove(topic);
+                        }
+                    }
+                }
+            }
+        } else {
+            shard.by_pattern.retain(|s| s.info.id != id);
+        }
+        drop(shard);
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(subscriber)
+    }
+
+    /// Pushes one event to every subscriber that wants it. Returns the ids whose queue
+    /// overflowed; the caller removes them (not here: we hold a read lock while iterating).
+    pub(crate) fn dispatch(
+        &self,
+        stored: &StoredEvent,
+        overflowed: &mut Vec<SubscriberId>,
+    ) -> FanOut {
+        let mut fan_out = FanOut::default();
+        let topics = &stored.event.topics;
+        for lock in self.shards.iter() {
+            let shard = Self::read(lock);
+            if shard.by_id.is_empty() {
+                continue;
+            }
+            let mut deliver = |subscriber: &Arc<Subscriber>| match subscriber
+                .queue
+                .push(stored.seq, stored.frame.clone())
+            {
+                PushOutcome::Queued => fan_out.delivered += 1,
+                PushOutcome::Overflowed => {
+                    fan_out.overflowed += 1;
+                    overflowed.push(subscriber.info.id);
+                }
+                PushOutcome::Closed => {}
+            };
+            for (index, topic) in topics.iter().enumerate() {
+                let Some(list) = shard.by_topic.get(topic.as_str()) else {
+                    continue;
+                };
+                for subscriber in list {
+                    // An exact subscriber of two of the event's topics gets it once: from the
+                    // first topic it matches.
+                    if index > 0
+                        && topics[..index].iter().any(|earlier| {
+                            subscriber
+                                .selectors
+                                .iter()
+                                .any(|s| s.as_exact() == Some(earlier))
+                        })
+                    {
+                        continue;
+                    }
+                    if stored.event.private && !subscriber.grant.allows_private(topics) {
+                        continue;
+                    }
+                    deliver(subscriber);
+                }
+            }
+            for subscriber in &shard.by_pattern {
+                if subscriber.wants(stored) {
+                    deliver(subscriber);
+                }
+            }
+        }
+        fan_out
+    }
+
+    /// Refuses new subscribers and takes every registered one out, for shutdown.
+    pub(crate) fn close(&self) -> Vec<Arc<Subscriber>> {
+        self.closed.store(true, Ordering::Release);
+        let mut all = Vec::with_capacity(self.len());
+        for lock in self.shards.iter() {
+            let mut shard = Self::write(lock);
+            shard.by_topic.clear();
+            shard.by_pattern.clear();
+            all.extend(shard.by_id.drain().map(|(_, s)| s));
+        }
+        self.len.fetch_sub(all.len(), Ordering::AcqRel);
+        all
+    }
+
+    pub(crate) fn get(&self, id: SubscriberId) -> Option<Arc<Subscriber>> {
+        Self::read(self.shard(id)).by_id.get(&id).cloned()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}

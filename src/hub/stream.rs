@@ -1,0 +1,194 @@
+//! The body of one subscription: replayed frames, then live frames, heartbeats, and the end.
+//!
+//! [`SubscriptionStream`] is a `Stream` of `Bytes`, each item ready to be written to the socket.
+//! It owns the subscriber's registration: when the stream is dropped (the HTTP layer drops the
+//! response body when the client disconnects or a write fails) the subscriber leaves the
+//! registry at once. One timer serves both the heartbeat and the end of the stream (maximum
+//! lifetime or token expiry), so an idle stream costs one queue, one timer and this struct.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
+use super::Shared;
+use crate::wire::HEARTBEAT;
+
+/// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
+/// socket write, small enough to keep per-stream buffers bounded.
+const MAX_COALESCED_BYTES: usize = 64 * 1024;
+
+/// The live part of a subscription. Dropping it unsubscribes.
+pub struct SubscriptionStream {
+    shared: Arc<Shared>,
+    subscriber: Arc<Subscriber>,
+    /// Frames ready to send: the replay first, then live frames not yet sent.
+    backlog: VecDeque<Bytes>,
+    /// Live events up to this sequence number were covered by the replay.
+    skip_through_seq: u64,
+    /// Idle time before a heartbeat comment; `None` disables heartbeats.
+    heartbeat: Option<Duration>,
+    heartbeat_due: Option<Instant>,
+    /// When the stream must end, and why (maximum lifetime or token expiry).
+    ends_at: Option<(Instant, CloseReason)>,
+    timer: Pin<Box<Sleep>>,
+    /// Set once the stream ended by itself; `None` at drop means the client went away.
+    close_reason: Option<CloseReason>,
+}
+
+impl std::fmt::Debug for SubscriptionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionStream")
+            .field("subscriber", &self.subscriber.info.id)
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubscriptionStream {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        subscriber: Arc<Subscriber>,
+        replay: Vec<Bytes>,
+        skip_through_seq: u64,
+        heartbeat: Duration,
+        ends_at: Option<(Instant, CloseReason)>,
+    ) -> Self {
+        let now = Instant::now();
+        let heartbeat = (!heartbeat.is_zero()).then_some(heartbeat);
+        let heartbeat_due = heartbeat.map(|period| now + period);
+        let first_wake = earliest(heartbeat_due, ends_at.map(|(at, _)| at)).unwrap_or(now);
+        Self {
+            shared,
+            subscriber,
+            backlog: replay.into(),
+            skip_through_seq,
+            heartbeat,
+            heartbeat_due,
+            ends_at,
+            timer: Box::pin(tokio::time::sleep_until(first_wake)),
+            close_reason: None,
+        }
+    }
+
+    /// The subscriber's id.
+    pub fn subscriber_id(&self) -> SubscriberId {
+        self.subscriber.info.id
+    }
+
+    /// The subscriber's description.
+    pub fn info(&self) -> &SubscriberInfo {
+        &self.subscriber.info
+    }
+
+    fn sent_frame(&mut self) {
+        if let Some(period) = self.heartbeat {
+            self.heartbeat_due = Some(Instant::now() + period);
+        }
+    }
+
+    /// Joins backlog frames into one buffer, up to [`MAX_COALESCED_BYTES`].
+    fn take_backlog(&mut self) -> Option<Bytes> {
+        let first = self.backlog.pop_front()?;
+        if self.backlog.is_empty() || first.len() >= MAX_COALESCED_BYTES {
+            return Some(first);
+        }
+        let mut joined = BytesMut::with_capacity(
+            self.backlog
+                .iter()
+                .map(Bytes::len)
+                .fold(first.len(), |total, len| total.saturating_add(len))
+                .min(MAX_COALESCED_BYTES),
+        );
+        joined.extend_from_slice(&first);
+        while let Some(next) = self.backlog.front() {
+            if joined.len() + next.len() > MAX_COALESCED_BYTES {
+                break;
+            }
+            joined.extend_from_slice(next);
+            self.backlog.pop_front();
+        }
+        Some(joined.freeze())
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Stream for SubscriptionStream {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if this.close_reason.is_some() {
+            return Poll::Ready(None);
+        }
+        loop {
+            // Live frames first move into the backlog (dropping those the replay covered), so a
+            // close that is already queued still wins over sending more.
+            match this.subscriber.queue.poll_drain(cx) {
+                Poll::Ready(Drained::Closed(reason)) => {
+                    this.close_reason = Some(reason);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Drained::Frames(frames)) => {
+                    let skip = this.skip_through_seq;
+                    this.backlog.extend(
+                        frames
+                            .into_iter()
+                            .filter(|(seq, _)| *seq > skip)
+                            .map(|(_, f)| f),
+                    );
+                }
+                Poll::Pending => {}
+            }
+            if let Some(frame) = this.take_backlog() {
+                this.sent_frame();
+                return Poll::Ready(Some(frame));
+            }
+            let now = Instant::now();
+            if let Some((at, reason)) = this.ends_at {
+                if now >= at {
+                    this.close_reason = Some(reason);
+                    return Poll::Ready(None);
+                }
+            }
+            if let (Some(due), Some(period)) = (this.heartbeat_due, this.heartbeat) {
+                if now >= due {
+                    this.heartbeat_due = Some(now + period);
+                    return Poll::Ready(Some(HEARTBEAT));
+                }
+            }
+            let Some(wake_at) = earliest(this.heartbeat_due, this.ends_at.map(|(at, _)| at)) else {
+                // No timer at all: only the queue can wake us, and its waker is registered.
+                return Poll::Pending;
+            };
+            if this.timer.deadline() != wake_at {
+                this.timer.as_mut().reset(wake_at);
+            }
+            match this.timer.as_mut().poll(cx) {
+                // The deadline passed while we were computing: go round again.
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for SubscriptionStream {
+    fn drop(&mut self) {
+        let reason = self.close_reason.unwrap_or(CloseReason::ClientDisconnected);
+        self.shared.release(self.subscriber.info.id, reason);
+    }
+}

@@ -1,0 +1,248 @@
+//! One subscriber: what it asked for, what it may receive, and its bounded queue.
+//!
+//! The queue is written by hand rather than with `tokio::sync::mpsc` for two reasons: an idle
+//! subscriber should cost no allocation (a `VecDeque` allocates on first push, an mpsc channel
+//! allocates a block of slots up front), and the stream drains *everything* queued in one go so
+//! that several events reach the socket in one write. Pushing never blocks: a full queue closes
+//! the subscriber (it is too slow; it reconnects and replays from history).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::auth::SubscriberGrant;
+use crate::history::StoredEvent;
+use crate::topic::TopicSelector;
+
+/// A subscriber's id, unique within one hub.
+pub type SubscriberId = u64;
+
+/// Why a stream ended. Hooks receive it; the emitter lifecycle of the seed (timeout, completion,
+/// error) maps onto it: [`Self::Timeout`] and [`Self::TokenExpired`] are timeouts,
+/// [`Self::Closed`] and [`Self::Shutdown`] are completions, the rest are errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client went away (connection closed or reset, or a write to it failed).
+    ClientDisconnected,
+    /// The stream reached the configured maximum lifetime; the client reconnects with
+    /// `Last-Event-ID`.
+    Timeout,
+    /// The subscriber's token expired (Mercure §Subscribers: the hub MUST close the connection).
+    TokenExpired,
+    /// The subscriber read too slowly and its queue filled up.
+    SlowConsumer,
+    /// The application closed it ([`crate::Hub::close_subscriber`]).
+    Closed,
+    /// The hub is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A short, stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientDisconnected => "client_disconnected",
+            Self::Timeout => "timeout",
+            Self::TokenExpired => "token_expired",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Closed => "closed",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What hooks and the application may know about a subscriber.
+#[derive(Debug, Clone)]
+pub struct SubscriberInfo {
+    /// Unique within this hub.
+    pub id: SubscriberId,
+    /// The topic selectors it subscribed with.
+    pub topics: Vec<String>,
+    /// The peer address, when the subscription came over the network.
+    pub remote_addr: Option<SocketAddr>,
+    /// `mercure.payload` of its token.
+    pub payload: Option<serde_json::Value>,
+    /// When it subscribed.
+    pub connected_at: SystemTime,
+}
+
+/// A registered subscriber.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub(crate) info: SubscriberInfo,
+    /// Compiled `topic` selectors.
+    pub(crate) selectors: Vec<TopicSelector>,
+    /// Whether every selector is exact, so the registry can index it by topic.
+    pub(crate) exact_only: bool,
+    /// What its token allows (private updates).
+    pub(crate) grant: SubscriberGrant,
+    pub(crate) queue: SubscriberQueue,
+}
+
+impl Subscriber {
+    /// Mercure §Subscription: an update goes to a subscriber when one of its topics matches one
+    /// of the subscriber's selectors and, if private, one of its topics matches the token's
+    /// `mercure.subscribe` selectors.
+    pub(crate) fn wants(&self, stored: &StoredEvent) -> bool {
+        let event = &stored.event;
+        crate::topic::selector::any_matches(&self.selectors, &event.topics)
+            && (!event.private || self.grant.allows_private(&event.topics))
+    }
+}
+
+/// A bounded queue of encoded frames, tagged with their sequence numbers.
+#[derive(Debug)]
+pub(crate) struct SubscriberQueue {
+    capacity: usize,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    frames: VecDeque<(u64, Bytes)>,
+    closed: Option<CloseReason>,
+    waker: Option<Waker>,
+}
+
+/// The result of [`SubscriberQueue::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushOutcome {
+    Queued,
+    /// The queue was full: it is now closed with [`CloseReason::SlowConsumer`].
+    Overflowed,
+    /// Already closed; nothing was queued.
+    Closed,
+}
+
+/// What the stream gets from [`SubscriberQueue::poll_drain`].
+pub(crate) enum Drained {
+    Frames(VecDeque<(u64, Bytes)>),
+    Closed(CloseReason),
+}
+
+impl SubscriberQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Only VecDeque operations happen under this lock; a poisoned state is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a frame without blocking.
+    pub(crate) fn push(&self, seq: u64, frame: Bytes) -> PushOutcome {
+        let waker = {
+            let mut state = self.lock();
+            if state.closed.is_some() {
+                return PushOutcome::Closed;
+            }
+            if state.frames.len() >= self.capacity {
+                state.closed = Some(CloseReason::SlowConsumer);
+                state.frames = VecDeque::new();
+                if let Some(waker) = state.waker.take() {
+                    drop(state);
+                    waker.wake();
+                }
+                return PushOutcome::Overflowed;
+            }
+            state.frames.push_back((seq, frame));
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        PushOutcome::Queued
+    }
+
+    /// Closes the queue; the stream ends after it sees this. The first reason wins.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let waker = {
+            let mut state = self.lock();
+            if state.closed.is_none() {
+                state.closed = Some(reason);
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes every queued frame, or reports the close, or registers the waker.
+    ///
+    /// A closed queue ends the stream at once, even with frames left: the client is either too
+    /// slow or being sent away, and replays what it missed when it reconnects.
+    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drained> {
+        let mut state = self.lock();
+        if let Some(reason) = state.closed {
+            return Poll::Ready(Drained::Closed(reason));
+        }
+        if !state.frames.is_empty() {
+            return Poll::Ready(Drained::Frames(std::mem::take(&mut state.frames)));
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_and_drops_the_backlog() {
+        let queue = SubscriberQueue::new(2);
+        assert_eq!(queue.push(1, Bytes::from_static(b"a")), PushOutcome::Queued);
+        assert_eq!(queue.push(2, Bytes::from_static(b"b")), PushOutcome::Queued);
+        assert_eq!(
+            queue.push(3, Bytes::from_static(b"c")),
+            PushOutcome::Overflowed
+        );
+        assert_eq!(queue.len(), 0);
+        assert_eq!(queue.push(4, Bytes::from_static(b"d")), PushOutcome::Closed);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            queue.poll_drain(&mut cx),
+            Poll::Ready(Drained::Closed(CloseReason::SlowConsumer))
+        ));
+    }
+
+    #[test]
+    fn drain_takes_everything_in_order() {
+        let queue = SubscriberQueue::new(8);
+        for seq in 1..=3 {
+            queue.push(seq, Bytes::from(seq.to_string()));
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match queue.poll_drain(&mut cx) {
+            Poll::Ready(Drained::Frames(frames)) => {
+                assert_eq!(
+                    frames.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+                    [1, 2, 3]
+                );
+            }
+            _ => panic!("expected frames"),
+        }
+        assert!(queue.poll_drain(&mut cx).is_pending());
+    }
+}
