@@ -1,0 +1,293 @@
+//! Authorization (Mercure §Authorization).
+
+use std::time::Duration;
+
+use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
+use ssehub::HubConfig;
+
+use crate::support::{config, publish_with, publisher_token, subscriber_token, SseClient, TestHub};
+
+fn no_anonymous() -> HubConfig {
+    let mut config = config();
+    config.auth.anonymous = false;
+    config
+}
+
+#[tokio::test]
+async fn anonymous_subscribers_are_refused_unless_enabled() {
+    let hub = TestHub::start(no_anonymous()).await;
+    let sub = hub.subscribe("topic=t").await;
+    assert_eq!(sub.status, 401);
+    assert_eq!(sub.header("www-authenticate"), Some("Bearer"));
+    let token = subscriber_token(&[], None);
+    let sub = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(sub.status, 200);
+}
+
+#[tokio::test]
+async fn wrong_expired_or_malformed_tokens_get_401() {
+    let hub = TestHub::start(no_anonymous()).await;
+    let wrong_key = JwtSigner::new(JwtAlgorithm::HS256, "not-the-hub-secret-not-the-hub-secret")
+        .expect("key")
+        .sign(&Claims::default())
+        .expect("sign");
+    let expired = crate::support::sign(&Claims {
+        exp: Some(1_000_000_000),
+        mercure: None,
+    });
+    for token in [wrong_key.as_str(), expired.as_str(), "garbage", "a.b.c"] {
+        let sub = SseClient::open(
+            &format!("{}?topic=t", hub.url),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(sub.status, 401, "token {token}");
+        let (status, body) = publish_with(&hub.url, token, &[("topic", "t")]).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let sub = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", "Basic Zm9vOmJhcg==")],
+    )
+    .await;
+    assert_eq!(sub.status, 401);
+}
+
+#[tokio::test]
+async fn publisher_must_be_allowed_every_topic() {
+    let hub = TestHub::start(config()).await;
+    let mut sub = hub.subscribe("topic=*").await;
+    let token = publisher_token(&["https://example.com/books/{id}"]);
+    let (status, body) = publish_with(
+        &hub.url,
+        &token,
+        &[
+            ("topic", "https://example.com/books/1"),
+            ("topic", "https://example.com/secret"),
+            ("data", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("https://example.com/secret"), "{body}");
+    let (status, _) = publish_with(
+        &hub.url,
+        &token,
+        &[("topic", "https://example.com/books/1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The refused update was never delivered: the first event is the allowed one.
+    assert_eq!(sub.next_event().await.data, "");
+    let no_claim = subscriber_token(&["*"], None);
+    let (status, _) = publish_with(&hub.url, &no_claim, &[("topic", "t")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(hub.hub.history_len(), 1);
+}
+
+#[tokio::test]
+async fn private_updates_reach_only_authorized_subscribers() {
+    let hub = TestHub::start(config()).await;
+    let mut anonymous = hub
+        .subscribe("topic=https://example.com/books/%7Bid%7D")
+        .await;
+    let alice = subscriber_token(&["https://example.com/users/alice/{?topic}"], None);
+    let mut allowed = SseClient::open(
+        &format!("{}?topic=https://example.com/books/%7Bid%7D", hub.url),
+        &[("authorization", &format!("Bearer {alice}"))],
+    )
+    .await;
+    let bob = subscriber_token(&["https://example.com/users/bob/{?topic}"], None);
+    let mut other_user = SseClient::open(
+        &format!("{}?topic=https://example.com/books/%7Bid%7D", hub.url),
+        &[("authorization", &format!("Bearer {bob}"))],
+    )
+    .await;
+    // The spec's example: canonical topic plus an alternate topic naming the user.
+    let (_, private_id) = hub
+        .publish(&[
+            ("topic", "https://example.com/books/1"),
+            (
+                "topic",
+                "https://example.com/users/alice/?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1",
+            ),
+            ("private", "on"),
+            ("data", "for alice"),
+        ])
+        .await;
+    let (_, public_id) = hub
+        .publish(&[
+            ("topic", "https://example.com/books/2"),
+            ("data", "for all"),
+        ])
+        .await;
+    assert_eq!(
+        allowed.next_ids(2).await,
+        [private_id.clone(), public_id.clone()]
+    );
+    assert_eq!(anonymous.next_event().await.id, public_id);
+    assert_eq!(other_user.next_event().await.id, public_id);
+
+    // Private updates do not leak through history replay either.
+    let mut replay = hub.subscribe("topic=*&lastEventID=earliest").await;
+    assert_eq!(replay.next_event().await.id, public_id);
+    let mut replay_alice = SseClient::open(
+        &format!("{}?topic=*&lastEventID=earliest", hub.url),
+        &[("authorization", &format!("Bearer {alice}"))],
+    )
+    .await;
+    assert_eq!(replay_alice.next_ids(2).await, [private_id, public_id]);
+}
+
+#[tokio::test]
+async fn token_from_cookie_or_query_parameter() {
+    let hub = TestHub::start(no_anonymous()).await;
+    let token = subscriber_token(&["*"], None);
+    let by_cookie = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[(
+            "cookie",
+            &format!("theme=dark; mercureAuthorization={token}"),
+        )],
+    )
+    .await;
+    assert_eq!(by_cookie.status, 200);
+    let by_query = hub
+        .subscribe(&format!("topic=t&authorization={token}"))
+        .await;
+    assert_eq!(by_query.status, 200);
+    // The header wins over the query parameter: a bad header is not rescued by a good query.
+    let header_wins = SseClient::open(
+        &format!("{}?topic=t&authorization={token}", hub.url),
+        &[("authorization", "Bearer garbage")],
+    )
+    .await;
+    assert_eq!(header_wins.status, 401);
+}
+
+#[tokio::test]
+async fn publishing_by_cookie_needs_an_allowed_origin() {
+    let mut config = config();
+    config.cors_origins = vec!["https://app.example.com".into()];
+    let hub = TestHub::start(config).await;
+    let token = publisher_token(&["*"]);
+    let post = |origin: &'static str| {
+        let request = reqwest::Client::new()
+            .post(&hub.url)
+            .header("cookie", format!("mercureAuthorization={token}"))
+            .form(&[("topic", "t")]);
+        async move {
+            let request = if origin.is_empty() {
+                request
+            } else {
+                request.header("origin", origin)
+            };
+            request.send().await.expect("post").status().as_u16()
+        }
+    };
+    assert_eq!(post("https://evil.example.net").await, 403);
+    assert_eq!(post("").await, 403);
+    assert_eq!(post("https://app.example.com").await, 200);
+}
+
+#[tokio::test]
+async fn stream_ends_when_the_token_expires() {
+    let hub = TestHub::start(config()).await;
+    let token = subscriber_token(&["*"], Some(Duration::from_secs(2)));
+    let mut sub = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(sub.status, 200);
+    assert_eq!(
+        sub.wait_end(Duration::from_secs(6)).await,
+        Some(crate::support::sse::End::Clean)
+    );
+    crate::support::eventually(Duration::from_secs(2), "close hook", || {
+        hub.close_reasons() == [ssehub::CloseReason::TokenExpired]
+    })
+    .await;
+}
+
+/// Generates a key pair with the openssl command line; returns (private PEM, public PEM).
+fn openssl_key_pair(dir: &std::path::Path, algorithm: &[&str]) -> (String, String) {
+    let private = dir.join("private.pem");
+    let public = dir.join("public.pem");
+    let status = std::process::Command::new("openssl")
+        .arg("genpkey")
+        .args(algorithm)
+        .arg("-out")
+        .arg(&private)
+        .status()
+        .expect("openssl is installed by scripts/test");
+    assert!(status.success());
+    let status = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    (
+        std::fs::read_to_string(private).expect("private key"),
+        std::fs::read_to_string(public).expect("public key"),
+    )
+}
+
+#[tokio::test]
+async fn rs256_and_es256_public_keys_verify_tokens() {
+    let dir = std::env::temp_dir().join(format!("ssehub-keys-{}", std::process::id()));
+    for (algorithm, args) in [
+        (
+            JwtAlgorithm::RS256,
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+        ),
+        (
+            JwtAlgorithm::ES256,
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+    ] {
+        let dir = dir.join(algorithm.to_string());
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (private, public) = openssl_key_pair(&dir, args);
+        let hub = TestHub::start(HubConfig {
+            auth: AuthConfig {
+                publisher: Some(JwtVerifier::new(algorithm, &public).expect("public key")),
+                subscriber: None,
+                anonymous: true,
+            },
+            ..HubConfig::default()
+        })
+        .await;
+        let claims = Claims {
+            exp: None,
+            mercure: Some(MercureClaim {
+                publish: Some(vec!["*".into()]),
+                ..MercureClaim::default()
+            }),
+        };
+        let token = JwtSigner::new(algorithm, &private)
+            .expect("private key")
+            .sign(&claims)
+            .expect("sign");
+        let (status, body) = publish_with(&hub.url, &token, &[("topic", "t")]).await;
+        assert_eq!(status, 200, "{algorithm}: {body}");
+        // Algorithm confusion: an HS256 token whose secret is the public key is refused.
+        let confused = JwtSigner::new(JwtAlgorithm::HS256, &public)
+            .expect("hmac")
+            .sign(&claims)
+            .expect("sign");
+        let (status, _) = publish_with(&hub.url, &confused, &[("topic", "t")]).await;
+        assert_eq!(status, 401, "{algorithm}");
+        let hmac = crate::support::publisher_token(&["*"]);
+        let (status, _) = publish_with(&hub.url, &hmac, &[("topic", "t")]).await;
+        assert_eq!(status, 401, "{algorithm}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,14 @@
+//! ssehub's integration tests: one binary, so it links once. Every test talks to a real server
+//! (the library's router on a port-0 listener, or the built binary) over real TCP.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod concurrency;
+mod lifecycle;
+mod publish;
+mod replay;
+mod shutdown;
+mod startup;
+mod subscribe;

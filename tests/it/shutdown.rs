@@ -1,0 +1,52 @@
+//! Graceful shutdown of the real binary.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+
+use crate::support::binary::BinaryHub;
+use crate::support::{heavy, open_raw_streams, publish_with, publisher_token, SECRET};
+
+/// 10,000 open streams, then SIGTERM: the hub stops accepting, ends every stream with a proper
+/// end of the chunked body (so clients reconnect elsewhere), and exits within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_ten_thousand_streams_ends_them_cleanly_and_exits_quickly() {
+    const STREAMS: usize = 10_000;
+    let _heavy = heavy().await;
+    let mut hub = BinaryHub::start(&["--jwt-key", SECRET, "--anonymous"], &[]);
+    let mut streams = open_raw_streams(hub.addr, "topic=t", STREAMS).await;
+    let (status, _) = publish_with(
+        &hub.url,
+        &publisher_token(&["*"]),
+        &[("topic", "t"), ("data", "last")],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let signalled = Instant::now();
+    hub.terminate();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = hub.wait_exit(Duration::from_secs(30));
+        (status, signalled.elapsed(), hub)
+    });
+    // Read every stream to its end while the hub shuts down.
+    let mut clean = 0;
+    for stream in &mut streams {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+        if matches!(read, Ok(Ok(_))) && rest.ends_with(b"0\r\n\r\n") {
+            clean += 1;
+        }
+    }
+    let (status, took, hub) = exit.await.expect("wait");
+    let status = status.expect("the hub exited");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert_eq!(
+        clean, STREAMS,
+        "every stream ended with the chunked terminator"
+    );
+    // It stopped accepting.
+    assert!(tokio::net::TcpStream::connect(hub.addr).await.is_err());
+}

@@ -1,0 +1,211 @@
+//! The start-up contract of `ssehub serve`, the CLI clients, and CORS.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::binary::BinaryHub;
+use crate::support::{config, SseClient, TestHub, SECRET};
+
+fn ssehub() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ssehub"))
+}
+
+#[tokio::test]
+async fn binary_on_port_zero_works_with_its_own_cli_clients() {
+    let hub = BinaryHub::start(
+        &["--addr", "127.0.0.1:0", "--jwt-key", SECRET, "--anonymous"],
+        &[],
+    );
+    assert_ne!(hub.addr.port(), 0);
+    let subscriber = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args([
+            "subscribe",
+            "--url",
+            &hub.url,
+            "--topic",
+            "/books/{id}",
+            "--count",
+            "1",
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("subscriber");
+    let token = ssehub()
+        .args(["token", "--jwt-key", SECRET, "--publish", "/books/{id}"])
+        .output()
+        .expect("token");
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    // Publish until the subscriber (which connects on its own schedule) has seen one.
+    let output = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut subscriber = subscriber;
+        loop {
+            let publish = ssehub()
+                .args([
+                    "publish", "--url", &hub.url, "--topic", "/books/1", "--data", "hello", "--id",
+                    "cli-1", "--token", &token,
+                ])
+                .output()
+                .expect("publish");
+            assert!(
+                publish.status.success(),
+                "{}",
+                String::from_utf8_lossy(&publish.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&publish.stdout).trim(), "cli-1");
+            if subscriber.try_wait().expect("wait").is_some()
+                || std::time::Instant::now() > deadline
+            {
+                break subscriber.wait_with_output().expect("output");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("join");
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    let event: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(event["id"], "cli-1");
+    assert_eq!(event["data"], "hello");
+}
+
+#[tokio::test]
+async fn settings_come_from_the_environment() {
+    let hub = BinaryHub::start(
+        &[],
+        &[
+            ("SSEHUB_JWT_KEY", SECRET),
+            ("SSEHUB_ANONYMOUS", "true"),
+            ("SSEHUB_HEARTBEAT", "150ms"),
+        ],
+    );
+    let mut sub = SseClient::open(&format!("{}?topic=t", hub.url), &[]).await;
+    assert_eq!(sub.status, 200, "anonymous from the environment");
+    sub.assert_no_event(Duration::from_millis(700)).await;
+    assert!(sub.comments_seen() >= 2, "heartbeat from the environment");
+}
+
+#[test]
+fn a_wrong_setting_stops_startup_naming_it() {
+    for (args, needle) in [
+        (
+            &["--jwt-key", "k", "--heartbeat", "soon"][..],
+            "--heartbeat",
+        ),
+        (
+            &["--jwt-key", "k", "--cors-origins", "example.com"][..],
+            "--cors-origins",
+        ),
+        (
+            &["--jwt-key", "k", "--history-size=-3"][..],
+            "--history-size",
+        ),
+        (
+            &["--jwt-key", "k", "--jwt-algorithm", "XX1"][..],
+            "--jwt-algorithm",
+        ),
+        (&["--anonymous"][..], "--publisher-jwt-key"),
+    ] {
+        let output = ssehub()
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("SSEHUB_JWT_KEY")
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn serve_help_documents_every_setting_with_its_default() {
+    let output = ssehub().args(["serve", "--help"]).output().expect("help");
+    let help = String::from_utf8(output.stdout).expect("utf-8");
+    for setting in [
+        "--addr",
+        "--publisher-jwt-key",
+        "--subscriber-jwt-key",
+        "--jwt-algorithm",
+        "--anonymous",
+        "--cors-origins",
+        "--heartbeat",
+        "--max-lifetime",
+        "--history-size",
+        "SSEHUB_HEARTBEAT",
+        "[default: 15s]",
+        "[default: 127.0.0.1:3000]",
+    ] {
+        assert!(help.contains(setting), "missing {setting} in:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn cors_answers_an_allowed_origin_with_credentials_and_never_a_star() {
+    let mut cfg = config();
+    cfg.cors_origins = vec![
+        "https://app.example.com".into(),
+        "http://localhost:5173".into(),
+    ];
+    let hub = TestHub::start(cfg).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}?topic=t", hub.url))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        response.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &hub.url)
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let other = client
+        .get(format!("{}?topic=t", hub.url))
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await
+        .expect("get");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let mut any = config();
+    any.cors_origins = vec!["*".into()];
+    let hub = TestHub::start(any).await;
+    let response = client
+        .get(format!("{}?topic=t", hub.url))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+}

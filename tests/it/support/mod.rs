@@ -1,0 +1,223 @@
+//! Test support: a hub served on a port-0 listener, the real binary, an SSE client built on
+//! reqwest and our WHATWG parser, and token helpers.
+
+#![allow(dead_code)]
+
+pub mod binary;
+pub mod sse;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
+use ssehub::server::ServerOptions;
+use ssehub::{CloseReason, Hub, HubConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use sse::SseClient;
+
+/// The HMAC secret of test hubs.
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
+
+/// Waits until `condition` holds, checking every 10 ms, for at most `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A hub config with HS256 keys and anonymous subscribers allowed.
+pub fn config() -> HubConfig {
+    HubConfig {
+        auth: AuthConfig {
+            publisher: Some(JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("key")),
+            subscriber: Some(JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("key")),
+            anonymous: true,
+        },
+        ..HubConfig::default()
+    }
+}
+
+/// Signs claims with [`SECRET`].
+pub fn sign(claims: &Claims) -> String {
+    JwtSigner::new(JwtAlgorithm::HS256, SECRET)
+        .expect("key")
+        .sign(claims)
+        .expect("sign")
+}
+
+/// A publisher token for `selectors`.
+pub fn publisher_token(selectors: &[&str]) -> String {
+    sign(&Claims {
+        exp: None,
+        mercure: Some(MercureClaim {
+            publish: Some(selectors.iter().map(|s| s.to_string()).collect()),
+            ..MercureClaim::default()
+        }),
+    })
+}
+
+/// A subscriber token for private updates of `selectors`, expiring after `lifetime` if given.
+pub fn subscriber_token(selectors: &[&str], lifetime: Option<Duration>) -> String {
+    let exp = lifetime
+        .map(|d| (SystemTime::now().duration_since(UNIX_EPOCH).expect("clock") + d).as_secs());
+    sign(&Claims {
+        exp,
+        mercure: Some(MercureClaim {
+            subscribe: Some(selectors.iter().map(|s| s.to_string()).collect()),
+            ..MercureClaim::default()
+        }),
+    })
+}
+
+/// Close events recorded by the hub's `on_close` hook.
+pub type Closes = Arc<Mutex<Vec<(u64, CloseReason)>>>;
+
+/// A hub served in this process on 127.0.0.1:0.
+pub struct TestHub {
+    pub hub: Hub,
+    pub addr: SocketAddr,
+    /// `http://addr/.well-known/mercure`
+    pub url: String,
+    pub opens: Arc<Mutex<Vec<u64>>>,
+    pub closes: Closes,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestHub {
+    pub async fn start(config: HubConfig) -> Self {
+        Self::start_with(config, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(config: HubConfig, options: ServerOptions) -> Self {
+        let shutdown = CancellationToken::new();
+        let opens: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let closes: Closes = Arc::default();
+        let (o, c) = (opens.clone(), closes.clone());
+        let hub = Hub::builder(config)
+            .shutdown(shutdown.child_token())
+            .on_open(move |info| o.lock().expect("lock").push(info.id))
+            .on_close(move |info, reason, _| c.lock().expect("lock").push((info.id, reason)))
+            .build()
+            .await
+            .expect("hub");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = ssehub::http::router(hub.clone());
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            ssehub::server::serve(listener, app, options, token.cancelled_owned())
+                .await
+                .expect("serve");
+        });
+        Self {
+            hub,
+            addr,
+            url: format!("http://{addr}/.well-known/mercure"),
+            opens,
+            closes,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// The reasons of every close so far.
+    pub fn close_reasons(&self) -> Vec<CloseReason> {
+        self.closes
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, r)| *r)
+            .collect()
+    }
+
+    /// Publishes a form with a `*` publisher token; returns status and body.
+    pub async fn publish(&self, form: &[(&str, &str)]) -> (u16, String) {
+        publish_with(&self.url, &publisher_token(&["*"]), form).await
+    }
+
+    /// Opens a subscription to `query` (e.g. `topic=a&topic=b`).
+    pub async fn subscribe(&self, query: &str) -> SseClient {
+        SseClient::open(&format!("{}?{query}", self.url), &[]).await
+    }
+
+    /// Stops the server and the hub and waits for both.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+        self.hub.shutdown().await;
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Publishes `form` to `url` with `token`.
+pub async fn publish_with(url: &str, token: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .form(form)
+        .send()
+        .await
+        .expect("publish request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Serializes the tests that open thousands of sockets: they share this process's open-file
+/// limit. Also raises the soft limit to the hard one.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let guard = HEAVY.lock().await;
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
+    guard
+}
+
+/// Opens `count` raw subscriptions to `addr` for `query`, at most 250 connecting at once,
+/// and returns them after each got its `200` head.
+pub async fn open_raw_streams(
+    addr: SocketAddr,
+    query: &str,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /.well-known/mercure?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut streams = Vec::with_capacity(count);
+    let mut connecting = Vec::new();
+    for i in 0..count {
+        let request = request.clone();
+        connecting.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("request");
+            let mut head = [0u8; 512];
+            let n = stream.read(&mut head).await.expect("head");
+            assert!(
+                head[..n].starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                String::from_utf8_lossy(&head[..n])
+            );
+            stream
+        }));
+        if connecting.len() == 250 || i + 1 == count {
+            for task in connecting.drain(..) {
+                streams.push(task.await.expect("connect task"));
+            }
+        }
+    }
+    streams
+}
