@@ -107,6 +107,35 @@ fn pem_bytes(algorithm: JwtAlgorithm, material: &str) -> Result<Vec<u8>, JwtKeyE
     })
 }
 
+type KeyResult<K> = jsonwebtoken::errors::Result<K>;
+
+/// Loads a key of either kind (decoding or encoding): the secret itself for HMAC, else PEM text
+/// or a PEM file, read with the constructor for the algorithm's family.
+fn load_key<K>(
+    algorithm: JwtAlgorithm,
+    material: &str,
+    from_secret: fn(&[u8]) -> KeyResult<K>,
+    from_ec_pem: fn(&[u8]) -> KeyResult<K>,
+    from_rsa_pem: fn(&[u8]) -> KeyResult<K>,
+) -> Result<K, JwtKeyError> {
+    if material.is_empty() {
+        return Err(JwtKeyError::Empty);
+    }
+    let loaded = if algorithm.is_hmac() {
+        from_secret(material.as_bytes())
+    } else {
+        let pem = pem_bytes(algorithm, material)?;
+        match algorithm {
+            JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => from_ec_pem(&pem),
+            _ => from_rsa_pem(&pem),
+        }
+    };
+    loaded.map_err(|e| JwtKeyError::Invalid {
+        algorithm,
+        reason: e.to_string(),
+    })
+}
+
 /// Verifies tokens with one key and one algorithm.
 #[derive(Clone)]
 pub struct JwtVerifier {
@@ -131,23 +160,13 @@ impl JwtVerifier {
     /// # Errors
     /// [`JwtKeyError`] when the key is empty or does not parse.
     pub fn new(algorithm: JwtAlgorithm, material: &str) -> Result<Self, JwtKeyError> {
-        if material.is_empty() {
-            return Err(JwtKeyError::Empty);
-        }
-        let invalid = |e: jsonwebtoken::errors::Error| JwtKeyError::Invalid {
+        let key = load_key(
             algorithm,
-            reason: e.to_string(),
-        };
-        let key = if algorithm.is_hmac() {
-            DecodingKey::from_secret(material.as_bytes()).map_err(invalid)?
-        } else {
-            let pem = pem_bytes(algorithm, material)?;
-            match algorithm {
-                JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-                _ => DecodingKey::from_rsa_pem(&pem),
-            }
-            .map_err(invalid)?
-        };
+            material,
+            DecodingKey::from_secret,
+            DecodingKey::from_ec_pem,
+            DecodingKey::from_rsa_pem,
+        )?;
         let mut validation = Validation::new(algorithm.to_jsonwebtoken());
         // Mercure tokens may omit `exp`; when present it is still checked.
         validation.required_spec_claims.clear();
@@ -211,23 +230,13 @@ impl JwtSigner {
     /// # Errors
     /// [`JwtKeyError`] when the key is empty or does not parse.
     pub fn new(algorithm: JwtAlgorithm, material: &str) -> Result<Self, JwtKeyError> {
-        if material.is_empty() {
-            return Err(JwtKeyError::Empty);
-        }
-        let invalid = |e: jsonwebtoken::errors::Error| JwtKeyError::Invalid {
+        let key = load_key(
             algorithm,
-            reason: e.to_string(),
-        };
-        let key = if algorithm.is_hmac() {
-            EncodingKey::from_secret(material.as_bytes()).map_err(invalid)?
-        } else {
-            let pem = pem_bytes(algorithm, material)?;
-            match algorithm {
-                JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => EncodingKey::from_ec_pem(&pem),
-                _ => EncodingKey::from_rsa_pem(&pem),
-            }
-            .map_err(invalid)?
-        };
+            material,
+            EncodingKey::from_secret,
+            EncodingKey::from_ec_pem,
+            EncodingKey::from_rsa_pem,
+        )?;
         Ok(Self { algorithm, key })
     }
 
