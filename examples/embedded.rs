@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use ssehub::auth::AuthConfig;
-use ssehub::{http, server, CloseReason, Event, Hub, HubConfig};
+use ssehub::{http, server, Event, Hub, HubConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -57,12 +57,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .shutdown(shutdown.child_token())
     .on_open(|info| tracing::info!(subscriber = info.id, topics = ?info.topics, "stream opened"))
     .on_close(|info, reason, lived| {
-        let kind = match reason {
-            CloseReason::Timeout | CloseReason::TokenExpired => "timeout",
-            CloseReason::Closed | CloseReason::Shutdown => "completion",
-            CloseReason::ClientDisconnected | CloseReason::SlowConsumer => "error",
-        };
-        tracing::info!(subscriber = info.id, ?reason, kind, ?lived, "stream closed");
+        // Timeout, completion or error: the three callbacks of a servlet `SseEmitter`.
+        let kind = reason.kind();
+        tracing::info!(
+            subscriber = info.id,
+            ?reason,
+            ?kind,
+            ?lived,
+            "stream closed"
+        );
     })
     .build()
     .await?;

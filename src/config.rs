@@ -5,14 +5,82 @@
 //! [`HubConfig`] and [`ServerOptions`], and a bad value stops start-up with a message naming it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 use crate::auth::{AuthConfig, JwtAlgorithm, JwtKeyError, JwtVerifier};
+use crate::history::{DurableHistory, History, HistoryError, MemoryHistory, Retention, SyncPolicy};
 use crate::hub::HubConfig;
 use crate::server::ServerOptions;
+
+/// Which history store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryKind {
+    /// On disk in `--data-dir` (redb): survives restarts and crashes.
+    Durable,
+    /// In memory: forgotten at exit.
+    Memory,
+}
+
+/// When a publish is acknowledged, with the durable history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// After the fsync of the batch it arrived in (group commit).
+    Batch,
+    /// After its own fsync (one per event).
+    Always,
+}
+
+/// The history store the settings describe.
+#[derive(Debug, Clone)]
+pub enum HistorySettings {
+    /// [`MemoryHistory`] keeping this many events.
+    Memory {
+        /// Events kept.
+        max_events: usize,
+    },
+    /// [`DurableHistory`] in `data_dir`.
+    Durable {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What to keep.
+        retention: Retention,
+        /// When an append counts as stored.
+        sync: SyncPolicy,
+    },
+}
+
+impl HistorySettings {
+    /// Opens the store.
+    ///
+    /// # Errors
+    /// A durable store that cannot be opened or is damaged.
+    pub fn open(&self) -> Result<Arc<dyn History>, HistoryError> {
+        Ok(match self {
+            Self::Memory { max_events } => Arc::new(MemoryHistory::new(*max_events)),
+            Self::Durable {
+                data_dir,
+                retention,
+                sync,
+            } => Arc::new(DurableHistory::open(data_dir, *retention, *sync)?),
+        })
+    }
+}
+
+/// Everything `ssehub serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The hub's settings.
+    pub hub: HubConfig,
+    /// Connection settings.
+    pub server: ServerOptions,
+    /// The history store.
+    pub history: HistorySettings,
+}
 
 /// A setting that cannot be used.
 #[derive(Debug, Error)]
@@ -88,9 +156,30 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
     pub max_lifetime: Duration,
 
-    /// Events kept in memory for Last-Event-ID replay.
-    #[arg(long, env = "SSEHUB_HISTORY_SIZE", default_value_t = 10_000)]
+    /// Where history is kept: `durable` (on disk in --data-dir) or `memory`.
+    #[arg(long, env = "SSEHUB_HISTORY", default_value = "durable")]
+    pub history: HistoryKind,
+
+    /// Directory of the durable history (created if missing).
+    #[arg(long, env = "SSEHUB_DATA_DIR", default_value = "./ssehub-data")]
+    pub data_dir: PathBuf,
+
+    /// When a publish is acknowledged with the durable history: `batch` (after the fsync of the
+    /// batch it arrived in) or `always` (after its own fsync).
+    #[arg(long, env = "SSEHUB_SYNC", default_value = "batch")]
+    pub sync: SyncMode,
+
+    /// Most events kept for Last-Event-ID replay (0: no limit, durable history only).
+    #[arg(long, env = "SSEHUB_HISTORY_SIZE", default_value_t = 100_000)]
     pub history_size: usize,
+
+    /// Oldest event kept by the durable history (0: no limit).
+    #[arg(long, env = "SSEHUB_HISTORY_MAX_AGE", default_value = "0", value_parser = parse_duration)]
+    pub history_max_age: Duration,
+
+    /// Most bytes of events kept by the durable history (0: no limit).
+    #[arg(long, env = "SSEHUB_HISTORY_MAX_BYTES", default_value_t = 1 << 30)]
+    pub history_max_bytes: u64,
 
     /// Events queued for one subscriber before it is disconnected as too slow.
     #[arg(long, env = "SSEHUB_QUEUE_CAPACITY", default_value_t = 4096)]
@@ -127,7 +216,7 @@ impl ServeArgs {
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
-    pub fn resolve(&self) -> Result<(HubConfig, ServerOptions), ConfigError> {
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let algorithm = self.jwt_algorithm;
         let verifier = |setting: &'static str, key: &Option<String>| {
             key.as_deref()
@@ -192,7 +281,28 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             ..ServerOptions::default()
         };
-        Ok((hub, server))
+        let history = match self.history {
+            HistoryKind::Memory => HistorySettings::Memory {
+                max_events: self.history_size,
+            },
+            HistoryKind::Durable => HistorySettings::Durable {
+                data_dir: self.data_dir.clone(),
+                retention: Retention {
+                    max_events: self.history_size as u64,
+                    max_age: (!self.history_max_age.is_zero()).then_some(self.history_max_age),
+                    max_bytes: (self.history_max_bytes > 0).then_some(self.history_max_bytes),
+                },
+                sync: match self.sync {
+                    SyncMode::Batch => SyncPolicy::Batch,
+                    SyncMode::Always => SyncPolicy::Always,
+                },
+            },
+        };
+        Ok(Settings {
+            hub,
+            server,
+            history,
+        })
     }
 }
 
@@ -231,8 +341,9 @@ mod tests {
     #[test]
     fn jwt_key_is_the_fallback_for_both() {
         let args = parse(&["--jwt-key", "secret"]).expect("parses");
-        let (hub, _) = args.serve.resolve().expect("valid");
-        assert!(hub.auth.publisher.is_some() && hub.auth.subscriber.is_some());
+        let settings = args.serve.resolve().expect("valid");
+        assert!(settings.hub.auth.publisher.is_some() && settings.hub.auth.subscriber.is_some());
+        assert!(matches!(settings.history, HistorySettings::Durable { .. }));
     }
 
     #[test]

@@ -53,6 +53,6 @@ pub mod wire;
 
 pub use event::Event;
 pub use hub::{
-    CloseReason, Hub, HubBuilder, HubConfig, PublishError, PublishReceipt, SubscribeError,
-    SubscribeRequest, SubscriberInfo, Subscription,
+    CloseKind, CloseReason, Hub, HubBuilder, HubConfig, PublishError, PublishReceipt,
+    SubscribeError, SubscribeRequest, SubscriberInfo, Subscription,
 };

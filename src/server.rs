@@ -69,8 +69,13 @@ pub async fn serve(
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192))
         .keep_alive(true);
+    // Every connection's task, so that the ones still open after the shutdown timeout can be
+    // ended rather than left running behind the caller's back.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap finished connections so the set only holds live ones.
+        while connections.try_join_next().is_some() {}
         let (stream, remote) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -99,7 +104,7 @@ pub async fn serve(
             app.clone().oneshot(request)
         });
         let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%remote, %error, "connection ended with an error");
             }
@@ -108,11 +113,16 @@ pub async fn serve(
     drop(listener);
     match tokio::time::timeout(options.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => info!("all connections closed"),
-        Err(_) => warn!(
-            timeout_ms = options.shutdown_timeout.as_millis() as u64,
-            "connections still open after the shutdown timeout; dropping them"
-        ),
+        Err(_) => {
+            warn!(
+                open = connections.len(),
+                timeout_ms = options.shutdown_timeout.as_millis() as u64,
+                "connections still open after the shutdown timeout; dropping them"
+            );
+            connections.abort_all();
+        }
     }
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 

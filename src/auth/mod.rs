@@ -207,7 +207,10 @@ impl AuthConfig {
             AuthError::InvalidToken("no subscriber key is configured to verify it".into())
         })?;
         let claims = verifier.verify(token)?;
-        let expires_at = claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+        // An expiry too far away to represent is no expiry.
+        let expires_at = claims
+            .exp
+            .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp)));
         let mercure = claims.mercure.unwrap_or_default();
         Ok(SubscriberGrant {
             private_selectors: mercure

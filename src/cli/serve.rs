@@ -13,13 +13,15 @@ use crate::{http, server, Hub};
 /// # Errors
 /// Invalid settings, an address that cannot be bound.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let (hub_config, server_options) = args.resolve().context("invalid setting")?;
+    let settings = args.resolve().context("invalid setting")?;
+    let history = settings.history.open().context("opening the history")?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
-    let hub = Hub::builder(hub_config)
+    let hub = Hub::builder(settings.hub)
+        .history(history)
         .shutdown(shutdown.child_token())
         .build()
         .await
@@ -36,7 +38,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(
         listener,
         http::router(hub.clone()),
-        server_options,
+        settings.server,
         shutdown.cancelled_owned(),
     )
     .await

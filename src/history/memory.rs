@@ -1,15 +1,14 @@
 //! The in-memory history: a bounded ring of the newest events plus an id index.
 //!
-//! It forgets everything when the process exits; the durable store is a separate backend.
-//! One `RwLock` guards the ring: the writer holds it to push a batch, a replay holds it to clone
-//! the `Bytes` of matching frames, and neither waits on anything else while holding it.
+//! It forgets everything when the process exits (`--history memory`); the durable store is
+//! [`super::DurableHistory`]. One `RwLock` guards the ring: the writer holds it to push a batch,
+//! a page read holds it to clone a few `Arc`s, and neither waits on anything while holding it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{History, HistoryError, Replay, ReplayFrom, StoredEvent};
-use crate::event::{Event, EARLIEST};
-use crate::wire;
+use super::{History, HistoryError, ReplayFrom, ReplayStart, StoredEvent};
+use crate::event::Event;
 
 /// A bounded in-memory event log.
 #[derive(Debug)]
@@ -19,7 +18,7 @@ pub struct MemoryHistory {
     log: RwLock<Log>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Log {
     /// Oldest first; sequence numbers are contiguous.
     events: VecDeque<Arc<StoredEvent>>,
@@ -32,20 +31,28 @@ struct Log {
     last_dropped_id: Option<String>,
 }
 
+impl Log {
+    fn first_seq(&self) -> u64 {
+        self.events.front().map_or(self.next_seq, |e| e.seq)
+    }
+}
+
 impl MemoryHistory {
     /// A history keeping the newest `capacity` events (0 keeps none).
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
             log: RwLock::new(Log {
+                events: VecDeque::new(),
+                by_id: HashMap::new(),
                 next_seq: 1,
-                ..Log::default()
+                last_dropped_id: None,
             }),
         }
     }
 
-    // The lock is never held across a panic-prone call (only VecDeque/HashMap operations), so a
-    // poisoned lock still guards a consistent log.
+    // Only VecDeque/HashMap operations run under the lock, so a poisoned lock still guards a
+    // consistent log.
     fn read(&self) -> RwLockReadGuard<'_, Log> {
         self.log
             .read()
@@ -61,72 +68,72 @@ impl MemoryHistory {
 
 impl History for MemoryHistory {
     fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
-        // Encode before taking the lock: readers never wait for the encoder.
-        let encoded: Vec<_> = events
-            .into_iter()
-            .map(|event| {
-                let frame = wire::encode(&event);
-                (event, frame)
-            })
-            .collect();
         let mut log = self.write();
-        let mut stored = Vec::with_capacity(encoded.len());
-        for (event, frame) in encoded {
-            let seq = log.next_seq;
-            log.next_seq += 1;
-            let entry = Arc::new(StoredEvent { seq, event, frame });
-            if self.capacity > 0 {
-                log.by_id.insert(entry.event.id.clone(), seq);
-                log.events.push_back(entry.clone());
-            } else {
-                log.last_dropped_id = Some(entry.event.id.clone());
+        let first = log.next_seq;
+        // Encoding happens under the write lock, but the lock only excludes page reads, which
+        // are as short; subscribers never wait on it while idle.
+        let stored: Vec<_> = events
+            .into_iter()
+            .zip(first..)
+            .map(|(event, seq)| Arc::new(StoredEvent::new(seq, event)))
+            .collect();
+        log.next_seq = first + stored.len() as u64;
+        for entry in &stored {
+            if self.capacity == 0 {
+                log.last_dropped_id = Some(entry.id.clone());
+                continue;
             }
-            stored.push(entry);
+            log.by_id.insert(entry.id.clone(), entry.seq);
+            log.events.push_back(entry.clone());
         }
         while log.events.len() > self.capacity {
             if let Some(dropped) = log.events.pop_front() {
-                if log.by_id.get(&dropped.event.id) == Some(&dropped.seq) {
-                    log.by_id.remove(&dropped.event.id);
+                if log.by_id.get(&dropped.id) == Some(&dropped.seq) {
+                    log.by_id.remove(&dropped.id);
                 }
-                log.last_dropped_id = Some(dropped.event.id.clone());
+                log.last_dropped_id = Some(dropped.id.clone());
             }
         }
         Ok(stored)
     }
 
-    fn replay(
-        &self,
-        from: ReplayFrom<'_>,
-        wants: &dyn Fn(&StoredEvent) -> bool,
-    ) -> Result<Replay, HistoryError> {
+    fn locate(&self, from: ReplayFrom<'_>) -> Result<ReplayStart, HistoryError> {
         let log = self.read();
         let through_seq = log.next_seq - 1;
-        let first_seq = log.events.front().map_or(log.next_seq, |e| e.seq);
-        let found = match from {
-            ReplayFrom::AfterId(id) => log.by_id.get(id).copied(),
-            ReplayFrom::Earliest => None,
-        };
-        let (start_index, resumed_after) = match (found, from) {
-            (Some(seq), ReplayFrom::AfterId(id)) => ((seq + 1 - first_seq) as usize, id.to_owned()),
-            _ => (
-                0,
-                log.last_dropped_id
-                    .clone()
-                    .unwrap_or_else(|| EARLIEST.to_owned()),
-            ),
-        };
-        let frames = log
+        if let ReplayFrom::AfterId(id) = from {
+            if let Some(&seq) = log.by_id.get(id) {
+                return Ok(ReplayStart {
+                    after_seq: seq,
+                    through_seq,
+                    resumed_after: id.to_owned(),
+                });
+            }
+        }
+        Ok(ReplayStart::from_oldest(
+            log.first_seq(),
+            through_seq,
+            log.last_dropped_id.as_deref(),
+        ))
+    }
+
+    fn read_page(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+        let log = self.read();
+        let first_seq = log.first_seq();
+        // Sequence numbers are contiguous, so the position of `after_seq + 1` is arithmetic.
+        let skip = (after_seq + 1).saturating_sub(first_seq);
+        Ok(log
             .events
             .iter()
-            .skip(start_index)
-            .filter(|event| wants(event))
-            .map(|event| event.frame.clone())
-            .collect();
-        Ok(Replay {
-            frames,
-            through_seq,
-            resumed_after,
-        })
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .take_while(|event| event.seq <= through_seq)
+            .take(max_events)
+            .cloned()
+            .collect())
     }
 
     fn len(&self) -> usize {
@@ -135,7 +142,7 @@ impl History for MemoryHistory {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn event(id: &str) -> Event {
@@ -145,98 +152,92 @@ mod tests {
         }
     }
 
-    fn append_ids(history: &MemoryHistory, ids: &[&str]) {
+    fn append_ids(history: &impl History, ids: &[&str]) {
         history
             .append(ids.iter().map(|id| event(id)).collect())
-            .expect("memory append never fails");
+            .expect("append");
     }
 
-    fn replayed_ids(replay: &Replay) -> Vec<String> {
-        replay
-            .frames
-            .iter()
-            .map(|frame| {
-                let text = std::str::from_utf8(frame).expect("utf-8");
-                text.lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("id: ")
-                    .to_owned()
-            })
-            .collect()
+    /// Every event a replay from `from` yields, with its start.
+    pub(crate) fn replay(
+        history: &impl History,
+        from: ReplayFrom<'_>,
+    ) -> (Vec<String>, ReplayStart) {
+        let start = history.locate(from).expect("locate");
+        let mut ids = Vec::new();
+        let mut after = start.after_seq;
+        loop {
+            let page = history
+                .read_page(after, start.through_seq, 2)
+                .expect("page");
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            ids.extend(page.iter().map(|e| e.id.clone()));
+        }
+        (ids, start)
+    }
+
+    /// The behaviour every store must share.
+    pub(crate) fn conformance(history: &impl History, capacity_two: &impl History) {
+        append_ids(history, &["a", "b", "c"]);
+        let (ids, start) = replay(history, ReplayFrom::AfterId("a"));
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(start.resumed_after, "a");
+        assert_eq!(start.through_seq, 3);
+
+        let (ids, start) = replay(history, ReplayFrom::AfterId("never-seen"));
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(start.resumed_after, "earliest");
+
+        let (ids, start) = replay(history, ReplayFrom::Earliest);
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(start.resumed_after, "earliest");
+
+        append_ids(history, &["a", "d"]);
+        let (ids, _) = replay(history, ReplayFrom::AfterId("a"));
+        assert_eq!(
+            ids,
+            ["d"],
+            "a reused id resumes after its newest occurrence"
+        );
+        assert_eq!(history.len(), 5);
+
+        append_ids(capacity_two, &["a", "b", "c", "d"]);
+        assert_eq!(capacity_two.len(), 2);
+        let (ids, start) = replay(capacity_two, ReplayFrom::AfterId("a"));
+        assert_eq!(ids, ["c", "d"]);
+        assert_eq!(
+            start.resumed_after, "b",
+            "replay resumes after the newest dropped event"
+        );
+        let page = capacity_two.read_page(0, 4, 10).expect("page");
+        assert_eq!(
+            page.first().map(|e| e.seq),
+            Some(3),
+            "a gap shows what retention dropped"
+        );
     }
 
     #[test]
-    fn replays_after_a_known_id() {
-        let history = MemoryHistory::new(10);
-        append_ids(&history, &["a", "b", "c"]);
-        let replay = history
-            .replay(ReplayFrom::AfterId("a"), &|_| true)
-            .expect("replay");
-        assert_eq!(replayed_ids(&replay), ["b", "c"]);
-        assert_eq!(replay.resumed_after, "a");
-        assert_eq!(replay.through_seq, 3);
-        assert!(replay.is_exact_resume("a"));
-    }
-
-    #[test]
-    fn unknown_id_replays_everything_and_says_earliest() {
-        let history = MemoryHistory::new(10);
-        append_ids(&history, &["a", "b"]);
-        let replay = history
-            .replay(ReplayFrom::AfterId("zzz"), &|_| true)
-            .expect("replay");
-        assert_eq!(replayed_ids(&replay), ["a", "b"]);
-        assert_eq!(replay.resumed_after, "earliest");
-        assert!(!replay.is_exact_resume("zzz"));
-    }
-
-    #[test]
-    fn dropped_id_reports_where_replay_really_starts() {
-        let history = MemoryHistory::new(2);
-        append_ids(&history, &["a", "b", "c", "d"]);
-        assert_eq!(history.len(), 2);
-        let replay = history
-            .replay(ReplayFrom::AfterId("a"), &|_| true)
-            .expect("replay");
-        assert_eq!(replayed_ids(&replay), ["c", "d"]);
-        assert_eq!(replay.resumed_after, "b");
-        let earliest = history
-            .replay(ReplayFrom::Earliest, &|_| true)
-            .expect("replay");
-        assert_eq!(replayed_ids(&earliest), ["c", "d"]);
-        assert_eq!(earliest.resumed_after, "b");
-    }
-
-    #[test]
-    fn reused_id_resumes_after_its_newest_occurrence() {
-        let history = MemoryHistory::new(10);
-        append_ids(&history, &["x", "a", "x", "b"]);
-        let replay = history
-            .replay(ReplayFrom::AfterId("x"), &|_| true)
-            .expect("replay");
-        assert_eq!(replayed_ids(&replay), ["b"]);
+    fn memory_history_conforms() {
+        conformance(&MemoryHistory::new(10), &MemoryHistory::new(2));
     }
 
     #[test]
     fn zero_capacity_keeps_nothing_but_counts() {
         let history = MemoryHistory::new(0);
         append_ids(&history, &["a", "b"]);
-        let replay = history
-            .replay(ReplayFrom::AfterId("a"), &|_| true)
-            .expect("replay");
-        assert!(replay.frames.is_empty());
-        assert_eq!(replay.through_seq, 2);
-        assert_eq!(replay.resumed_after, "b");
+        let (ids, start) = replay(&history, ReplayFrom::AfterId("a"));
+        assert!(ids.is_empty());
+        assert_eq!(start.through_seq, 2);
+        assert_eq!(start.resumed_after, "b");
     }
 
     #[test]
-    fn filter_selects_frames() {
+    fn page_stops_at_through_seq() {
         let history = MemoryHistory::new(10);
-        append_ids(&history, &["a", "b", "c"]);
-        let replay = history
-            .replay(ReplayFrom::Earliest, &|e| e.event.id != "b")
-            .expect("replay");
-        assert_eq!(replayed_ids(&replay), ["a", "c"]);
+        append_ids(&history, &["a", "b", "c", "d"]);
+        let page = history.read_page(1, 3, 10).expect("page");
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
     }
 }

@@ -57,15 +57,15 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
         .config()
         .auth
         .authorize_subscriber(token.as_deref(), hub.selector_cache())?;
-    // Mercure §Reconciliation: the header takes precedence over the query parameter.
+    // Mercure §Reconciliation: the header takes precedence over the query parameter. Browsers
+    // send it as UTF-8 (WHATWG), so non-ASCII ids resume too; an empty value counts as absent.
     let last_event_id = match headers.get(LAST_EVENT_ID) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("the Last-Event-ID header is not valid text"))?
+        Some(value) if !value.is_empty() => Some(
+            std::str::from_utf8(value.as_bytes())
+                .map_err(|_| ApiError::bad_request("the Last-Event-ID header is not valid UTF-8"))?
                 .to_owned(),
         ),
-        None => query_last_event_id,
+        _ => query_last_event_id.filter(|id| !id.is_empty()),
     };
     let remote_addr = request
         .extensions()
@@ -94,9 +94,10 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Some(resumed_after) = subscription.resumed_after {
-        // Ids are validated to contain no CR/LF; other bytes a header value cannot carry are
-        // rare enough to degrade to `earliest` (the client then knows it may have missed some).
-        let value = HeaderValue::from_str(&resumed_after)
+        // Ids are validated to contain no CR, LF or NUL, so any id is a valid header value
+        // (UTF-8 bytes as obs-text); should that ever fail, `earliest` tells the client it may
+        // have missed events rather than nothing.
+        let value = HeaderValue::from_bytes(resumed_after.as_bytes())
             .unwrap_or_else(|_| HeaderValue::from_static(crate::event::EARLIEST));
         headers.insert(LAST_EVENT_ID, value);
     }

@@ -28,11 +28,12 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::auth::{AuthConfig, SubscriberGrant};
 use crate::event::{Event, EventError, EventLimits};
-use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, StoredEvent};
+use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, ReplayStart, StoredEvent};
 use crate::topic::SelectorCache;
 use registry::{RegisterError, Registry};
+use stream::ReplayCursor;
 pub use stream::SubscriptionStream;
-pub use subscriber::{CloseReason, SubscriberId, SubscriberInfo};
+pub use subscriber::{CloseKind, CloseReason, SubscriberId, SubscriberInfo};
 use subscriber::{Subscriber, SubscriberQueue};
 
 /// Settings of a hub. `Default` gives the values documented on each field.
@@ -43,7 +44,8 @@ pub struct HubConfig {
     /// The longest a stream stays open before the hub ends it cleanly and the client
     /// reconnects with `Last-Event-ID` (default 1 h; `None` for no limit).
     pub max_lifetime: Option<Duration>,
-    /// Events kept for `Last-Event-ID` replay (default 10,000).
+    /// Events kept by the default in-memory history, when the builder is given no other store
+    /// (default 100,000).
     pub history_size: usize,
     /// Events queued for one subscriber before it counts as too slow and is disconnected
     /// (default 4,096).
@@ -68,7 +70,7 @@ impl Default for HubConfig {
         Self {
             heartbeat: Duration::from_secs(15),
             max_lifetime: Some(Duration::from_secs(3600)),
-            history_size: 10_000,
+            history_size: 100_000,
             queue_capacity: 4096,
             max_subscribers: 100_000,
             max_topics_per_subscription: 64,
@@ -198,6 +200,28 @@ pub struct PublishReceipt {
     pub seq: u64,
 }
 
+/// Unregisters a subscriber that never got its stream.
+struct Registration<'a> {
+    shared: &'a Shared,
+    id: SubscriberId,
+    armed: bool,
+}
+
+impl Registration<'_> {
+    /// The stream owns the registration from now on.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.registry.remove(self.id);
+        }
+    }
+}
+
 struct PublishRequest {
     event: Event,
     ack: oneshot::Sender<Result<u64, PublishError>>,
@@ -303,14 +327,8 @@ impl HubBuilder {
         let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
         let tasks = TaskTracker::new();
         tasks.spawn(
-            run_writer(
-                writer_rx,
-                history.clone(),
-                dispatch_tx,
-                shutdown.clone(),
-                shared.clone(),
-            )
-            .instrument(info_span!("hub_writer")),
+            run_writer(writer_rx, history.clone(), dispatch_tx, shutdown.clone())
+                .instrument(info_span!("hub_writer")),
         );
         tasks.spawn(
             run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
@@ -322,7 +340,7 @@ impl HubBuilder {
                 shared,
                 history,
                 writer: writer_tx,
-                selectors: SelectorCache::new(4096),
+                selectors: SelectorCache::new(1024),
                 next_subscriber_id: AtomicU64::new(1),
                 shutdown,
                 tasks,
@@ -338,25 +356,34 @@ async fn run_writer(
     history: Arc<dyn History>,
     dispatch: mpsc::Sender<Arc<StoredEvent>>,
     shutdown: CancellationToken,
-    shared: Arc<Shared>,
 ) {
     const MAX_BATCH: usize = 256;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Time-based retention runs when the writer is otherwise idle.
+    let mut trim_tick = tokio::time::interval(Duration::from_secs(1));
+    trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             // Shutdown: stop taking publishes; queued ones fail with `ShuttingDown` when their
             // acknowledgement sender is dropped.
             () = shutdown.cancelled() => break,
-            // Wait for at least one publish, then take whatever else is already queued.
+            // Wait for at least one publish, then take whatever else is already queued: one
+            // append (and, for the durable store, one fsync) for all of them.
             received = requests.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 {
                     break; // every Hub handle is gone
                 }
             }
+            _ = trim_tick.tick() => {
+                if let Err(error) = run_history(&history, |h| h.trim()).await {
+                    tracing::warn!(%error, "history retention failed");
+                }
+                continue;
+            }
         }
         let (events, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.ack)).unzip();
-        match history.append(events) {
+        match run_history(&history, move |h| h.append(events)).await {
             Ok(stored) => {
                 for (event, ack) in stored.into_iter().zip(acks) {
                     // The publisher may have given up waiting; the event is stored regardless.
@@ -376,13 +403,30 @@ async fn run_writer(
             }
         }
     }
-    for subscriber in shared.registry.close() {
-        subscriber.queue.close(CloseReason::Shutdown);
-        shared.closed(&subscriber, CloseReason::Shutdown);
+}
+
+/// Runs a history call, on the blocking thread pool when the store does I/O.
+async fn run_history<T: Send + 'static>(
+    history: &Arc<dyn History>,
+    call: impl FnOnce(&dyn History) -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, HistoryError> {
+    if !history.is_blocking() {
+        return call(history.as_ref());
     }
+    let history = history.clone();
+    tokio::task::spawn_blocking(move || call(history.as_ref()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(HistoryError::Unavailable(format!(
+                "history task failed: {e}"
+            )))
+        })
 }
 
 /// Fans stored events out to subscribers, in log order.
+///
+/// It ends when the writer does (shutdown, or every `Hub` handle dropped), after delivering
+/// every event already acknowledged, and then closes every stream.
 async fn run_dispatcher(mut events: mpsc::Receiver<Arc<StoredEvent>>, shared: Arc<Shared>) {
     let mut overflowed = Vec::new();
     while let Some(stored) = events.recv().await {
@@ -391,6 +435,10 @@ async fn run_dispatcher(mut events: mpsc::Receiver<Arc<StoredEvent>>, shared: Ar
             debug!(subscriber = id, "queue full: disconnecting slow subscriber");
             shared.release(id, CloseReason::SlowConsumer);
         }
+    }
+    for subscriber in shared.registry.close() {
+        subscriber.queue.close(CloseReason::Shutdown);
+        shared.closed(&subscriber, CloseReason::Shutdown);
     }
 }
 
@@ -455,11 +503,24 @@ impl Hub {
                 max: config.max_topics_per_subscription,
             });
         }
-        let selectors: Vec<_> = request
-            .topics
-            .iter()
-            .map(|topic| self.inner.selectors.get(topic))
-            .collect();
+        // Compiling URI templates costs up to milliseconds each: off the async workers.
+        let (topics, selectors) = if request.topics.iter().any(|t| t.contains('{')) {
+            let hub = self.clone();
+            let topics = request.topics;
+            tokio::task::spawn_blocking(move || {
+                let selectors: Vec<_> = topics.iter().map(|t| hub.inner.selectors.get(t)).collect();
+                (topics, selectors)
+            })
+            .await
+            .map_err(|e| SubscribeError::History(HistoryError::Unavailable(e.to_string())))?
+        } else {
+            let selectors = request
+                .topics
+                .iter()
+                .map(|t| self.inner.selectors.get(t))
+                .collect();
+            (request.topics, selectors)
+        };
         let exact_only = selectors.iter().all(|s| s.as_exact().is_some());
         let id = self
             .inner
@@ -469,7 +530,7 @@ impl Hub {
         let subscriber = Arc::new(Subscriber {
             info: SubscriberInfo {
                 id,
-                topics: request.topics,
+                topics,
                 remote_addr: request.remote_addr,
                 payload: request.grant.payload.clone(),
                 connected_at: SystemTime::now(),
@@ -491,36 +552,49 @@ impl Hub {
                 },
                 RegisterError::ShuttingDown => SubscribeError::ShuttingDown,
             })?;
-        let (replay, skip_through_seq, resumed_after) = match &request.last_event_id {
-            None => (Vec::new(), 0, None),
+        // Until the stream owns the registration, this guard does: an error, a panicking hook or
+        // the caller dropping this future (the client left during the history read) unregisters.
+        let registration = Registration {
+            shared: &self.inner.shared,
+            id,
+            armed: true,
+        };
+        let start = match request.last_event_id.clone() {
+            None => None,
             Some(last_event_id) => {
-                let from = ReplayFrom::from_last_event_id(last_event_id);
-                match self
-                    .inner
-                    .history
-                    .replay(from, &|event| subscriber.wants(event))
-                {
-                    Ok(replay) => (
-                        replay.frames,
-                        replay.through_seq,
-                        Some(replay.resumed_after),
-                    ),
-                    Err(error) => {
-                        self.inner.shared.registry.remove(id);
-                        return Err(error.into());
-                    }
-                }
+                let located = run_history(&self.inner.history, move |h| {
+                    h.locate(ReplayFrom::from_last_event_id(&last_event_id))
+                })
+                .await;
+                Some(located?)
             }
+        };
+        let skip_through_seq = start.as_ref().map_or(0, |s| s.through_seq);
+        let (replay, resumed_after) = match start {
+            None => (None, None),
+            Some(ReplayStart {
+                after_seq,
+                through_seq,
+                resumed_after,
+            }) => (
+                Some(ReplayCursor::new(
+                    self.inner.history.clone(),
+                    after_seq,
+                    through_seq,
+                )),
+                Some(resumed_after),
+            ),
         };
         debug!(
             subscriber = id,
             topics = subscriber.info.topics.len(),
-            replayed = replay.len(),
+            resumed_after = resumed_after.as_deref().unwrap_or("-"),
             "stream opened"
         );
         for hook in &self.inner.shared.hooks.on_open {
             hook(&subscriber.info);
         }
+        registration.disarm();
         let stream = SubscriptionStream::new(
             self.inner.shared.clone(),
             subscriber,

@@ -143,7 +143,7 @@ impl Registry {
         overflowed: &mut Vec<SubscriberId>,
     ) -> FanOut {
         let mut fan_out = FanOut::default();
-        let topics = &stored.event.topics;
+        let topics = &stored.topics;
         for lock in self.shards.iter() {
             let shard = Self::read(lock);
             if shard.by_id.is_empty() {
@@ -177,7 +177,7 @@ impl Registry {
                     {
                         continue;
                     }
-                    if stored.event.private && !subscriber.grant.allows_private(topics) {
+                    if stored.private && !subscriber.grant.allows_private(topics) {
                         continue;
                     }
                     deliver(subscriber);

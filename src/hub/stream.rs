@@ -1,6 +1,9 @@
 //! The body of one subscription: replayed frames, then live frames, heartbeats, and the end.
 //!
 //! [`SubscriptionStream`] is a `Stream` of `Bytes`, each item ready to be written to the socket.
+//! The replay is read from history one page at a time, when the client has taken the previous
+//! one: nothing of the store (lock, transaction) is held in between, and a replay of a large
+//! history costs one page of memory. Live events queue meanwhile and follow the replay.
 //! It owns the subscriber's registration: when the stream is dropped (the HTTP layer drops the
 //! response body when the client disconnects or a write fails) the subscriber leaves the
 //! registry at once. One timer serves both the heartbeat and the end of the stream (maximum
@@ -19,17 +22,72 @@ use tokio::time::{Instant, Sleep};
 
 use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
+use crate::history::{History, HistoryError, StoredEvent};
 use crate::wire::HEARTBEAT;
 
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
 /// socket write, small enough to keep per-stream buffers bounded.
 const MAX_COALESCED_BYTES: usize = 64 * 1024;
+/// Events read from history at a time.
+const REPLAY_PAGE_EVENTS: usize = 256;
+/// Pages read in one poll before yielding, when they hold nothing for this subscriber.
+const REPLAY_PAGES_PER_POLL: usize = 8;
+
+type Page = Result<Vec<Arc<StoredEvent>>, HistoryError>;
+
+/// Where a replay stands.
+pub(crate) struct ReplayCursor {
+    history: Arc<dyn History>,
+    /// The next page starts after this sequence number...
+    after_seq: u64,
+    /// ...and the replay ends with this one.
+    through_seq: u64,
+    /// A page being read on the blocking pool (durable stores).
+    pending: Option<tokio::task::JoinHandle<Page>>,
+}
+
+impl ReplayCursor {
+    pub(crate) fn new(history: Arc<dyn History>, after_seq: u64, through_seq: u64) -> Self {
+        Self {
+            history,
+            after_seq,
+            through_seq,
+            pending: None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.after_seq >= self.through_seq
+    }
+
+    /// The next page: read in place for an in-memory store, on the blocking pool otherwise.
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Page> {
+        if !self.history.is_blocking() {
+            return Poll::Ready(self.history.read_page(
+                self.after_seq,
+                self.through_seq,
+                REPLAY_PAGE_EVENTS,
+            ));
+        }
+        let (history, after, through) = (self.history.clone(), self.after_seq, self.through_seq);
+        let pending = self.pending.get_or_insert_with(|| {
+            tokio::task::spawn_blocking(move || {
+                history.read_page(after, through, REPLAY_PAGE_EVENTS)
+            })
+        });
+        let page = std::task::ready!(Pin::new(pending).poll(cx));
+        self.pending = None;
+        Poll::Ready(page.unwrap_or_else(|e| Err(HistoryError::Unavailable(e.to_string()))))
+    }
+}
 
 /// The live part of a subscription. Dropping it unsubscribes.
 pub struct SubscriptionStream {
     shared: Arc<Shared>,
     subscriber: Arc<Subscriber>,
-    /// Frames ready to send: the replay first, then live frames not yet sent.
+    /// The rest of the replay, until it is done.
+    replay: Option<ReplayCursor>,
+    /// Frames ready to send: replayed or live, not yet sent.
     backlog: VecDeque<Bytes>,
     /// Live events up to this sequence number were covered by the replay.
     skip_through_seq: u64,
@@ -56,7 +114,7 @@ impl SubscriptionStream {
     pub(crate) fn new(
         shared: Arc<Shared>,
         subscriber: Arc<Subscriber>,
-        replay: Vec<Bytes>,
+        replay: Option<ReplayCursor>,
         skip_through_seq: u64,
         heartbeat: Duration,
         ends_at: Option<(Instant, CloseReason)>,
@@ -68,7 +126,8 @@ impl SubscriptionStream {
         Self {
             shared,
             subscriber,
-            backlog: replay.into(),
+            replay: replay.filter(|cursor| !cursor.is_done()),
+            backlog: VecDeque::new(),
             skip_through_seq,
             heartbeat,
             heartbeat_due,
@@ -134,9 +193,71 @@ impl Stream for SubscriptionStream {
         if this.close_reason.is_some() {
             return Poll::Ready(None);
         }
+        // The end (lifetime, token expiry) is enforced even while frames keep coming: Mercure
+        // §Subscribers requires closing the connection when the token expires.
+        if let Some((at, reason)) = this.ends_at {
+            if Instant::now() >= at {
+                this.close_reason = Some(reason);
+                return Poll::Ready(None);
+            }
+        }
+        let mut pages_read = 0;
         loop {
-            // Live frames first move into the backlog (dropping those the replay covered), so a
-            // close that is already queued still wins over sending more.
+            if let Some(frame) = this.take_backlog() {
+                this.sent_frame();
+                return Poll::Ready(Some(frame));
+            }
+            if let Some(cursor) = &mut this.replay {
+                // A close (shutdown, slow consumer) wins over finishing the replay.
+                if let Some(reason) = this.subscriber.queue.closed() {
+                    this.close_reason = Some(reason);
+                    return Poll::Ready(None);
+                }
+                if pages_read == REPLAY_PAGES_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let page = match cursor.poll_page(cx) {
+                    Poll::Ready(Ok(page)) => page,
+                    Poll::Ready(Err(error)) => {
+                        tracing::warn!(%error, subscriber = this.subscriber.info.id, "replay failed");
+                        this.close_reason = Some(CloseReason::HistoryUnavailable);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                };
+                pages_read += 1;
+                match page.first() {
+                    // Retention dropped events this replay had not reached (all of the rest, or
+                    // some before the first one read): end the stream, so the client reconnects
+                    // and learns from `Last-Event-ID` what it lost.
+                    None => {
+                        this.close_reason = Some(CloseReason::SlowConsumer);
+                        return Poll::Ready(None);
+                    }
+                    Some(first) if first.seq != cursor.after_seq + 1 => {
+                        this.close_reason = Some(CloseReason::SlowConsumer);
+                        return Poll::Ready(None);
+                    }
+                    Some(_) => {
+                        if let Some(last) = page.last() {
+                            cursor.after_seq = last.seq;
+                        }
+                        let subscriber = &this.subscriber;
+                        this.backlog.extend(
+                            page.iter()
+                                .filter(|event| subscriber.wants(event))
+                                .map(|event| event.frame.clone()),
+                        );
+                        if cursor.is_done() {
+                            this.replay = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            // Live frames move into the backlog (dropping those the replay covered), so a close
+            // that is already queued still wins over sending more.
             match this.subscriber.queue.poll_drain(cx) {
                 Poll::Ready(Drained::Closed(reason)) => {
                     this.close_reason = Some(reason);
@@ -150,12 +271,9 @@ impl Stream for SubscriptionStream {
                             .filter(|(seq, _)| *seq > skip)
                             .map(|(_, f)| f),
                     );
+                    continue;
                 }
                 Poll::Pending => {}
-            }
-            if let Some(frame) = this.take_backlog() {
-                this.sent_frame();
-                return Poll::Ready(Some(frame));
             }
             let now = Instant::now();
             if let Some((at, reason)) = this.ends_at {

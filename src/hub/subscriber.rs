@@ -22,8 +22,7 @@ use crate::topic::TopicSelector;
 pub type SubscriberId = u64;
 
 /// Why a stream ended. Hooks receive it; the emitter lifecycle of the seed (timeout, completion,
-/// error) maps onto it: [`Self::Timeout`] and [`Self::TokenExpired`] are timeouts,
-/// [`Self::Closed`] and [`Self::Shutdown`] are completions, the rest are errors.
+/// error) maps onto it: [`CloseReason::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client went away (connection closed or reset, or a write to it failed).
@@ -33,15 +32,40 @@ pub enum CloseReason {
     Timeout,
     /// The subscriber's token expired (Mercure §Subscribers: the hub MUST close the connection).
     TokenExpired,
-    /// The subscriber read too slowly and its queue filled up.
+    /// The subscriber read too slowly: its queue filled up, or history retention dropped
+    /// events before its replay reached them.
     SlowConsumer,
+    /// History could not be read during the replay.
+    HistoryUnavailable,
     /// The application closed it ([`crate::Hub::close_subscriber`]).
     Closed,
     /// The hub is shutting down.
     Shutdown,
 }
 
+/// The three outcomes of an emitter's life, as servlet-style `SseEmitter` callbacks know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// The stream ran out of time (maximum lifetime, token expiry).
+    Timeout,
+    /// The server completed it (application close, shutdown).
+    Completion,
+    /// Something went wrong (client gone, too slow, history unreadable).
+    Error,
+}
+
 impl CloseReason {
+    /// Which of timeout, completion or error this is.
+    pub fn kind(self) -> CloseKind {
+        match self {
+            Self::Timeout | Self::TokenExpired => CloseKind::Timeout,
+            Self::Closed | Self::Shutdown => CloseKind::Completion,
+            Self::ClientDisconnected | Self::SlowConsumer | Self::HistoryUnavailable => {
+                CloseKind::Error
+            }
+        }
+    }
+
     /// A short, stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +73,7 @@ impl CloseReason {
             Self::Timeout => "timeout",
             Self::TokenExpired => "token_expired",
             Self::SlowConsumer => "slow_consumer",
+            Self::HistoryUnavailable => "history_unavailable",
             Self::Closed => "closed",
             Self::Shutdown => "shutdown",
         }
@@ -88,9 +113,8 @@ impl Subscriber {
     /// of the subscriber's selectors and, if private, one of its topics matches the token's
     /// `mercure.subscribe` selectors.
     pub(crate) fn wants(&self, stored: &StoredEvent) -> bool {
-        let event = &stored.event;
-        crate::topic::selector::any_matches(&self.selectors, &event.topics)
-            && (!event.private || self.grant.allows_private(&event.topics))
+        crate::topic::selector::any_matches(&self.selectors, &stored.topics)
+            && (!stored.private || self.grant.allows_private(&stored.topics))
     }
 }
 
@@ -176,6 +200,11 @@ impl SubscriberQueue {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// Whether the queue was closed, and why.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        self.lock().closed
     }
 
     /// Takes every queued frame, or reports the close, or registers the waker.

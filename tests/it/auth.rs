@@ -291,3 +291,66 @@ async fn rs256_and_es256_public_keys_verify_tokens() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn token_expiry_ends_even_a_busy_stream() {
+    let hub = std::sync::Arc::new(TestHub::start(config()).await);
+    let token = subscriber_token(&["*"], Some(Duration::from_secs(2)));
+    let mut sub = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                hub.publish(&[("topic", "t"), ("data", "busy")]).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    assert_eq!(
+        sub.wait_end(Duration::from_secs(5)).await,
+        Some(crate::support::sse::End::Clean),
+        "events kept flowing, yet the stream ended when the token expired"
+    );
+    publisher.abort();
+    assert!(hub
+        .close_reasons()
+        .contains(&ssehub::CloseReason::TokenExpired));
+}
+
+#[tokio::test]
+async fn a_float_exp_is_accepted() {
+    let hub = TestHub::start(no_anonymous()).await;
+    // As PHP's lcobucci/jwt (Symfony's Mercure bundle) writes it.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        + 3600.5;
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let claims = format!(r#"{{"exp":{exp},"mercure":{{"subscribe":["*"]}}}}"#);
+    let token = hs256_raw(header, &claims);
+    let sub = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(sub.status, 200);
+}
+
+/// Signs raw JSON header and claims with the test secret (HS256), byte for byte.
+fn hs256_raw(header: &str, claims: &str) -> String {
+    use jsonwebtoken::crypto::sign;
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let b64 = |bytes: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let message = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let key = EncodingKey::from_secret(crate::support::SECRET.as_bytes()).expect("key");
+    let signature = sign(message.as_bytes(), &key, Algorithm::HS256).expect("sign");
+    format!("{message}.{signature}")
+}

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod concurrency;
+mod durable;
 mod embedding;
 mod lifecycle;
 mod publish;

@@ -153,3 +153,52 @@ async fn reconnecting_during_a_publish_storm_loses_and_repeats_nothing() {
     assert!(connections > 10, "the test reconnected {connections} times");
     assert_eq!(received, published, "every event exactly once, in order");
 }
+
+#[tokio::test]
+async fn non_ascii_ids_resume_like_any_other() {
+    let hub = TestHub::start(config()).await;
+    publish_ids(&hub, "t", &["주문-1🦀", "주문-2"]).await;
+    // Browsers send Last-Event-ID as UTF-8.
+    let value = reqwest::header::HeaderValue::from_bytes("주문-1🦀".as_bytes()).expect("bytes");
+    let response = reqwest::Client::new()
+        .get(format!("{}?topic=t", hub.url))
+        .header("last-event-id", value)
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["last-event-id"].as_bytes(),
+        "주문-1🦀".as_bytes()
+    );
+    let mut parser = ssehub::wire::Parser::new();
+    let mut stream = response.bytes_stream();
+    let mut events = Vec::new();
+    while events.is_empty() {
+        use futures_util::StreamExt;
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event")
+            .expect("chunk")
+            .expect("bytes");
+        events.extend(parser.push(&chunk).expect("parse"));
+    }
+    assert_eq!(events[0].id, "주문-2");
+}
+
+#[tokio::test]
+async fn an_empty_last_event_id_counts_as_absent() {
+    let hub = TestHub::start(config()).await;
+    publish_ids(&hub, "t", &["a", "b"]).await;
+    let mut sub = SseClient::open(&format!("{}?topic=t", hub.url), &[("last-event-id", "")]).await;
+    assert_eq!(sub.header("last-event-id"), None);
+    sub.assert_no_event(Duration::from_millis(200)).await;
+    // An empty header leaves the query parameter in charge.
+    let mut sub = SseClient::open(
+        &format!("{}?topic=t&lastEventID=a", hub.url),
+        &[("last-event-id", "")],
+    )
+    .await;
+    assert_eq!(sub.header("last-event-id"), Some("a"));
+    assert_eq!(sub.next_event().await.id, "b");
+}

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 pub struct BinaryHub {
     pub child: Child,
+    /// The data directory, removed on drop unless the test passed its own.
+    pub data_dir: std::path::PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
     pub addr: SocketAddr,
     pub url: String,
     /// Log lines after the "listening" one.
@@ -15,13 +18,23 @@ pub struct BinaryHub {
 }
 
 impl BinaryHub {
-    /// Runs `ssehub serve --addr 127.0.0.1:0 ARGS` with `env`, and waits for its bound address.
+    /// Runs `ssehub serve --addr 127.0.0.1:0 ARGS` with `env` and a fresh data directory, and
+    /// waits for its bound address.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut hub = Self::start_in(dir.path(), args, env);
+        hub._owned_dir = Some(dir);
+        hub
+    }
+
+    /// Like [`Self::start`], with the data directory `data_dir` (kept after drop).
+    pub fn start_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ssehub"));
         command
             .arg("serve")
             .args(args)
             .env("SSEHUB_ADDR", "127.0.0.1:0")
+            .env("SSEHUB_DATA_DIR", data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -49,6 +62,8 @@ impl BinaryHub {
         };
         Self {
             child,
+            data_dir: data_dir.to_owned(),
+            _owned_dir: None,
             addr,
             url: format!("http://{addr}/.well-known/mercure"),
             logs: rx,
@@ -57,8 +72,18 @@ impl BinaryHub {
 
     /// Sends SIGTERM by PID.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGKILL by PID: a crash, as far as the hub can tell.
+    pub fn crash(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());

@@ -1,0 +1,721 @@
+//! The durable history: an append-only log in one redb file, the default of `ssehub serve`.
+//!
+//! Why redb: the log is written at one end by one writer and read by key ranges (sequence
+//! numbers) and point lookups (event ids). redb is a copy-on-write B-tree in a single file with
+//! checksummed commit slots (a crash leaves the last committed state, no journal to replay), MVCC
+//! readers that never block the writer, no background threads, and pure Rust.
+//!
+//! Layout (all in `history.redb` in the data directory):
+//! - `events`: sequence number (u64) → record (our own encoding, [`encode_record`]): flags,
+//!   store time, id, topics, and the encoded SSE frame;
+//! - `ids`: event id → sequence number of its newest occurrence;
+//! - `meta`: `format`, `next_seq`, `bytes` (sum of record sizes) and `last_dropped_id`.
+//!
+//! Durability: every append is one write transaction committed with `Durability::Immediate`
+//! (fsync) before any publisher of the batch is acknowledged ([`SyncPolicy::Batch`], group
+//! commit: the writer takes every publish queued meanwhile), or one transaction per event
+//! ([`SyncPolicy::Always`]). Retention runs inside the same transactions, a bounded number of
+//! old events at a time, so it never pauses publishing for long, and a reader never holds a
+//! transaction between two pages.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{History, HistoryError, ReplayFrom, ReplayStart, StoredEvent};
+use crate::event::Event;
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The version of our record encoding and table layout.
+const FORMAT: u8 = 1;
+/// The file inside the data directory.
+pub const FILE_NAME: &str = "history.redb";
+/// Most old events one transaction removes, so that retention never stalls a publish for long.
+const TRIM_BUDGET: usize = 2048;
+
+/// How much history to keep. Whichever limit is reached first drops the oldest events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most events kept (0: no limit).
+    pub max_events: u64,
+    /// Oldest event kept (`None`: no limit).
+    pub max_age: Option<Duration>,
+    /// Most bytes of records kept (`None`: no limit). This counts the stored records; the file
+    /// itself reuses freed pages and does not shrink.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_events: 100_000,
+            max_age: None,
+            max_bytes: Some(1 << 30),
+        }
+    }
+}
+
+/// When a publish counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// One fsync per batch of publishes that arrived together (group commit). Default.
+    #[default]
+    Batch,
+    /// One fsync per event: the slowest, for comparison.
+    Always,
+}
+
+/// What the writer tracks between transactions (the file holds the same, committed).
+#[derive(Debug, Clone, Default)]
+struct State {
+    next_seq: u64,
+    first_seq: u64,
+    bytes: u64,
+    last_dropped_id: Option<String>,
+}
+
+/// A durable, bounded event log in one redb file.
+pub struct DurableHistory {
+    path: PathBuf,
+    /// `None` after an I/O error until the file is reopened (redb refuses further use of a
+    /// handle that saw one).
+    db: RwLock<Option<Arc<Database>>>,
+    needs_reopen: AtomicBool,
+    state: Mutex<State>,
+    retention: Retention,
+    sync: SyncPolicy,
+}
+
+impl std::fmt::Debug for DurableHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableHistory")
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Unavailable(error.to_string())
+}
+
+fn damaged(path: &Path, what: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Damaged(format!(
+        "the history file {} is damaged: {what}. To recover: stop ssehub and move the file \
+         aside (ssehub then starts with an empty history, and clients resuming from older ids \
+         are told `Last-Event-ID: earliest`), or restore it from a backup.",
+        path.display()
+    ))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl DurableHistory {
+    /// Opens (or creates) `history.redb` in `dir`, creating `dir` if needed, and checks the
+    /// file's integrity.
+    ///
+    /// # Errors
+    /// [`HistoryError::Damaged`] with a recovery hint when the file is not a valid history;
+    /// [`HistoryError::Unavailable`] when it cannot be opened (permissions, locked by another
+    /// process).
+    pub fn open(dir: &Path, retention: Retention, sync: SyncPolicy) -> Result<Self, HistoryError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            unavailable(format!(
+                "creating the data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let (db, state) = Self::open_file(&path)?;
+        Ok(Self {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+            needs_reopen: AtomicBool::new(false),
+            state: Mutex::new(state),
+            retention,
+            sync,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_file(path: &Path) -> Result<(Database, State), HistoryError> {
+        let mut db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                unavailable(format!("{} is in use by another process", path.display()))
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                unavailable(format!("opening {}: {io}", path.display()))
+            }
+            other => damaged(path, other),
+        })?;
+        // redb recovers from crashes by itself; this catches files changed or damaged behind
+        // its back (checksums of every page).
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(path = %path.display(), "history file was repaired"),
+            Err(e) => return Err(damaged(path, e)),
+        }
+        let txn = db.begin_write().map_err(|e| damaged(path, e))?;
+        let state = Self::load_state(&txn).map_err(|e| damaged(path, e))?;
+        txn.commit().map_err(|e| damaged(path, e))?;
+        Ok((db, state))
+    }
+
+    /// Creates the tables if missing and reads the writer's state, checking the format.
+    fn load_state(txn: &WriteTransaction) -> Result<State, String> {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+        txn.open_table(IDS).map_err(|e| e.to_string())?;
+        let format = meta
+            .get("format")
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec());
+        match format.as_deref() {
+            None => {
+                meta.insert("format", [FORMAT].as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            Some([FORMAT]) => {}
+            Some(other) => {
+                return Err(format!(
+                    "unknown format {other:?} (this ssehub reads {FORMAT})"
+                ))
+            }
+        }
+        let read_u64 = |key: &str| -> Result<Option<u64>, String> {
+            match meta.get(key).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some(v) => v
+                    .value()
+                    .try_into()
+                    .map(|b: [u8; 8]| Some(u64::from_be_bytes(b)))
+                    .map_err(|_| format!("meta `{key}` is not 8 bytes")),
+            }
+        };
+        let last_seq = events
+            .last()
+            .map_err(|e| e.to_string())?
+            .map(|(k, _)| k.value());
+        let next_seq = read_u64("next_seq")?
+            .unwrap_or(1)
+            .max(last_seq.map_or(1, |s| s + 1));
+        let first_seq = events
+            .first()
+            .map_err(|e| e.to_string())?
+            .map_or(next_seq, |(k, _)| k.value());
+        // The newest record must decode: a cheap check on top of redb's checksums.
+        if let Some((key, value)) = events.last().map_err(|e| e.to_string())? {
+            decode_record(key.value(), value.value())
+                .map_err(|e| format!("event {}: {e}", key.value()))?;
+        }
+        let last_dropped_id = meta
+            .get("last_dropped_id")
+            .map_err(|e| e.to_string())?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        Ok(State {
+            next_seq,
+            first_seq,
+            bytes: read_u64("bytes")?.unwrap_or(0),
+            last_dropped_id,
+        })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // State is replaced wholesale after each commit; a poisoned one is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The open database, reopening it first after an I/O error.
+    fn database(&self) -> Result<Arc<Database>, HistoryError> {
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| unavailable("the history file is being reopened after an I/O error"))
+    }
+
+    fn reopen(&self) -> Result<(), HistoryError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Drop our handle; the file closes once in-flight page reads drop theirs.
+        *slot = None;
+        let (db, state) = Self::open_file(&self.path)?;
+        *self.lock_state() = state;
+        *slot = Some(Arc::new(db));
+        self.needs_reopen.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "history file reopened");
+        Ok(())
+    }
+
+    fn failed(&self, error: impl std::fmt::Display) -> HistoryError {
+        // redb refuses a handle after an I/O error (`PreviousIo`); reopen on the next call.
+        self.needs_reopen.store(true, Ordering::Release);
+        tracing::warn!(error = %error, "history write failed");
+        unavailable(error)
+    }
+
+    /// Appends `events` and trims in one transaction; returns them stored, and the new state.
+    fn commit_batch(
+        &self,
+        db: &Database,
+        events: Vec<Event>,
+        mut state: State,
+    ) -> Result<(Vec<Arc<StoredEvent>>, State), String> {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        let now = now_ms();
+        let mut stored = Vec::with_capacity(events.len());
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+            let mut ids = txn.open_table(IDS).map_err(|e| e.to_string())?;
+            for event in events {
+                let entry = StoredEvent::new(state.next_seq, event);
+                let record = encode_record(&entry, now);
+                table
+                    .insert(entry.seq, record.as_slice())
+                    .map_err(|e| e.to_string())?;
+                ids.insert(entry.id.as_str(), entry.seq)
+                    .map_err(|e| e.to_string())?;
+                state.bytes += record.len() as u64;
+                state.next_seq += 1;
+                stored.push(Arc::new(entry));
+            }
+        }
+        self.trim_in(&txn, &mut state, now)?;
+        Self::save_state(&txn, &state)?;
+        txn.commit().map_err(|e| e.to_string())?;
+        Ok((stored, state))
+    }
+
+    /// Drops the oldest events while a retention limit is exceeded, at most [`TRIM_BUDGET`].
+    fn trim_in(
+        &self,
+        txn: &WriteTransaction,
+        state: &mut State,
+        now: u64,
+    ) -> Result<usize, String> {
+        let mut table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+        let mut ids = txn.open_table(IDS).map_err(|e| e.to_string())?;
+        let retention = &self.retention;
+        let mut removed = 0;
+        while removed < TRIM_BUDGET {
+            let count = state.next_seq - state.first_seq;
+            if count == 0 {
+                break;
+            }
+            let Some((seq, record)) = table
+                .first()
+                .map_err(|e| e.to_string())?
+                .map(|(k, v)| (k.value(), v.value().to_vec()))
+            else {
+                break;
+            };
+            let header = decode_header(&record).map_err(|e| format!("event {seq}: {e}"))?;
+            let over_count = retention.max_events > 0 && count > retention.max_events;
+            let over_bytes = retention.max_bytes.is_some_and(|max| state.bytes > max);
+            let over_age = retention.max_age.is_some_and(|age| {
+                now.saturating_sub(header.stored_at_ms) > age.as_millis() as u64
+            });
+            if !(over_count || over_bytes || over_age) {
+                break;
+            }
+            table.remove(seq).map_err(|e| e.to_string())?;
+            let newest_of_id = ids
+                .get(header.id)
+                .map_err(|e| e.to_string())?
+                .map(|v| v.value());
+            if newest_of_id == Some(seq) {
+                ids.remove(header.id).map_err(|e| e.to_string())?;
+            }
+            state.first_seq = seq + 1;
+            state.bytes = state.bytes.saturating_sub(record.len() as u64);
+            state.last_dropped_id = Some(header.id.to_owned());
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn save_state(txn: &WriteTransaction, state: &State) -> Result<(), String> {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert("next_seq", state.next_seq.to_be_bytes().as_slice())
+            .map_err(|e| e.to_string())?;
+        meta.insert("bytes", state.bytes.to_be_bytes().as_slice())
+            .map_err(|e| e.to_string())?;
+        if let Some(id) = &state.last_dropped_id {
+            meta.insert("last_dropped_id", id.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl History for DurableHistory {
+    fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+        let db = self.database()?;
+        let batches: Vec<Vec<Event>> = match self.sync {
+            SyncPolicy::Batch => vec![events],
+            SyncPolicy::Always => events.into_iter().map(|e| vec![e]).collect(),
+        };
+        let mut all = Vec::new();
+        for batch in batches {
+            // Only the writer appends, so the state cannot change between this read and the
+            // update below; it is updated only after the commit succeeded.
+            let state = self.lock_state().clone();
+            let (stored, state) = self
+                .commit_batch(&db, batch, state)
+                .map_err(|e| self.failed(e))?;
+            *self.lock_state() = state;
+            all.extend(stored);
+        }
+        Ok(all)
+    }
+
+    fn locate(&self, from: ReplayFrom<'_>) -> Result<ReplayStart, HistoryError> {
+        let state = self.lock_state().clone();
+        let through_seq = state.next_seq - 1;
+        if let ReplayFrom::AfterId(id) = from {
+            let db = self.database()?;
+            let txn = db.begin_read().map_err(unavailable)?;
+            let ids = txn.open_table(IDS).map_err(unavailable)?;
+            if let Some(seq) = ids.get(id).map_err(unavailable)?.map(|v| v.value()) {
+                if seq >= state.first_seq {
+                    return Ok(ReplayStart {
+                        after_seq: seq.min(through_seq),
+                        through_seq,
+                        resumed_after: id.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(ReplayStart::from_oldest(
+            state.first_seq,
+            through_seq,
+            state.last_dropped_id.as_deref(),
+        ))
+    }
+
+    fn read_page(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+        if after_seq >= through_seq || max_events == 0 {
+            return Ok(Vec::new());
+        }
+        let db = self.database()?;
+        // The transaction lives for this page only.
+        let txn = db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(EVENTS).map_err(unavailable)?;
+        let mut page = Vec::with_capacity(max_events.min(1024));
+        for entry in table
+            .range(after_seq + 1..=through_seq)
+            .map_err(unavailable)?
+        {
+            let (key, value) = entry.map_err(unavailable)?;
+            let event = decode_record(key.value(), value.value())
+                .map_err(|e| damaged(&self.path, format!("event {}: {e}", key.value())))?;
+            page.push(Arc::new(event));
+            if page.len() == max_events {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    fn trim(&self) -> Result<(), HistoryError> {
+        if self.retention.max_age.is_none() {
+            return Ok(());
+        }
+        let db = self.database()?;
+        let mut state = self.lock_state().clone();
+        let trimmed = (|| -> Result<bool, String> {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            if self.trim_in(&txn, &mut state, now_ms())? == 0 {
+                txn.abort().map_err(|e| e.to_string())?;
+                return Ok(false);
+            }
+            Self::save_state(&txn, &state)?;
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(true)
+        })()
+        .map_err(|e| self.failed(e))?;
+        if trimmed {
+            *self.lock_state() = state;
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        let state = self.lock_state();
+        usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}
+
+/// The fields retention needs without decoding the whole record.
+struct RecordHeader<'a> {
+    stored_at_ms: u64,
+    id: &'a str,
+}
+
+/// `[FORMAT][flags][stored_at_ms u64][id_len u32][id][topic_count u16]([len u32][topic])*[frame_len u32][frame]`,
+/// integers big-endian; flag bit 0 is `private`.
+fn encode_record(event: &StoredEvent, stored_at_ms: u64) -> Vec<u8> {
+    let topics_len: usize = event.topics.iter().map(|t| t.len() + 4).sum();
+    let mut out = Vec::with_capacity(20 + event.id.len() + topics_len + event.frame.len());
+    out.push(FORMAT);
+    out.push(u8::from(event.private));
+    out.extend_from_slice(&stored_at_ms.to_be_bytes());
+    // Lengths are bounded by event validation (ids and topics ≤ a few KiB, at most a few
+    // hundred topics) and by the publish body limit (frames), far below u32::MAX.
+    out.extend_from_slice(&(event.id.len() as u32).to_be_bytes());
+    out.extend_from_slice(event.id.as_bytes());
+    out.extend_from_slice(&(event.topics.len() as u16).to_be_bytes());
+    for topic in &event.topics {
+        out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+        out.extend_from_slice(topic.as_bytes());
+    }
+    out.extend_from_slice(&(event.frame.len() as u32).to_be_bytes());
+    out.extend_from_slice(&event.frame);
+    out
+}
+
+/// Reads a record; every length is checked, so a damaged record is an error, never a panic.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < n {
+            return Err("record is truncated".into());
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| "record holds invalid UTF-8".to_owned())
+    }
+}
+
+fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, String> {
+    let mut reader = Reader { bytes: record };
+    let format = reader.u8()?;
+    if format != FORMAT {
+        return Err(format!("unknown record format {format}"));
+    }
+    let _flags = reader.u8()?;
+    let stored_at_ms = reader.u64()?;
+    let id = reader.str()?;
+    Ok(RecordHeader { stored_at_ms, id })
+}
+
+fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, String> {
+    let mut reader = Reader { bytes: record };
+    let format = reader.u8()?;
+    if format != FORMAT {
+        return Err(format!("unknown record format {format}"));
+    }
+    let private = reader.u8()? & 1 == 1;
+    let _stored_at_ms = reader.u64()?;
+    let id = reader.str()?.to_owned();
+    let count = reader.u16()?;
+    let mut topics = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        topics.push(reader.str()?.to_owned());
+    }
+    let frame_len = reader.u32()? as usize;
+    let frame = Bytes::copy_from_slice(reader.take(frame_len)?);
+    if !reader.bytes.is_empty() {
+        return Err("record has trailing bytes".into());
+    }
+    Ok(StoredEvent {
+        seq,
+        id,
+        topics,
+        private,
+        frame,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::memory::tests::{conformance, replay};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ssehub-durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn open(dir: &Path, retention: Retention) -> DurableHistory {
+        DurableHistory::open(dir, retention, SyncPolicy::Batch).expect("open")
+    }
+
+    fn keep(max_events: u64) -> Retention {
+        Retention {
+            max_events,
+            max_age: None,
+            max_bytes: None,
+        }
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            ..Event::new("t", id)
+        }
+    }
+
+    #[test]
+    fn durable_history_conforms() {
+        let (a, b) = (temp_dir("conform-a"), temp_dir("conform-b"));
+        conformance(&open(&a, keep(100)), &open(&b, keep(2)));
+        let _ = (std::fs::remove_dir_all(a), std::fs::remove_dir_all(b));
+    }
+
+    #[test]
+    fn records_round_trip_and_damaged_ones_are_errors() {
+        let mut event = Event::new("a", "line 1\nline 2");
+        event.topics.push("b".into());
+        event.private = true;
+        let stored = StoredEvent::new(7, event);
+        let record = encode_record(&stored, 42);
+        assert_eq!(decode_record(7, &record), Ok(stored));
+        for cut in 0..record.len() {
+            assert!(decode_record(7, &record[..cut]).is_err());
+        }
+        let mut bad = record.clone();
+        bad[0] = 99;
+        assert!(decode_record(7, &bad).is_err());
+    }
+
+    #[test]
+    fn events_survive_reopening_in_order() {
+        let dir = temp_dir("reopen");
+        {
+            let history = open(&dir, keep(100));
+            history
+                .append(["a", "b", "c"].iter().map(|id| event(id)).collect())
+                .expect("append");
+        }
+        let history = open(&dir, keep(100));
+        let (ids, start) = replay(&history, ReplayFrom::AfterId("a"));
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(start.through_seq, 3);
+        let stored = history.append(vec![event("d")]).expect("append");
+        assert_eq!(
+            stored[0].seq, 4,
+            "sequence numbers continue after a restart"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn retention_by_bytes_and_age() {
+        let dir = temp_dir("bytes");
+        let history = open(
+            &dir,
+            Retention {
+                max_events: 0,
+                max_age: None,
+                max_bytes: Some(300),
+            },
+        );
+        for i in 0..20 {
+            history
+                .append(vec![event(&format!("e{i}"))])
+                .expect("append");
+        }
+        assert!(history.lock_state().bytes <= 300);
+        assert!(history.len() < 20 && !history.is_empty());
+        let (ids, start) = replay(&history, ReplayFrom::Earliest);
+        assert_eq!(ids.last().map(String::as_str), Some("e19"));
+        assert_ne!(start.resumed_after, "earliest");
+        drop(history);
+
+        let dir = temp_dir("age");
+        let history = open(
+            &dir,
+            Retention {
+                max_events: 0,
+                max_age: Some(Duration::from_millis(50)),
+                max_bytes: None,
+            },
+        );
+        history.append(vec![event("old")]).expect("append");
+        std::thread::sleep(Duration::from_millis(80));
+        history.trim().expect("trim");
+        assert!(history.is_empty());
+        let (_, start) = replay(&history, ReplayFrom::AfterId("old"));
+        assert_eq!(
+            start.resumed_after, "old",
+            "the dropped event is where replay resumes"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_history_is_reported_as_damaged() {
+        let dir = temp_dir("garbage");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(FILE_NAME), vec![0x5a; 64 * 1024]).expect("write");
+        match DurableHistory::open(&dir, keep(10), SyncPolicy::Batch) {
+            Err(HistoryError::Damaged(message)) => {
+                assert!(message.contains("move the file aside"), "{message}");
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
