@@ -202,3 +202,51 @@ async fn an_empty_last_event_id_counts_as_absent() {
     assert_eq!(sub.header("last-event-id"), Some("a"));
     assert_eq!(sub.next_event().await.id, "b");
 }
+
+/// A replay that falls behind retention (events it had not reached yet were dropped) ends the
+/// stream rather than skipping them silently; the client's reconnection then reports the loss.
+#[tokio::test]
+async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
+    let closes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = closes.clone();
+    let hub = ssehub::Hub::builder(HubConfig {
+        history_size: 1000,
+        ..HubConfig::default()
+    })
+    .on_close(move |_, reason, _| recorded.lock().expect("lock").push(reason))
+    .build()
+    .await
+    .expect("hub");
+    for i in 0..1000 {
+        let mut event = ssehub::Event::new("t", "x".repeat(100));
+        event.id = format!("old-{i}");
+        hub.publish(event).await.expect("publish");
+    }
+    let mut subscription = hub
+        .subscribe(ssehub::SubscribeRequest {
+            topics: vec!["t".into()],
+            last_event_id: Some("earliest".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    use futures_util::StreamExt;
+    // The first page of the replay.
+    let first = subscription.stream.next().await.expect("first frame");
+    assert!(std::str::from_utf8(&first).expect("utf-8").starts_with("id: old-0\n"));
+    // Meanwhile 1,000 new events push every old one out of the history.
+    for i in 0..1000 {
+        let mut event = ssehub::Event::new("t", "y");
+        event.id = format!("new-{i}");
+        hub.publish(event).await.expect("publish");
+    }
+    // Whatever was already read may still come, then the stream ends.
+    while tokio::time::timeout(Duration::from_secs(5), subscription.stream.next())
+        .await
+        .expect("the stream ends")
+        .is_some()
+    {}
+    drop(subscription);
+    assert_eq!(*closes.lock().expect("lock"), [ssehub::CloseReason::SlowConsumer]);
+    hub.shutdown().await;
+}
