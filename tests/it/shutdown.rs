@@ -42,6 +42,7 @@ async fn sigterm_with_ten_thousand_streams_ends_them_cleanly_and_exits_quickly()
     let (status, took, hub) = exit.await.expect("wait");
     let status = status.expect("the hub exited");
     assert!(status.success(), "exit status {status}");
+    eprintln!("SIGTERM with {STREAMS} open streams: the hub exited after {took:?}");
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     assert_eq!(
         clean, STREAMS,
