@@ -139,7 +139,10 @@ async fn ten_thousand_streams_opened_and_dropped_leave_an_empty_registry() {
         )
         .await;
     }
-    eprintln!("{} streams opened and dropped in {WAVES} waves", WAVES * PER_WAVE);
+    eprintln!(
+        "{} streams opened and dropped in {WAVES} waves",
+        WAVES * PER_WAVE
+    );
     let opens = hub.opens.lock().expect("lock").len();
     let closes = hub.closes.lock().expect("lock").len();
     assert_eq!((opens, closes), (WAVES * PER_WAVE, WAVES * PER_WAVE));

@@ -233,7 +233,9 @@ async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
     use futures_util::StreamExt;
     // The first page of the replay.
     let first = subscription.stream.next().await.expect("first frame");
-    assert!(std::str::from_utf8(&first).expect("utf-8").starts_with("id: old-0\n"));
+    assert!(std::str::from_utf8(&first)
+        .expect("utf-8")
+        .starts_with("id: old-0\n"));
     // Meanwhile 1,000 new events push every old one out of the history.
     for i in 0..1000 {
         let mut event = ssehub::Event::new("t", "y");
@@ -247,6 +249,9 @@ async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
         .is_some()
     {}
     drop(subscription);
-    assert_eq!(*closes.lock().expect("lock"), [ssehub::CloseReason::SlowConsumer]);
+    assert_eq!(
+        *closes.lock().expect("lock"),
+        [ssehub::CloseReason::SlowConsumer]
+    );
     hub.shutdown().await;
 }
