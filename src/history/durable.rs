@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{History, HistoryError, ReplayFrom, ReplayStart, StoredEvent};
+use super::{HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
 use crate::event::Event;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -369,8 +369,10 @@ impl DurableHistory {
     }
 }
 
-impl History for DurableHistory {
-    fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+impl LocalHistory for DurableHistory {
+    const BLOCKING: bool = true;
+
+    fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
         let db = self.database()?;
         let batches: Vec<Vec<Event>> = match self.sync {
             SyncPolicy::Batch => vec![events],
@@ -390,19 +392,23 @@ impl History for DurableHistory {
         Ok(all)
     }
 
-    fn locate(&self, from: ReplayFrom<'_>) -> Result<ReplayStart, HistoryError> {
+    fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError> {
         let state = self.lock_state().clone();
         let through_seq = state.next_seq - 1;
         if let ReplayFrom::AfterId(id) = from {
             let db = self.database()?;
             let txn = db.begin_read().map_err(unavailable)?;
             let ids = txn.open_table(IDS).map_err(unavailable)?;
-            if let Some(seq) = ids.get(id).map_err(unavailable)?.map(|v| v.value()) {
+            if let Some(seq) = ids
+                .get(id.as_str())
+                .map_err(unavailable)?
+                .map(|v| v.value())
+            {
                 if seq >= state.first_seq {
                     return Ok(ReplayStart {
                         after_seq: seq.min(through_seq),
                         through_seq,
-                        resumed_after: id.to_owned(),
+                        resumed_after: id.clone(),
                     });
                 }
             }
@@ -414,14 +420,14 @@ impl History for DurableHistory {
         ))
     }
 
-    fn read_page(
+    fn read_page_now(
         &self,
         after_seq: u64,
         through_seq: u64,
         max_events: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+    ) -> Result<Page, HistoryError> {
         if after_seq >= through_seq || max_events == 0 {
-            return Ok(Vec::new());
+            return Ok(Page::default());
         }
         let db = self.database()?;
         // The transaction lives for this page only.
@@ -440,10 +446,10 @@ impl History for DurableHistory {
                 break;
             }
         }
-        Ok(page)
+        Ok(Page::contiguous(page, after_seq, through_seq))
     }
 
-    fn trim(&self) -> Result<(), HistoryError> {
+    fn trim_now(&self) -> Result<(), HistoryError> {
         if self.retention.max_age.is_none() {
             return Ok(());
         }
@@ -466,13 +472,9 @@ impl History for DurableHistory {
         Ok(())
     }
 
-    fn len(&self) -> usize {
+    fn len_now(&self) -> usize {
         let state = self.lock_state();
         usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)
-    }
-
-    fn is_blocking(&self) -> bool {
-        true
     }
 }
 
@@ -646,14 +648,14 @@ mod tests {
         {
             let history = open(&dir, keep(100));
             history
-                .append(["a", "b", "c"].iter().map(|id| event(id)).collect())
+                .append_now(["a", "b", "c"].iter().map(|id| event(id)).collect())
                 .expect("append");
         }
         let history = open(&dir, keep(100));
-        let (ids, start) = replay(&history, ReplayFrom::AfterId("a"));
+        let (ids, start) = replay(&history, ReplayFrom::AfterId("a".into()));
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(start.through_seq, 3);
-        let stored = history.append(vec![event("d")]).expect("append");
+        let stored = history.append_now(vec![event("d")]).expect("append");
         assert_eq!(
             stored[0].seq, 4,
             "sequence numbers continue after a restart"
@@ -674,11 +676,11 @@ mod tests {
         );
         for i in 0..20 {
             history
-                .append(vec![event(&format!("e{i}"))])
+                .append_now(vec![event(&format!("e{i}"))])
                 .expect("append");
         }
         assert!(history.lock_state().bytes <= 300);
-        assert!(history.len() < 20 && !history.is_empty());
+        assert!(history.len_now() < 20 && history.len_now() > 0);
         let (ids, start) = replay(&history, ReplayFrom::Earliest);
         assert_eq!(ids.last().map(String::as_str), Some("e19"));
         assert_ne!(start.resumed_after, "earliest");
@@ -693,11 +695,11 @@ mod tests {
                 max_bytes: None,
             },
         );
-        history.append(vec![event("old")]).expect("append");
+        history.append_now(vec![event("old")]).expect("append");
         std::thread::sleep(Duration::from_millis(80));
-        history.trim().expect("trim");
-        assert!(history.is_empty());
-        let (_, start) = replay(&history, ReplayFrom::AfterId("old"));
+        history.trim_now().expect("trim");
+        assert_eq!(history.len_now(), 0);
+        let (_, start) = replay(&history, ReplayFrom::AfterId("old".into()));
         assert_eq!(
             start.resumed_after, "old",
             "the dropped event is where replay resumes"

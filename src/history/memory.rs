@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{History, HistoryError, ReplayFrom, ReplayStart, StoredEvent};
+use super::{HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
 use crate::event::Event;
 
 /// A bounded in-memory event log.
@@ -66,8 +66,10 @@ impl MemoryHistory {
     }
 }
 
-impl History for MemoryHistory {
-    fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+impl LocalHistory for MemoryHistory {
+    const BLOCKING: bool = false;
+
+    fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
         let mut log = self.write();
         let first = log.next_seq;
         // Encoding happens under the write lock, but the lock only excludes page reads, which
@@ -97,7 +99,7 @@ impl History for MemoryHistory {
         Ok(stored)
     }
 
-    fn locate(&self, from: ReplayFrom<'_>) -> Result<ReplayStart, HistoryError> {
+    fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError> {
         let log = self.read();
         let through_seq = log.next_seq - 1;
         if let ReplayFrom::AfterId(id) = from {
@@ -105,7 +107,7 @@ impl History for MemoryHistory {
                 return Ok(ReplayStart {
                     after_seq: seq,
                     through_seq,
-                    resumed_after: id.to_owned(),
+                    resumed_after: id.clone(),
                 });
             }
         }
@@ -116,27 +118,28 @@ impl History for MemoryHistory {
         ))
     }
 
-    fn read_page(
+    fn read_page_now(
         &self,
         after_seq: u64,
         through_seq: u64,
         max_events: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+    ) -> Result<Page, HistoryError> {
         let log = self.read();
         let first_seq = log.first_seq();
         // Sequence numbers are contiguous, so the position of `after_seq + 1` is arithmetic.
         let skip = (after_seq + 1).saturating_sub(first_seq);
-        Ok(log
+        let events = log
             .events
             .iter()
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .take_while(|event| event.seq <= through_seq)
             .take(max_events)
             .cloned()
-            .collect())
+            .collect();
+        Ok(Page::contiguous(events, after_seq, through_seq))
     }
 
-    fn len(&self) -> usize {
+    fn len_now(&self) -> usize {
         self.read().events.len()
     }
 }
@@ -152,40 +155,43 @@ pub(crate) mod tests {
         }
     }
 
-    fn append_ids(history: &impl History, ids: &[&str]) {
+    fn append_ids(history: &impl LocalHistory, ids: &[&str]) {
         history
-            .append(ids.iter().map(|id| event(id)).collect())
+            .append_now(ids.iter().map(|id| event(id)).collect())
             .expect("append");
     }
 
     /// Every event a replay from `from` yields, with its start.
     pub(crate) fn replay(
-        history: &impl History,
-        from: ReplayFrom<'_>,
+        history: &impl LocalHistory,
+        from: ReplayFrom,
     ) -> (Vec<String>, ReplayStart) {
-        let start = history.locate(from).expect("locate");
+        let start = history.locate_now(&from).expect("locate");
         let mut ids = Vec::new();
         let mut after = start.after_seq;
         loop {
             let page = history
-                .read_page(after, start.through_seq, 2)
+                .read_page_now(after, start.through_seq, 2)
                 .expect("page");
-            let Some(last) = page.last() else { break };
+            assert!(!page.truncated);
+            let Some(last) = page.events.last() else {
+                break;
+            };
             after = last.seq;
-            ids.extend(page.iter().map(|e| e.id.clone()));
+            ids.extend(page.events.iter().map(|e| e.id.clone()));
         }
         (ids, start)
     }
 
     /// The behaviour every store must share.
-    pub(crate) fn conformance(history: &impl History, capacity_two: &impl History) {
+    pub(crate) fn conformance(history: &impl LocalHistory, capacity_two: &impl LocalHistory) {
         append_ids(history, &["a", "b", "c"]);
-        let (ids, start) = replay(history, ReplayFrom::AfterId("a"));
+        let (ids, start) = replay(history, ReplayFrom::AfterId("a".into()));
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(start.resumed_after, "a");
         assert_eq!(start.through_seq, 3);
 
-        let (ids, start) = replay(history, ReplayFrom::AfterId("never-seen"));
+        let (ids, start) = replay(history, ReplayFrom::AfterId("never-seen".into()));
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(start.resumed_after, "earliest");
 
@@ -194,28 +200,27 @@ pub(crate) mod tests {
         assert_eq!(start.resumed_after, "earliest");
 
         append_ids(history, &["a", "d"]);
-        let (ids, _) = replay(history, ReplayFrom::AfterId("a"));
+        let (ids, _) = replay(history, ReplayFrom::AfterId("a".into()));
         assert_eq!(
             ids,
             ["d"],
             "a reused id resumes after its newest occurrence"
         );
-        assert_eq!(history.len(), 5);
+        assert_eq!(history.len_now(), 5);
 
         append_ids(capacity_two, &["a", "b", "c", "d"]);
-        assert_eq!(capacity_two.len(), 2);
-        let (ids, start) = replay(capacity_two, ReplayFrom::AfterId("a"));
+        assert_eq!(capacity_two.len_now(), 2);
+        let (ids, start) = replay(capacity_two, ReplayFrom::AfterId("a".into()));
         assert_eq!(ids, ["c", "d"]);
         assert_eq!(
             start.resumed_after, "b",
             "replay resumes after the newest dropped event"
         );
-        let page = capacity_two.read_page(0, 4, 10).expect("page");
-        assert_eq!(
-            page.first().map(|e| e.seq),
-            Some(3),
-            "a gap shows what retention dropped"
-        );
+        let page = capacity_two.read_page_now(0, 4, 10).expect("page");
+        assert_eq!(page.events.first().map(|e| e.seq), Some(3));
+        assert!(page.truncated, "the page says retention dropped events");
+        let page = capacity_two.read_page_now(2, 4, 10).expect("page");
+        assert!(!page.truncated);
     }
 
     #[test]
@@ -227,7 +232,7 @@ pub(crate) mod tests {
     fn zero_capacity_keeps_nothing_but_counts() {
         let history = MemoryHistory::new(0);
         append_ids(&history, &["a", "b"]);
-        let (ids, start) = replay(&history, ReplayFrom::AfterId("a"));
+        let (ids, start) = replay(&history, ReplayFrom::AfterId("a".into()));
         assert!(ids.is_empty());
         assert_eq!(start.through_seq, 2);
         assert_eq!(start.resumed_after, "b");
@@ -237,7 +242,10 @@ pub(crate) mod tests {
     fn page_stops_at_through_seq() {
         let history = MemoryHistory::new(10);
         append_ids(&history, &["a", "b", "c", "d"]);
-        let page = history.read_page(1, 3, 10).expect("page");
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        let page = history.read_page_now(1, 3, 10).expect("page");
+        assert_eq!(
+            page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
     }
 }

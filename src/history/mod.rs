@@ -4,16 +4,21 @@
 //! dispatch order. A replay first [`History::locate`]s where to start (which also fixes the
 //! `Last-Event-ID` response header), then the stream reads [`History::read_page`] by page as the
 //! client takes them: a subscriber never holds a lock or a read transaction while it waits.
-//! Two stores: [`MemoryHistory`] (bounded, forgets at exit) and [`DurableHistory`] (redb, the
-//! default of `ssehub serve`). Who receives an event is [`crate::hub`]'s business.
+//! Three stores: [`MemoryHistory`] (bounded, forgets at exit), [`DurableHistory`] (redb, the
+//! default of `ssehub serve`) and [`RedisHistory`] (a Redis stream shared by several hub
+//! instances). Who receives an event is [`crate::hub`]'s business.
 
 pub mod durable;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EARLIEST};
 use crate::wire;
@@ -53,17 +58,17 @@ impl StoredEvent {
 }
 
 /// Where a replay starts, as the client asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayFrom<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayFrom {
     /// Everything the history still holds (`Last-Event-ID: earliest`).
     Earliest,
     /// Everything after the event with this id.
-    AfterId(&'a str),
+    AfterId(String),
 }
 
-impl<'a> ReplayFrom<'a> {
+impl ReplayFrom {
     /// Reads a `Last-Event-ID` value, treating the reserved `earliest` specially.
-    pub fn from_last_event_id(value: &'a str) -> Self {
+    pub fn from_last_event_id(value: String) -> Self {
         if value == EARLIEST {
             Self::Earliest
         } else {
@@ -71,6 +76,36 @@ impl<'a> ReplayFrom<'a> {
         }
     }
 }
+
+/// One page of a replay.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Events after the requested sequence number, oldest first.
+    pub events: Vec<Arc<StoredEvent>>,
+    /// Retention dropped events after the requested sequence number before they could be read:
+    /// the replay cannot be complete.
+    pub truncated: bool,
+}
+
+impl Page {
+    /// A page from a store whose sequence numbers have no gaps: anything missing between
+    /// `after_seq` and the first event (or up to `through_seq`, when nothing is left) was dropped.
+    pub(crate) fn contiguous(
+        events: Vec<Arc<StoredEvent>>,
+        after_seq: u64,
+        through_seq: u64,
+    ) -> Self {
+        let truncated = match events.first() {
+            Some(first) => first.seq != after_seq + 1,
+            None => after_seq < through_seq,
+        };
+        Self { events, truncated }
+    }
+}
+
+/// What history calls return: a boxed future, so that stores can do I/O (a blocking file, a
+/// network server) and a stream can hold a pending page read without borrowing the store.
+pub type HistoryFuture<T> = BoxFuture<'static, Result<T, HistoryError>>;
 
 /// Where a replay starts, as the history found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,41 +151,32 @@ pub enum HistoryError {
 }
 
 /// An event log.
+///
+/// Methods take `self: Arc<Self>` and return `'static` futures, so that a caller can keep a
+/// call in flight (a stream waiting for its next page) without holding a borrow.
 pub trait History: Send + Sync + 'static {
     /// Appends events in order and assigns their sequence numbers. An event is acknowledged to
-    /// its publisher only once this returned: with a durable store, once it is on disk.
-    ///
-    /// # Errors
-    /// [`HistoryError::Unavailable`] when nothing was stored.
-    fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError>;
+    /// its publisher only once this resolved: with a durable store, once it is on disk; with a
+    /// shared log, once the log server accepted it.
+    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>>;
 
     /// Finds where a replay starts.
-    ///
-    /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be read.
-    fn locate(&self, from: ReplayFrom<'_>) -> Result<ReplayStart, HistoryError>;
+    fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart>;
 
-    /// Up to `max_events` events with `after_seq < seq <= through_seq`, oldest first. A first
-    /// event after `after_seq + 1` means the ones in between were dropped by retention meanwhile.
-    ///
-    /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be read.
+    /// Up to `max_events` events with `after_seq < seq <= through_seq`, oldest first.
     fn read_page(
-        &self,
+        self: Arc<Self>,
         after_seq: u64,
         through_seq: u64,
         max_events: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError>;
+    ) -> HistoryFuture<Page>;
 
-    /// Applies time-based retention; the writer calls it when idle.
-    ///
-    /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be written.
-    fn trim(&self) -> Result<(), HistoryError> {
-        Ok(())
+    /// Applies time-based retention; the writer calls it every second or so.
+    fn trim(self: Arc<Self>) -> HistoryFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    /// How many events the history holds now.
+    /// How many events the history holds now (for a shared log: as last seen).
     fn len(&self) -> usize;
 
     /// Whether the history holds no events.
@@ -158,8 +184,103 @@ pub trait History: Send + Sync + 'static {
         self.len() == 0
     }
 
-    /// Whether calls may block on I/O (then the hub runs them on the blocking thread pool).
-    fn is_blocking(&self) -> bool {
-        false
+    /// For a log shared by several hub instances: a task that reads every event appended by any
+    /// instance, in log order, and sends it to `dispatch`, until `shutdown`. `None` for a log
+    /// of this instance alone: then the hub dispatches what it appends itself.
+    fn feed(
+        self: Arc<Self>,
+        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        shutdown: CancellationToken,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let _ = (dispatch, shutdown);
+        None
+    }
+}
+
+/// A log of this instance alone, with synchronous calls: instant ones (memory) or blocking ones
+/// (a file). Every such store is a [`History`]; blocking calls run on the blocking thread pool.
+pub trait LocalHistory: Send + Sync + 'static {
+    /// Whether calls do blocking I/O.
+    const BLOCKING: bool;
+
+    /// See [`History::append`].
+    ///
+    /// # Errors
+    /// [`HistoryError::Unavailable`] when nothing was stored.
+    fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError>;
+
+    /// See [`History::locate`].
+    ///
+    /// # Errors
+    /// [`HistoryError::Unavailable`] when the store cannot be read.
+    fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError>;
+
+    /// See [`History::read_page`].
+    ///
+    /// # Errors
+    /// [`HistoryError::Unavailable`] when the store cannot be read.
+    fn read_page_now(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> Result<Page, HistoryError>;
+
+    /// See [`History::trim`].
+    ///
+    /// # Errors
+    /// [`HistoryError::Unavailable`] when the store cannot be written.
+    fn trim_now(&self) -> Result<(), HistoryError> {
+        Ok(())
+    }
+
+    /// See [`History::len`].
+    fn len_now(&self) -> usize;
+}
+
+fn run_local<S: LocalHistory, T: Send + 'static>(
+    store: Arc<S>,
+    call: impl FnOnce(&S) -> Result<T, HistoryError> + Send + 'static,
+) -> HistoryFuture<T> {
+    if !S::BLOCKING {
+        return Box::pin(std::future::ready(call(&store)));
+    }
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || call(&store))
+            .await
+            .unwrap_or_else(|e| {
+                Err(HistoryError::Unavailable(format!(
+                    "history task failed: {e}"
+                )))
+            })
+    })
+}
+
+impl<S: LocalHistory> History for S {
+    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+        run_local(self, move |s| s.append_now(events))
+    }
+
+    fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+        run_local(self, move |s| s.locate_now(&from))
+    }
+
+    fn read_page(
+        self: Arc<Self>,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> HistoryFuture<Page> {
+        run_local(self, move |s| {
+            s.read_page_now(after_seq, through_seq, max_events)
+        })
+    }
+
+    fn trim(self: Arc<Self>) -> HistoryFuture<()> {
+        run_local(self, |s| s.trim_now())
+    }
+
+    fn len(&self) -> usize {
+        self.len_now()
     }
 }

@@ -326,9 +326,23 @@ impl HubBuilder {
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
         let tasks = TaskTracker::new();
+        // A shared log feeds this instance every event, its own included; otherwise the writer
+        // passes on what it appended.
+        let writer_dispatch = match history.clone().feed(dispatch_tx.clone(), shutdown.clone()) {
+            Some(feed) => {
+                tasks.spawn(feed.instrument(info_span!("hub_feed")));
+                None
+            }
+            None => Some(dispatch_tx),
+        };
         tasks.spawn(
-            run_writer(writer_rx, history.clone(), dispatch_tx, shutdown.clone())
-                .instrument(info_span!("hub_writer")),
+            run_writer(
+                writer_rx,
+                history.clone(),
+                writer_dispatch,
+                shutdown.clone(),
+            )
+            .instrument(info_span!("hub_writer")),
         );
         tasks.spawn(
             run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
@@ -354,7 +368,9 @@ impl HubBuilder {
 async fn run_writer(
     mut requests: mpsc::Receiver<PublishRequest>,
     history: Arc<dyn History>,
-    dispatch: mpsc::Sender<Arc<StoredEvent>>,
+    // `None` when the history has a feed: then every instance dispatches what it reads back
+    // from the shared log, including its own events.
+    dispatch: Option<mpsc::Sender<Arc<StoredEvent>>>,
     shutdown: CancellationToken,
 ) {
     const MAX_BATCH: usize = 256;
@@ -376,20 +392,22 @@ async fn run_writer(
                 }
             }
             _ = trim_tick.tick() => {
-                if let Err(error) = run_history(&history, |h| h.trim()).await {
+                if let Err(error) = history.clone().trim().await {
                     tracing::warn!(%error, "history retention failed");
                 }
                 continue;
             }
         }
         let (events, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.ack)).unzip();
-        match run_history(&history, move |h| h.append(events)).await {
+        match history.clone().append(events).await {
             Ok(stored) => {
                 for (event, ack) in stored.into_iter().zip(acks) {
                     // The publisher may have given up waiting; the event is stored regardless.
                     let _ = ack.send(Ok(event.seq));
-                    if dispatch.send(event).await.is_err() {
-                        return;
+                    if let Some(dispatch) = &dispatch {
+                        if dispatch.send(event).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -403,24 +421,6 @@ async fn run_writer(
             }
         }
     }
-}
-
-/// Runs a history call, on the blocking thread pool when the store does I/O.
-async fn run_history<T: Send + 'static>(
-    history: &Arc<dyn History>,
-    call: impl FnOnce(&dyn History) -> Result<T, HistoryError> + Send + 'static,
-) -> Result<T, HistoryError> {
-    if !history.is_blocking() {
-        return call(history.as_ref());
-    }
-    let history = history.clone();
-    tokio::task::spawn_blocking(move || call(history.as_ref()))
-        .await
-        .unwrap_or_else(|e| {
-            Err(HistoryError::Unavailable(format!(
-                "history task failed: {e}"
-            )))
-        })
 }
 
 /// Fans stored events out to subscribers, in log order.
@@ -562,10 +562,12 @@ impl Hub {
         let start = match request.last_event_id.clone() {
             None => None,
             Some(last_event_id) => {
-                let located = run_history(&self.inner.history, move |h| {
-                    h.locate(ReplayFrom::from_last_event_id(&last_event_id))
-                })
-                .await;
+                let located = self
+                    .inner
+                    .history
+                    .clone()
+                    .locate(ReplayFrom::from_last_event_id(last_event_id))
+                    .await;
                 Some(located?)
             }
         };

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
-use crate::history::{History, HistoryError, StoredEvent};
+use crate::history::{History, HistoryError, HistoryFuture, Page};
 use crate::wire::HEARTBEAT;
 
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
@@ -33,8 +33,6 @@ const REPLAY_PAGE_EVENTS: usize = 256;
 /// Pages read in one poll before yielding, when they hold nothing for this subscriber.
 const REPLAY_PAGES_PER_POLL: usize = 8;
 
-type Page = Result<Vec<Arc<StoredEvent>>, HistoryError>;
-
 /// Where a replay stands.
 pub(crate) struct ReplayCursor {
     history: Arc<dyn History>,
@@ -42,8 +40,8 @@ pub(crate) struct ReplayCursor {
     after_seq: u64,
     /// ...and the replay ends with this one.
     through_seq: u64,
-    /// A page being read on the blocking pool (durable stores).
-    pending: Option<tokio::task::JoinHandle<Page>>,
+    /// The page being read.
+    pending: Option<HistoryFuture<Page>>,
 }
 
 impl ReplayCursor {
@@ -60,24 +58,17 @@ impl ReplayCursor {
         self.after_seq >= self.through_seq
     }
 
-    /// The next page: read in place for an in-memory store, on the blocking pool otherwise.
-    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Page> {
-        if !self.history.is_blocking() {
-            return Poll::Ready(self.history.read_page(
-                self.after_seq,
-                self.through_seq,
-                REPLAY_PAGE_EVENTS,
-            ));
-        }
-        let (history, after, through) = (self.history.clone(), self.after_seq, self.through_seq);
+    /// The next page (at once for an in-memory store).
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Page, HistoryError>> {
+        let (history, after, through) = (&self.history, self.after_seq, self.through_seq);
         let pending = self.pending.get_or_insert_with(|| {
-            tokio::task::spawn_blocking(move || {
-                history.read_page(after, through, REPLAY_PAGE_EVENTS)
-            })
+            history
+                .clone()
+                .read_page(after, through, REPLAY_PAGE_EVENTS)
         });
-        let page = std::task::ready!(Pin::new(pending).poll(cx));
+        let page = std::task::ready!(pending.as_mut().poll(cx));
         self.pending = None;
-        Poll::Ready(page.unwrap_or_else(|e| Err(HistoryError::Unavailable(e.to_string()))))
+        Poll::Ready(page)
     }
 }
 
@@ -227,25 +218,20 @@ impl Stream for SubscriptionStream {
                     Poll::Pending => return Poll::Pending,
                 };
                 pages_read += 1;
-                match page.first() {
-                    // Retention dropped events this replay had not reached (all of the rest, or
-                    // some before the first one read): end the stream, so the client reconnects
-                    // and learns from `Last-Event-ID` what it lost.
-                    None => {
-                        this.close_reason = Some(CloseReason::SlowConsumer);
-                        return Poll::Ready(None);
-                    }
-                    Some(first) if first.seq != cursor.after_seq + 1 => {
-                        this.close_reason = Some(CloseReason::SlowConsumer);
-                        return Poll::Ready(None);
-                    }
-                    Some(_) => {
-                        if let Some(last) = page.last() {
-                            cursor.after_seq = last.seq;
-                        }
+                // Retention dropped events this replay had not reached: end the stream, so the
+                // client reconnects and learns from `Last-Event-ID` what it lost.
+                if page.truncated {
+                    this.close_reason = Some(CloseReason::SlowConsumer);
+                    return Poll::Ready(None);
+                }
+                match page.events.last() {
+                    None => this.replay = None,
+                    Some(last) => {
+                        cursor.after_seq = last.seq;
                         let subscriber = &this.subscriber;
                         this.backlog.extend(
-                            page.iter()
+                            page.events
+                                .iter()
                                 .filter(|event| subscriber.wants(event))
                                 .map(|event| event.frame.clone()),
                         );
