@@ -13,7 +13,9 @@ use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 use crate::auth::{AuthConfig, JwtAlgorithm, JwtKeyError, JwtVerifier};
-use crate::history::{DurableHistory, History, HistoryError, MemoryHistory, Retention, SyncPolicy};
+use crate::history::{
+    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
+};
 use crate::hub::HubConfig;
 use crate::server::ServerOptions;
 
@@ -52,14 +54,23 @@ pub enum HistorySettings {
         /// When an append counts as stored.
         sync: SyncPolicy,
     },
+    /// [`RedisHistory`]: one log shared by every instance on the same Redis.
+    Redis {
+        /// `redis://host:port/db`.
+        url: String,
+        /// Prefix of the Redis keys.
+        prefix: String,
+        /// Most events kept in the stream (0: no limit).
+        max_len: u64,
+    },
 }
 
 impl HistorySettings {
     /// Opens the store.
     ///
     /// # Errors
-    /// A durable store that cannot be opened or is damaged.
-    pub fn open(&self) -> Result<Arc<dyn History>, HistoryError> {
+    /// A durable store that cannot be opened or is damaged; a Redis that does not answer.
+    pub async fn open(&self) -> Result<Arc<dyn History>, HistoryError> {
         Ok(match self {
             Self::Memory { max_events } => Arc::new(MemoryHistory::new(*max_events)),
             Self::Durable {
@@ -67,6 +78,11 @@ impl HistorySettings {
                 retention,
                 sync,
             } => Arc::new(DurableHistory::open(data_dir, *retention, *sync)?),
+            Self::Redis {
+                url,
+                prefix,
+                max_len,
+            } => Arc::new(RedisHistory::connect(url, prefix, *max_len).await?),
         })
     }
 }
@@ -155,6 +171,15 @@ pub struct ServeArgs {
     /// Last-Event-ID (0 for no limit).
     #[arg(long, env = "SSEHUB_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
     pub max_lifetime: Duration,
+
+    /// Share one event log with other instances through Redis: `redis://HOST:PORT/DB`. Without
+    /// it the hub runs alone on its own history (--history).
+    #[arg(long, env = "SSEHUB_TRANSPORT")]
+    pub transport: Option<String>,
+
+    /// Prefix of the Redis keys, so several hubs can share one Redis.
+    #[arg(long, env = "SSEHUB_REDIS_PREFIX", default_value = "ssehub")]
+    pub redis_prefix: String,
 
     /// Where history is kept: `durable` (on disk in --data-dir) or `memory`.
     #[arg(long, env = "SSEHUB_HISTORY", default_value = "durable")]
@@ -281,11 +306,29 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             ..ServerOptions::default()
         };
-        let history = match self.history {
-            HistoryKind::Memory => HistorySettings::Memory {
+        let history = match (&self.transport, self.history) {
+            (Some(url), _) => {
+                let scheme_ok = url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://");
+                if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+                    return Err(ConfigError::Invalid {
+                        setting: "--transport",
+                        reason: format!(
+                            "{url:?} is not a Redis URL (expected redis://HOST:PORT/DB)"
+                        ),
+                    });
+                }
+                HistorySettings::Redis {
+                    url: url.clone(),
+                    prefix: self.redis_prefix.clone(),
+                    max_len: self.history_size as u64,
+                }
+            }
+            (None, HistoryKind::Memory) => HistorySettings::Memory {
                 max_events: self.history_size,
             },
-            HistoryKind::Durable => HistorySettings::Durable {
+            (None, HistoryKind::Durable) => HistorySettings::Durable {
                 data_dir: self.data_dir.clone(),
                 retention: Retention {
                     max_events: self.history_size as u64,

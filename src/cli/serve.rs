@@ -14,7 +14,11 @@ use crate::{http, server, Hub};
 /// Invalid settings, an address that cannot be bound.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve().context("invalid setting")?;
-    let history = settings.history.open().context("opening the history")?;
+    let history = settings
+        .history
+        .open()
+        .await
+        .context("opening the history")?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;

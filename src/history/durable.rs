@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::record::{decode_header, decode_record, encode_record, FORMAT};
 use super::{HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
 use crate::event::Event;
 
@@ -33,8 +33,6 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// The version of our record encoding and table layout.
-const FORMAT: u8 = 1;
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "history.redb";
 /// Most old events one transaction removes, so that retention never stalls a publish for long.
@@ -476,116 +474,6 @@ impl LocalHistory for DurableHistory {
         let state = self.lock_state();
         usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)
     }
-}
-
-/// The fields retention needs without decoding the whole record.
-struct RecordHeader<'a> {
-    stored_at_ms: u64,
-    id: &'a str,
-}
-
-/// `[FORMAT][flags][stored_at_ms u64][id_len u32][id][topic_count u16]([len u32][topic])*[frame_len u32][frame]`,
-/// integers big-endian; flag bit 0 is `private`.
-fn encode_record(event: &StoredEvent, stored_at_ms: u64) -> Vec<u8> {
-    let topics_len: usize = event.topics.iter().map(|t| t.len() + 4).sum();
-    let mut out = Vec::with_capacity(20 + event.id.len() + topics_len + event.frame.len());
-    out.push(FORMAT);
-    out.push(u8::from(event.private));
-    out.extend_from_slice(&stored_at_ms.to_be_bytes());
-    // Lengths are bounded by event validation (ids and topics ≤ a few KiB, at most a few
-    // hundred topics) and by the publish body limit (frames), far below u32::MAX.
-    out.extend_from_slice(&(event.id.len() as u32).to_be_bytes());
-    out.extend_from_slice(event.id.as_bytes());
-    out.extend_from_slice(&(event.topics.len() as u16).to_be_bytes());
-    for topic in &event.topics {
-        out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-        out.extend_from_slice(topic.as_bytes());
-    }
-    out.extend_from_slice(&(event.frame.len() as u32).to_be_bytes());
-    out.extend_from_slice(&event.frame);
-    out
-}
-
-/// Reads a record; every length is checked, so a damaged record is an error, never a panic.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < n {
-            return Err("record is truncated".into());
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-
-    fn str(&mut self) -> Result<&'a str, String> {
-        let len = self.u32()? as usize;
-        std::str::from_utf8(self.take(len)?).map_err(|_| "record holds invalid UTF-8".to_owned())
-    }
-}
-
-fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, String> {
-    let mut reader = Reader { bytes: record };
-    let format = reader.u8()?;
-    if format != FORMAT {
-        return Err(format!("unknown record format {format}"));
-    }
-    let _flags = reader.u8()?;
-    let stored_at_ms = reader.u64()?;
-    let id = reader.str()?;
-    Ok(RecordHeader { stored_at_ms, id })
-}
-
-fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, String> {
-    let mut reader = Reader { bytes: record };
-    let format = reader.u8()?;
-    if format != FORMAT {
-        return Err(format!("unknown record format {format}"));
-    }
-    let private = reader.u8()? & 1 == 1;
-    let _stored_at_ms = reader.u64()?;
-    let id = reader.str()?.to_owned();
-    let count = reader.u16()?;
-    let mut topics = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        topics.push(reader.str()?.to_owned());
-    }
-    let frame_len = reader.u32()? as usize;
-    let frame = Bytes::copy_from_slice(reader.take(frame_len)?);
-    if !reader.bytes.is_empty() {
-        return Err("record has trailing bytes".into());
-    }
-    Ok(StoredEvent {
-        seq,
-        id,
-        topics,
-        private,
-        frame,
-    })
 }
 
 #[cfg(test)]

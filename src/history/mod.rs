@@ -10,6 +10,7 @@
 
 pub mod durable;
 pub mod memory;
+mod record;
 pub mod redis;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, EARLIEST};
 use crate::wire;
 
+pub use self::redis::RedisHistory;
 pub use durable::{DurableHistory, Retention, SyncPolicy};
 pub use memory::MemoryHistory;
 

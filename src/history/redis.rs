@@ -1,1 +1,513 @@
-//! placeholder
+//! The shared history: one Redis stream that every hub instance appends to and reads back.
+//!
+//! Data layout (with the default key prefix `ssehub`):
+//! - `ssehub:events`, a stream: one entry per event, fields `i` (event id) and `e` (the record,
+//!   see `record.rs`). Entry ids (`<ms>-<n>`) give the one order every instance delivers in; an
+//!   event's sequence number is its entry id packed into a `u64` ([`seq_of`]).
+//! - `ssehub:ids`, a hash: event id → entry id of its newest occurrence, for `Last-Event-ID`.
+//! - `ssehub:meta`, a hash: `epoch` (random, set once: a Redis that lost its data loses it too,
+//!   which is how instances notice), `last_dropped_id` and `last_dropped_entry` (retention).
+//!
+//! Publishing runs one Lua script per batch (atomic: append, index, trim to `max_len`), and the
+//! publish is acknowledged once Redis answered. Each instance's feed reads the stream with
+//! `XREAD BLOCK` on a connection of its own (a blocking read would stall commands queued behind it
+//! on a shared one), from the last entry id it delivered: after a Redis outage it resumes there,
+//! with no gap and no duplicate. Plain pub/sub would lose every event sent while an instance is
+//! disconnected; a stream cursor does not.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::record::{decode_record, encode_record};
+use super::{History, HistoryError, HistoryFuture, Page, ReplayFrom, ReplayStart, StoredEvent};
+use crate::event::Event;
+
+/// Bits of a sequence number that hold the entry id's counter within its millisecond.
+const COUNTER_BITS: u32 = 20;
+/// Entries the feed reads per `XREAD`.
+const FEED_BATCH: usize = 512;
+/// How long one `XREAD` blocks before the feed checks for shutdown.
+const FEED_BLOCK_MS: usize = 1000;
+
+/// Appends a batch, indexes ids, trims to the length cap (exactly, so that the id index can be
+/// trimmed with it), and records what was dropped. Returns the stream length, then the entry ids.
+const PUBLISH_SCRIPT: &str = r"
+local max_len = tonumber(ARGV[1])
+local out = {0}
+for i = 2, #ARGV, 2 do
+  local entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i], 'e', ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], entry)
+  out[#out + 1] = entry
+end
+local len = redis.call('XLEN', KEYS[1])
+if max_len > 0 and len > max_len then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max_len)
+  local last_entry, last_id
+  for _, item in ipairs(old) do
+    local fields = item[2]
+    local id
+    for f = 1, #fields, 2 do
+      if fields[f] == 'i' then id = fields[f + 1] end
+    end
+    if id and redis.call('HGET', KEYS[2], id) == item[1] then
+      redis.call('HDEL', KEYS[2], id)
+    end
+    redis.call('XDEL', KEYS[1], item[1])
+    last_entry, last_id = item[1], id
+  end
+  if last_entry then
+    redis.call('HSET', KEYS[3], 'last_dropped_entry', last_entry, 'last_dropped_id', last_id or '')
+  end
+  len = len - #old
+end
+out[1] = len
+return out
+";
+
+/// Packs a stream entry id (`<ms>-<n>`) into a sequence number that sorts the same way.
+/// Millisecond timestamps fit in 44 bits until the year 2527; the counter gets 20 bits (a million
+/// entries in one millisecond).
+pub fn seq_of(entry_id: &str) -> Option<u64> {
+    let (ms, counter) = entry_id.split_once('-')?;
+    let (ms, counter): (u64, u64) = (ms.parse().ok()?, counter.parse().ok()?);
+    if ms >= 1 << (64 - COUNTER_BITS) || counter >= 1 << COUNTER_BITS {
+        return None;
+    }
+    Some(ms << COUNTER_BITS | counter)
+}
+
+/// The entry id a sequence number stands for.
+fn entry_of(seq: u64) -> String {
+    format!(
+        "{}-{}",
+        seq >> COUNTER_BITS,
+        seq & ((1 << COUNTER_BITS) - 1)
+    )
+}
+
+struct Keys {
+    stream: String,
+    ids: String,
+    meta: String,
+}
+
+/// A history kept in Redis and shared by every instance that uses the same Redis and prefix.
+pub struct RedisHistory {
+    client: Client,
+    commands: ConnectionManager,
+    keys: Keys,
+    /// Most events kept in the stream (0: no limit).
+    max_len: u64,
+    script: Script,
+    /// Stream length as of the last publish.
+    approx_len: AtomicUsize,
+    /// The epoch this instance knows; a different one in Redis means Redis lost its data.
+    epoch: Mutex<String>,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("stream", &self.keys.stream)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Unavailable(format!("redis: {error}"))
+}
+
+fn field_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
+    match entry.map.get(field)? {
+        Value::BulkString(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+fn decode_entry(entry: &StreamId) -> Result<StoredEvent, String> {
+    let seq = seq_of(&entry.id).ok_or_else(|| format!("entry id {} out of range", entry.id))?;
+    let record =
+        field_bytes(entry, "e").ok_or_else(|| format!("entry {} has no record", entry.id))?;
+    decode_record(seq, record).map_err(|e| format!("entry {}: {e}", entry.id))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisHistory {
+    /// Connects to `url` (`redis://host:port/db`) and checks that Redis answers.
+    ///
+    /// # Errors
+    /// [`HistoryError::Unavailable`] when the URL is invalid or Redis does not answer.
+    pub async fn connect(url: &str, prefix: &str, max_len: u64) -> Result<Self, HistoryError> {
+        let client = Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let commands = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        let history = Self {
+            client,
+            commands,
+            keys: Keys {
+                stream: format!("{prefix}:events"),
+                ids: format!("{prefix}:ids"),
+                meta: format!("{prefix}:meta"),
+            },
+            max_len,
+            script: Script::new(PUBLISH_SCRIPT),
+            approx_len: AtomicUsize::new(0),
+            epoch: Mutex::new(String::new()),
+        };
+        let epoch = history.ensure_epoch().await?;
+        *history.lock_epoch() = epoch;
+        Ok(history)
+    }
+
+    fn lock_epoch(&self) -> std::sync::MutexGuard<'_, String> {
+        self.epoch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the epoch if Redis has none, and returns Redis's epoch.
+    async fn ensure_epoch(&self) -> Result<String, HistoryError> {
+        let mut connection = self.commands.clone();
+        let fresh = uuid::Uuid::now_v7().to_string();
+        let (_, epoch): (i64, String) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(&self.keys.meta)
+            .arg("epoch")
+            .arg(&fresh)
+            .cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("epoch")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(epoch)
+    }
+
+    /// After a reconnection: whether Redis still holds the data it held (same epoch).
+    async fn check_epoch(&self) -> Result<bool, HistoryError> {
+        let known = self.lock_epoch().clone();
+        let current = self.ensure_epoch().await?;
+        if current == known {
+            return Ok(true);
+        }
+        *self.lock_epoch() = current;
+        Ok(false)
+    }
+
+    async fn append_batch(
+        self: Arc<Self>,
+        events: Vec<Event>,
+    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+        let now = now_ms();
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.ids)
+            .key(&self.keys.meta)
+            .arg(self.max_len);
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            // The record does not hold the sequence number, so it can be made before Redis
+            // assigns the entry id.
+            let stored = StoredEvent::new(0, event);
+            invocation.arg(&stored.id).arg(encode_record(&stored, now));
+            prepared.push(stored);
+        }
+        let mut connection = self.commands.clone();
+        let reply: Vec<Value> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut values = reply.into_iter();
+        if let Some(Value::Int(len)) = values.next() {
+            self.approx_len
+                .store(usize::try_from(len).unwrap_or(0), Ordering::Relaxed);
+        }
+        prepared
+            .into_iter()
+            .zip(values)
+            .map(|(mut stored, entry)| {
+                let entry: String = redis::from_redis_value(entry).map_err(unavailable)?;
+                stored.seq = seq_of(&entry)
+                    .ok_or_else(|| unavailable(format!("entry id {entry} out of range")))?;
+                Ok(Arc::new(stored))
+            })
+            .collect()
+    }
+
+    async fn locate_start(self: Arc<Self>, from: ReplayFrom) -> Result<ReplayStart, HistoryError> {
+        let id = match &from {
+            ReplayFrom::AfterId(id) => id.as_str(),
+            ReplayFrom::Earliest => "",
+        };
+        let mut connection = self.commands.clone();
+        let (entry, newest, oldest, last_dropped_id): (
+            Option<String>,
+            StreamRangeReply,
+            StreamRangeReply,
+            Option<String>,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(&self.keys.ids)
+            .arg(id)
+            .cmd("XREVRANGE")
+            .arg(&self.keys.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("last_dropped_id")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let through_seq = newest.ids.first().and_then(|e| seq_of(&e.id)).unwrap_or(0);
+        if let (ReplayFrom::AfterId(id), Some(entry)) = (&from, entry.as_deref().and_then(seq_of)) {
+            return Ok(ReplayStart {
+                after_seq: entry.min(through_seq),
+                through_seq,
+                resumed_after: id.clone(),
+            });
+        }
+        let first_seq = oldest
+            .ids
+            .first()
+            .and_then(|e| seq_of(&e.id))
+            .unwrap_or(through_seq + 1);
+        Ok(ReplayStart::from_oldest(
+            first_seq,
+            through_seq,
+            last_dropped_id.as_deref().filter(|id| !id.is_empty()),
+        ))
+    }
+
+    async fn page(
+        self: Arc<Self>,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> Result<Page, HistoryError> {
+        if after_seq >= through_seq || max_events == 0 {
+            return Ok(Page::default());
+        }
+        let mut connection = self.commands.clone();
+        let (range, last_dropped): (StreamRangeReply, Option<String>) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg(format!("({}", entry_of(after_seq)))
+            .arg(entry_of(through_seq))
+            .arg("COUNT")
+            .arg(max_events)
+            .cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("last_dropped_entry")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let events = range
+            .ids
+            .iter()
+            .map(|entry| decode_entry(entry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HistoryError::Unavailable)?;
+        // Entry ids have gaps, so a drop is known from the newest entry retention removed.
+        let truncated = last_dropped
+            .as_deref()
+            .and_then(seq_of)
+            .is_some_and(|dropped| dropped > after_seq);
+        Ok(Page { events, truncated })
+    }
+
+    /// A connection of its own for blocking reads (no response timeout).
+    async fn feed_connection(&self) -> Result<MultiplexedConnection, HistoryError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The newest entry id now, where a starting instance begins reading.
+    async fn newest_entry(&self) -> Result<String, HistoryError> {
+        let mut connection = self.commands.clone();
+        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&self.keys.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(newest
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+    }
+
+    /// Reads the stream from where this instance starts, forever, and dispatches each event.
+    async fn run_feed(
+        self: Arc<Self>,
+        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut cursor: Option<String> = None;
+        let mut backoff = Duration::from_millis(100);
+        'connect: while !shutdown.is_cancelled() {
+            let connected = async {
+                let connection = self.feed_connection().await?;
+                if cursor.is_some() && !self.check_epoch().await? {
+                    error!(
+                        stream = %self.keys.stream,
+                        "Redis lost its data (restarted without persistence?): events stored \
+                         before are gone; clients resuming from them are told `earliest`"
+                    );
+                    // The new stream's ids may be lower than our cursor: read it from the start.
+                    cursor = Some("0-0".to_owned());
+                }
+                if cursor.is_none() {
+                    cursor = Some(self.newest_entry().await?);
+                }
+                Ok::<_, HistoryError>(connection)
+            };
+            let mut connection = tokio::select! {
+                () = shutdown.cancelled() => break,
+                connected = connected => match connected {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        warn!(%error, retry_ms = backoff.as_millis() as u64, "feed cannot reach Redis");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            info!(stream = %self.keys.stream, after = cursor.as_deref().unwrap_or("-"), "feed reading");
+            backoff = Duration::from_millis(100);
+            loop {
+                let after = cursor.clone().unwrap_or_else(|| "0-0".to_owned());
+                let mut command = redis::cmd("XREAD");
+                command
+                    .arg("COUNT")
+                    .arg(FEED_BATCH)
+                    .arg("BLOCK")
+                    .arg(FEED_BLOCK_MS)
+                    .arg("STREAMS")
+                    .arg(&self.keys.stream)
+                    .arg(&after);
+                let read = command.query_async::<Option<StreamReadReply>>(&mut connection);
+                let reply = tokio::select! {
+                    () = shutdown.cancelled() => break 'connect,
+                    reply = read => reply,
+                };
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        warn!(%error, "feed lost Redis; reconnecting");
+                        continue 'connect;
+                    }
+                };
+                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    match decode_entry(&entry) {
+                        Ok(event) => {
+                            if dispatch.send(Arc::new(event)).await.is_err() {
+                                break 'connect;
+                            }
+                        }
+                        Err(error) => error!(%error, "skipping an undecodable stream entry"),
+                    }
+                    cursor = Some(entry.id);
+                }
+            }
+        }
+    }
+}
+
+impl History for RedisHistory {
+    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+        Box::pin(self.append_batch(events))
+    }
+
+    fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+        Box::pin(self.locate_start(from))
+    }
+
+    fn read_page(
+        self: Arc<Self>,
+        after_seq: u64,
+        through_seq: u64,
+        max_events: usize,
+    ) -> HistoryFuture<Page> {
+        Box::pin(self.page(after_seq, through_seq, max_events))
+    }
+
+    fn len(&self) -> usize {
+        self.approx_len.load(Ordering::Relaxed)
+    }
+
+    fn feed(
+        self: Arc<Self>,
+        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        shutdown: CancellationToken,
+    ) -> Option<BoxFuture<'static, ()>> {
+        Some(Box::pin(self.run_feed(dispatch, shutdown)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_sort_like_entry_ids() {
+        let ids = [
+            "0-0",
+            "0-1",
+            "1-0",
+            "1700000000000-0",
+            "1700000000000-7",
+            "1700000000001-0",
+        ];
+        let seqs: Vec<u64> = ids.iter().map(|id| seq_of(id).expect("in range")).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        for (id, seq) in ids.iter().zip(seqs) {
+            assert_eq!(entry_of(seq), *id);
+        }
+        assert_eq!(seq_of("nonsense"), None);
+        assert_eq!(seq_of("1-99999999"), None);
+    }
+}

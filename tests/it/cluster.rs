@@ -1,0 +1,250 @@
+//! Several ssehub instances sharing one event log in Redis (`--transport redis://…`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::binary::BinaryHub;
+use crate::support::redis::RedisServer;
+use crate::support::{publish_with, publisher_token, SseClient, SECRET};
+
+fn instances(redis: &RedisServer, count: usize) -> Vec<BinaryHub> {
+    let url = redis.url();
+    (0..count)
+        .map(|_| {
+            BinaryHub::start(
+                &["--jwt-key", SECRET, "--anonymous", "--transport", &url],
+                &[],
+            )
+        })
+        .collect()
+}
+
+/// Reads until `n` events arrived (failing after 10 s without one).
+async fn ids(sub: &mut SseClient, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        match sub.next_event_within(Duration::from_secs(10)).await {
+            Some(event) => ids.push(event.id),
+            None => panic!("got {} of {n} events (ended: {:?})", ids.len(), sub.ended),
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_anywhere_reach_every_instance_in_one_order() {
+    let redis = RedisServer::start(false).await;
+    let hubs = instances(&redis, 3);
+    let mut subs = Vec::new();
+    for hub in &hubs {
+        subs.push(SseClient::open(&format!("{}?topic=t", hub.url), &[]).await);
+        subs.push(SseClient::open(&format!("{}?topic=*", hub.url), &[]).await);
+    }
+    // Three publishers, one per instance, all at once.
+    let token = publisher_token(&["*"]);
+    let mut publishers = Vec::new();
+    for (p, hub) in hubs.iter().enumerate() {
+        let (url, token) = (hub.url.clone(), token.clone());
+        publishers.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let (status, _) = publish_with(
+                    &url,
+                    &token,
+                    &[("topic", "t"), ("id", &format!("p{p}-{i}"))],
+                )
+                .await;
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let first = ids(&mut subs[0], 150).await;
+    for sub in &mut subs[1..] {
+        assert_eq!(
+            ids(sub, 150).await,
+            first,
+            "every subscriber on every instance, one order"
+        );
+    }
+    let mut sorted = first.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 150, "each event exactly once");
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
+    let redis = RedisServer::start(false).await;
+    let hubs = instances(&redis, 3);
+    let token = publisher_token(&["*"]);
+    let mut on_a = SseClient::open(&format!("{}?topic=t", hubs[0].url), &[]).await;
+    for i in 0..10 {
+        publish_with(
+            &hubs[2].url,
+            &token,
+            &[("topic", "t"), ("id", &format!("first-{i}"))],
+        )
+        .await;
+    }
+    let seen = ids(&mut on_a, 10).await;
+    drop(on_a);
+    let mut missed = Vec::new();
+    for i in 0..15 {
+        let id = format!("missed-{i}");
+        publish_with(&hubs[1].url, &token, &[("topic", "t"), ("id", &id)]).await;
+        missed.push(id);
+    }
+    let last = seen.last().expect("seen").clone();
+    let mut on_c = SseClient::open(
+        &format!("{}?topic=t", hubs[2].url),
+        &[("last-event-id", &last)],
+    )
+    .await;
+    assert_eq!(on_c.header("last-event-id"), Some(last.as_str()));
+    assert_eq!(ids(&mut on_c, 15).await, missed);
+    on_c.assert_no_event(Duration::from_millis(300)).await;
+}
+
+/// Redis is stopped and restarted in the middle of a stream of publishes. Publishes fail with
+/// 503 while it is away, open streams stay open, and when it is back every instance resumes
+/// from the last entry it delivered: each live subscriber gets every acknowledged event exactly
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
+    let mut redis = RedisServer::start(true).await;
+    let hubs = instances(&redis, 3);
+    let mut subs = Vec::new();
+    for hub in &hubs {
+        subs.push(SseClient::open(&format!("{}?topic=t", hub.url), &[]).await);
+    }
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(0usize));
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+    let publisher = {
+        let (acked, refused) = (acked.clone(), refused.clone());
+        tokio::spawn(async move {
+            let token = publisher_token(&["*"]);
+            for i in 0..300 {
+                let id = format!("e{i}");
+                let (status, _) =
+                    publish_with(&urls[i % 3], &token, &[("topic", "t"), ("id", &id)]).await;
+                match status {
+                    200 => acked.lock().expect("lock").push(id),
+                    503 => *refused.lock().expect("lock") += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.restart().await;
+    publisher.await.expect("publisher");
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        *refused.lock().expect("lock") > 0,
+        "some publishes met the outage and got 503"
+    );
+    assert!(acked.len() > 100);
+    for sub in &mut subs {
+        let mut received = Vec::new();
+        while let Some(event) = sub.next_event_within(Duration::from_secs(5)).await {
+            received.push(event.id);
+        }
+        assert!(
+            sub.ended.is_none(),
+            "the stream stayed open through the outage"
+        );
+        let mut unique = received.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), received.len(), "no event twice");
+        // Every acknowledged event, in publish order (refused ones were never stored).
+        let delivered: Vec<_> = received
+            .iter()
+            .filter(|id| acked.contains(id))
+            .cloned()
+            .collect();
+        assert_eq!(delivered, acked);
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_instance_resume_on_another() {
+    let redis = RedisServer::start(false).await;
+    let mut hubs = instances(&redis, 3);
+    let token = publisher_token(&["*"]);
+    let mut on_a = SseClient::open(&format!("{}?topic=t", hubs[0].url), &[]).await;
+    publish_with(&hubs[1].url, &token, &[("topic", "t"), ("id", "before")]).await;
+    assert_eq!(on_a.next_event().await.id, "before");
+    hubs[0].crash();
+    assert!(
+        on_a.wait_end(Duration::from_secs(5)).await.is_some(),
+        "the client sees its hub die"
+    );
+    let mut missed = Vec::new();
+    for i in 0..20 {
+        let id = format!("while-down-{i}");
+        publish_with(&hubs[1].url, &token, &[("topic", "t"), ("id", &id)]).await;
+        missed.push(id);
+    }
+    // The browser reconnects, through the load balancer, to another instance.
+    let mut on_c = SseClient::open(
+        &format!("{}?topic=t", hubs[2].url),
+        &[("last-event-id", "before")],
+    )
+    .await;
+    assert_eq!(ids(&mut on_c, 20).await, missed);
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_is_detected_and_served_on() {
+    let mut redis = RedisServer::start(false).await;
+    let hub = BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--transport",
+            &redis.url(),
+        ],
+        &[],
+    );
+    let token = publisher_token(&["*"]);
+    for id in ["a", "b"] {
+        let (status, _) = publish_with(&hub.url, &token, &[("topic", "t"), ("id", id)]).await;
+        assert_eq!(status, 200);
+    }
+    let mut live = SseClient::open(&format!("{}?topic=t", hub.url), &[]).await;
+    // Restarted without persistence: everything is gone.
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let detected = loop {
+        match hub.logs.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("Redis lost its data") => break true,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => {}
+        }
+    };
+    assert!(detected, "the instance logs that Redis lost its data");
+    // Publishing works again, and live subscribers keep receiving.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = publish_with(&hub.url, &token, &[("topic", "t"), ("id", "c")])
+            .await
+            .0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(live.next_event().await.id, "c");
+    // A client resuming from a lost id is told replay starts at `earliest`.
+    let resumed = SseClient::open(&format!("{}?topic=t", hub.url), &[("last-event-id", "a")]).await;
+    assert_eq!(resumed.header("last-event-id"), Some("earliest"));
+}
