@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own file and is a thin layer over the library; `anyhow` is used
 //! here (and in `main.rs`) only, for errors with context.
 
+pub mod bench;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;
@@ -43,6 +44,9 @@ pub enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Sign a JWT for publishers or subscribers.
     Token(token::TokenArgs),
+    /// Load-test a hub on this machine: N subscribers, M timestamped events; reports loss,
+    /// throughput, latency percentiles and the server's memory and CPU.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -55,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::Token(args) => token::run(args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
