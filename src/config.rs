@@ -1,8 +1,11 @@
-//! `ssehub serve` settings: flags and `SSEHUB_*` environment variables, validated once.
+//! `ssehub serve` settings: a TOML file, `SSEHUB_*` environment variables and flags, validated
+//! once.
 //!
-//! Every setting has one name everywhere: `--heartbeat` on the command line is
-//! `SSEHUB_HEARTBEAT` in the environment. [`ServeArgs::resolve`] turns them into the library's
-//! [`HubConfig`] and [`ServerOptions`], and a bad value stops start-up with a message naming it.
+//! Every setting has one name everywhere: `heartbeat = "15s"` in the file, `SSEHUB_HEARTBEAT`
+//! in the environment, `--heartbeat` on the command line; flags beat the environment, which
+//! beats the file ([`apply_config_file`]), which beats the defaults. [`ServeArgs::resolve`]
+//! turns them into the library's [`HubConfig`] and [`ServerOptions`], and a bad value stops
+//! start-up with a message naming it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,6 +136,11 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 /// Settings of `ssehub serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings, named like the flags (`heartbeat = "15s"`,
+    /// `cors_origins = ["https://example.com"]`); flags and SSEHUB_* variables override it.
+    #[arg(long, env = "SSEHUB_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "SSEHUB_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
@@ -163,13 +171,23 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Origins allowed to publish with the `mercureAuthorization` cookie (comma-separated);
+    /// empty: cookie-authorized publishing is refused (CSRF protection).
+    #[arg(long, env = "SSEHUB_PUBLISH_ORIGINS", value_delimiter = ',')]
+    pub publish_origins: Vec<String>,
+
+    /// Publish subscription events and serve the subscriptions API
+    /// (`/.well-known/mercure/subscriptions`).
+    #[arg(long, env = "SSEHUB_SUBSCRIPTIONS")]
+    pub subscriptions: bool,
+
     /// Idle time before a heartbeat comment is sent on a stream (0 disables).
     #[arg(long, env = "SSEHUB_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
 
     /// Longest life of a stream; the hub then ends it and the client reconnects with
-    /// Last-Event-ID (0 for no limit).
-    #[arg(long, env = "SSEHUB_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
+    /// Last-Event-ID (0 for no limit). Mercure calls it `write_timeout` (an accepted alias).
+    #[arg(long, visible_alias = "write-timeout", env = "SSEHUB_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
     pub max_lifetime: Duration,
 
     /// Share one event log with other instances through Redis: `redis://HOST:PORT/DB`. Without
@@ -226,10 +244,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// How long a write to a client may stay blocked before the connection is dropped
-    /// (0 disables).
-    #[arg(long, env = "SSEHUB_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
+    /// How long delivering to one client may stay blocked (its socket not taking data) before
+    /// the connection is dropped (0 disables). Mercure's `dispatch_timeout`.
+    #[arg(long, env = "SSEHUB_DISPATCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub dispatch_timeout: Duration,
 
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -269,10 +287,19 @@ impl ServeArgs {
             max_topics: positive("--max-topics", self.max_topics)?,
             ..crate::event::EventLimits::default()
         };
-        for origin in &self.cors_origins {
+        for (setting, origin) in self
+            .cors_origins
+            .iter()
+            .map(|o| ("--cors-origins", o))
+            .chain(
+                self.publish_origins
+                    .iter()
+                    .map(|o| ("--publish-origins", o)),
+            )
+        {
             if origin != "*" && (!origin.contains("://") || origin.ends_with('/')) {
                 return Err(ConfigError::Invalid {
-                    setting: "--cors-origins",
+                    setting,
                     reason: format!(
                         "{origin:?} is not an origin (expected scheme://host[:port] without a path, or *)"
                     ),
@@ -293,6 +320,13 @@ impl ServeArgs {
                 subscriber,
                 anonymous: self.anonymous,
             },
+            publish_origins: self
+                .publish_origins
+                .iter()
+                .filter(|o| !o.is_empty())
+                .cloned()
+                .collect(),
+            subscriptions: self.subscriptions,
             cors_origins: self
                 .cors_origins
                 .iter()
@@ -302,7 +336,7 @@ impl ServeArgs {
         };
         let server = ServerOptions {
             header_read_timeout: self.header_read_timeout,
-            write_timeout: self.write_timeout,
+            write_timeout: self.dispatch_timeout,
             shutdown_timeout: self.shutdown_timeout,
             ..ServerOptions::default()
         };
@@ -349,12 +383,97 @@ impl ServeArgs {
     }
 }
 
+/// Inserts the settings of the `serve` config file (named by `--config PATH`, `--config=PATH` or
+/// `SSEHUB_CONFIG`) into `args` as flags placed before the user's own, so that the user's flags
+/// win (the serve command lets a later flag override an earlier one); a setting whose
+/// `SSEHUB_*` variable is set is skipped, so the environment wins too.
+///
+/// # Errors
+/// An unreadable file, a TOML syntax error, an unknown setting, or a value of the wrong shape,
+/// each naming the file.
+pub fn apply_config_file(
+    args: Vec<std::ffi::OsString>,
+    serve: &clap::Command,
+) -> Result<Vec<std::ffi::OsString>, ConfigError> {
+    let Some(serve_at) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    let mut path = std::env::var_os("SSEHUB_CONFIG").map(PathBuf::from);
+    let mut rest = args[serve_at + 1..].iter();
+    while let Some(arg) = rest.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            path = rest.next().map(PathBuf::from);
+        } else if let Some(value) = arg.strip_prefix("--config=") {
+            path = Some(PathBuf::from(value));
+        }
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: "--config",
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown setting `{key}` (see `ssehub serve --help`)"
+                ))
+            })?;
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let text = match value {
+            toml::Value::Boolean(on) if !takes_value => {
+                if on {
+                    flags.push(format!("--{long}").into());
+                }
+                continue;
+            }
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(invalid(format!(
+                        "`{key}` must be a list of strings, not {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => return Err(invalid(format!("`{key}` has an unsupported value {other}"))),
+        };
+        flags.push(format!("--{long}={text}").into());
+    }
+    let mut merged = args;
+    merged.splice(serve_at + 1..serve_at + 1, flags);
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
 
     #[derive(Parser)]
+    #[command(args_override_self = true)]
     struct Wrapper {
         #[command(flatten)]
         serve: ServeArgs,
@@ -403,5 +522,74 @@ mod tests {
             parse(&["--publisher-jwt-key", "k", "--jwt-algorithm", "RS256"]).expect("parses");
         let error = args.serve.resolve().expect_err("not a PEM").to_string();
         assert!(error.starts_with("--publisher-jwt-key"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    #[command(args_override_self = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve(ServeArgs),
+    }
+
+    fn parse_with_file(toml: &str, flags: &[&str]) -> Result<ServeArgs, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "ssehub-config-{}-{}",
+            std::process::id(),
+            toml.len()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("ssehub.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let mut args: Vec<std::ffi::OsString> = vec!["ssehub".into(), "serve".into()];
+        args.push(format!("--config={}", path.display()).into());
+        args.extend(flags.iter().map(Into::into));
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").ok_or("no serve")?;
+        let args = apply_config_file(args, serve).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let Sub::Serve(serve) = cli.command;
+        Ok(serve)
+    }
+
+    #[test]
+    fn file_settings_apply_and_flags_override_them() {
+        let serve = parse_with_file(
+            "heartbeat = \"2s\"\nanonymous = true\nhistory_size = 7\ncors_origins = [\"https://a.example\", \"https://b.example\"]\n",
+            &["--history-size", "9"],
+        )
+        .expect("parses");
+        assert_eq!(serve.heartbeat, Duration::from_secs(2));
+        assert!(serve.anonymous);
+        assert_eq!(serve.history_size, 9, "the flag beats the file");
+        assert_eq!(
+            serve.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn unknown_or_malformed_settings_name_the_file() {
+        let error = parse_with_file("heartbeet = \"2s\"\n", &[]).expect_err("unknown");
+        assert!(
+            error.contains("unknown setting `heartbeet`") && error.contains("ssehub.toml"),
+            "{error}"
+        );
+        let error = parse_with_file("heartbeat = [1, 2]\n", &[]).expect_err("bad shape");
+        assert!(error.contains("heartbeat"), "{error}");
+        let error = parse_with_file("heartbeat = \"soon\"\n", &[]).expect_err("bad value");
+        assert!(error.contains("--heartbeat"), "{error}");
+        let error = parse_with_file("not toml at all [", &[]).expect_err("syntax");
+        assert!(error.contains("ssehub.toml"), "{error}");
     }
 }

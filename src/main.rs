@@ -2,13 +2,26 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ssehub::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Settings from a config file become flags placed before the user's own (see
+    // `config::apply_config_file`), so one parser handles every source.
+    let command = Cli::command();
+    let args = match command.find_subcommand("serve") {
+        Some(serve) => ssehub::config::apply_config_file(std::env::args_os().collect(), serve),
+        None => Ok(std::env::args_os().collect()),
+    };
+    let cli = match args {
+        Ok(args) => Cli::parse_from(args),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

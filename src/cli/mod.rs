@@ -13,7 +13,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// A Server-Sent Events hub speaking the Mercure protocol.
 #[derive(Debug, Parser)]
-#[command(name = "ssehub", version, about, propagate_version = true)]
+#[command(
+    name = "ssehub",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

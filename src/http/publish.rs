@@ -127,15 +127,15 @@ fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         Some(origin)
             if hub
                 .config()
-                .cors_origins
+                .publish_origins
                 .iter()
-                .any(|allowed| allowed == origin) =>
+                .any(|allowed| allowed == origin || allowed == "*") =>
         {
             Ok(())
         }
         _ => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "a publish authorized by cookie must come from an allowed Origin (see --cors-origins)",
+            "a publish authorized by cookie must come from an allowed Origin (see --publish-origins)",
         )),
     }
 }

@@ -63,6 +63,11 @@ pub struct HubConfig {
     /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
     /// but then without credentials (cookies).
     pub cors_origins: Vec<String>,
+    /// Origins allowed to publish with the `mercureAuthorization` cookie (CSRF protection);
+    /// empty refuses cookie-authorized publishes.
+    pub publish_origins: Vec<String>,
+    /// Whether subscription events are published and the subscriptions API is served.
+    pub subscriptions: bool,
 }
 
 impl Default for HubConfig {
@@ -78,6 +83,8 @@ impl Default for HubConfig {
             max_publish_bytes: 1024 * 1024,
             auth: AuthConfig::default(),
             cors_origins: Vec::new(),
+            publish_origins: Vec::new(),
+            subscriptions: false,
         }
     }
 }

@@ -172,7 +172,7 @@ async fn token_from_cookie_or_query_parameter() {
 #[tokio::test]
 async fn publishing_by_cookie_needs_an_allowed_origin() {
     let mut config = config();
-    config.cors_origins = vec!["https://app.example.com".into()];
+    config.publish_origins = vec!["https://app.example.com".into()];
     let hub = TestHub::start(config).await;
     let token = publisher_token(&["*"]);
     let post = |origin: &'static str| {

@@ -209,3 +209,38 @@ async fn cors_answers_an_allowed_origin_with_credentials_and_never_a_star() {
         .get("access-control-allow-credentials")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ssehub.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "jwt_key = \"{SECRET}\"\nanonymous = true\nheartbeat = \"10m\"\nhistory = \"memory\"\n"
+        ),
+    )
+    .expect("write");
+    // The environment beats the file: heartbeats every 150 ms, not every 10 minutes.
+    let hub = BinaryHub::start(
+        &["--config", file.to_str().expect("utf-8 path")],
+        &[("SSEHUB_HEARTBEAT", "150ms")],
+    );
+    let mut sub = SseClient::open(&format!("{}?topic=t", hub.url), &[]).await;
+    assert_eq!(sub.status, 200, "anonymous from the file");
+    sub.assert_no_event(Duration::from_millis(700)).await;
+    assert!(sub.comments_seen() >= 2);
+
+    std::fs::write(&file, "heartbeet = \"1s\"\n").expect("write");
+    let output = ssehub()
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("heartbeet") && stderr.contains("ssehub.toml"),
+        "{stderr}"
+    );
+}
