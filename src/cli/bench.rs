@@ -1002,22 +1002,30 @@ fn payload(seq: u64, sent_us: u64, bytes: usize) -> String {
 }
 
 /// The sequence number and send time of a bench payload, without allocating; `None` for other
-/// data.
+/// data. The payload is usually the whole data (ssehub, Nchan), which is read from its start;
+/// a server that wraps it in an envelope is searched.
 fn read_payload(data: &str) -> Option<(u64, u64)> {
-    Some((
-        number_after(data, "\"seq\":")?,
-        number_after(data, "\"sent_us\":")?,
-    ))
+    const SEQ: &str = "\"seq\":";
+    const SENT: &str = ",\"sent_us\":";
+    let from_seq = match data
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_prefix(SEQ))
+    {
+        Some(rest) => rest,
+        None => &data[data.find(SEQ)? + SEQ.len()..],
+    };
+    let (seq, rest) = leading_number(from_seq)?;
+    let (sent_us, _) = leading_number(rest.strip_prefix(SENT)?)?;
+    Some((seq, sent_us))
 }
 
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits = &text[start..];
-    let end = digits
+/// The decimal number at the start of `text`, and what follows it.
+fn leading_number(text: &str) -> Option<(u64, &str)> {
+    let end = text
         .bytes()
         .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+        .unwrap_or(text.len());
+    Some((text[..end].parse().ok()?, &text[end..]))
 }
 
 fn unix_micros() -> u64 {
@@ -1343,6 +1351,9 @@ mod tests {
         let text = payload(7, 1, 10);
         assert_eq!(read_payload(&text), Some((7, 1)));
         assert_eq!(read_payload("hello"), None);
+        let wrapped = format!("{{\"message\":{}}}", payload(3, 9, 60));
+        assert_eq!(read_payload(&wrapped), Some((3, 9)));
+        assert_eq!(read_payload("{\"seq\":x,\"sent_us\":1}"), None);
     }
 
     #[test]
