@@ -99,6 +99,8 @@ pub struct Settings {
     pub server: ServerOptions,
     /// The history store.
     pub history: HistorySettings,
+    /// A listener of its own for `/metrics`, if any.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A setting that cannot be used.
@@ -249,6 +251,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_DISPATCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub dispatch_timeout: Duration,
 
+    /// Where `/metrics` is served: `main` (the hub's own listener), `off`, or an address for a
+    /// listener of its own (e.g. `127.0.0.1:9100`).
+    #[arg(long, env = "SSEHUB_METRICS", default_value = "main")]
+    pub metrics: String,
+
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -306,7 +313,20 @@ impl ServeArgs {
                 });
             }
         }
+        let metrics_addr = match self.metrics.as_str() {
+            "main" | "off" => None,
+            addr => Some(
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        setting: "--metrics",
+                        reason: format!(
+                            "{addr:?} is not `main`, `off` or an address like 127.0.0.1:9100"
+                        ),
+                    })?,
+            ),
+        };
         let hub = HubConfig {
+            metrics_on_router: self.metrics == "main",
             heartbeat: self.heartbeat,
             max_lifetime: (!self.max_lifetime.is_zero()).then_some(self.max_lifetime),
             history_size: self.history_size,
@@ -379,6 +399,7 @@ impl ServeArgs {
             hub,
             server,
             history,
+            metrics_addr,
         })
     }
 }

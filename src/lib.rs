@@ -14,6 +14,7 @@
 //! - [`auth`]: JWTs for publishers and subscribers.
 //! - [`http`]: the Mercure routes, CORS and error responses.
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown.
+//! - [`metrics`]: Prometheus metrics, one registry per hub.
 //! - [`config`] and [`cli`]: settings and the `ssehub` command line.
 //!
 //! Embedding, with lifecycle hooks:
@@ -47,6 +48,7 @@ pub mod event;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod server;
 pub mod topic;
 pub mod wire;

@@ -783,11 +783,13 @@ async fn read_stream(
     let mut seen = vec![0u64; words];
     // The first publish, once known: deliveries are timed from it.
     let mut base: Option<Instant> = None;
+    // Made once: a new `cancelled()` future per chunk would register with the token each time.
+    let mut cancelled = pin!(shared.cancel.cancelled());
     loop {
         let frame = tokio::select! {
             biased;
             // The run is over.
-            () = shared.cancel.cancelled() => return Ok(()),
+            () = &mut cancelled => return Ok(()),
             // The next piece of the body (hyper's `Incoming` is cancel-safe).
             frame = body.frame() => frame,
             // Drives the socket; its end is reported through the body on the next turn.

@@ -32,6 +32,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the hub")?;
     info!(%addr, url = %format!("http://{addr}/.well-known/mercure"), "listening");
 
+    if let Some(metrics_addr) = settings.metrics_addr {
+        let listener = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
+        let bound = listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        info!(metrics_addr = %bound, "metrics listening");
+        let (app, options, stop) = (
+            http::metrics_router(hub.clone()),
+            settings.server.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = server::serve(listener, app, options, stop.cancelled_owned()).await
+            {
+                tracing::warn!(%error, "metrics listener failed");
+            }
+        });
+    }
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -470,6 +470,11 @@ impl LocalHistory for DurableHistory {
         Ok(())
     }
 
+    fn check_now(&self) -> Result<(), HistoryError> {
+        // Reopens the file after an I/O error, so readiness recovers when the disk does.
+        self.database().map(|_| ())
+    }
+
     fn len_now(&self) -> usize {
         let state = self.lock_state();
         usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)

@@ -178,6 +178,12 @@ pub trait History: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// Whether the store can take publishes now (for `/readyz`); a store that failed may try
+    /// to recover here.
+    fn check(self: Arc<Self>) -> HistoryFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// How many events the history holds now (for a shared log: as last seen).
     fn len(&self) -> usize;
 
@@ -236,6 +242,14 @@ pub trait LocalHistory: Send + Sync + 'static {
         Ok(())
     }
 
+    /// See [`History::check`].
+    ///
+    /// # Errors
+    /// Why the store cannot take publishes.
+    fn check_now(&self) -> Result<(), HistoryError> {
+        Ok(())
+    }
+
     /// See [`History::len`].
     fn len_now(&self) -> usize;
 }
@@ -280,6 +294,10 @@ impl<S: LocalHistory> History for S {
 
     fn trim(self: Arc<Self>) -> HistoryFuture<()> {
         run_local(self, |s| s.trim_now())
+    }
+
+    fn check(self: Arc<Self>) -> HistoryFuture<()> {
+        run_local(self, |s| s.check_now())
     }
 
     fn len(&self) -> usize {

@@ -15,7 +15,7 @@
 //! with no gap and no duplicate. Plain pub/sub would lose every event sent while an instance is
 //! disconnected; a stream cursor does not.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,6 +110,8 @@ pub struct RedisHistory {
     script: Script,
     /// Stream length as of the last publish.
     approx_len: AtomicUsize,
+    /// Whether the feed is connected and reading (for readiness).
+    feed_reading: AtomicBool,
     /// The epoch this instance knows; a different one in Redis means Redis lost its data.
     epoch: Mutex<String>,
 }
@@ -174,6 +176,7 @@ impl RedisHistory {
             max_len,
             script: Script::new(PUBLISH_SCRIPT),
             approx_len: AtomicUsize::new(0),
+            feed_reading: AtomicBool::new(false),
             epoch: Mutex::new(String::new()),
         };
         let epoch = history.ensure_epoch().await?;
@@ -417,6 +420,7 @@ impl RedisHistory {
                 },
             };
             info!(stream = %self.keys.stream, after = cursor.as_deref().unwrap_or("-"), "feed reading");
+            self.feed_reading.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
             loop {
                 let after = cursor.clone().unwrap_or_else(|| "0-0".to_owned());
@@ -437,6 +441,7 @@ impl RedisHistory {
                 let reply = match reply {
                     Ok(reply) => reply,
                     Err(error) => {
+                        self.feed_reading.store(false, Ordering::Relaxed);
                         warn!(%error, "feed lost Redis; reconnecting");
                         continue 'connect;
                     }
@@ -473,6 +478,20 @@ impl History for RedisHistory {
         max_events: usize,
     ) -> HistoryFuture<Page> {
         Box::pin(self.page(after_seq, through_seq, max_events))
+    }
+
+    fn check(self: Arc<Self>) -> HistoryFuture<()> {
+        Box::pin(async move {
+            if !self.feed_reading.load(Ordering::Relaxed) {
+                return Err(unavailable("the feed is not reading the stream"));
+            }
+            let mut connection = self.commands.clone();
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
     }
 
     fn len(&self) -> usize {

@@ -8,6 +8,9 @@ pub mod error;
 pub mod publish;
 pub mod subscribe;
 
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
@@ -19,25 +22,84 @@ pub use error::ApiError;
 /// The well-known path of a Mercure hub.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
 
-/// The hub's routes, with CORS for the configured origins.
+/// The hub's routes: the Mercure endpoint, `/healthz`, `/readyz`, and `/metrics` unless
+/// [`HubConfig::metrics_on_router`](crate::HubConfig::metrics_on_router) is off; CORS for the
+/// configured origins; every error response counted by reason.
 pub fn router(hub: Hub) -> Router {
     let cors = cors_layer(&hub.config().cors_origins);
-    let router = Router::new()
+    let mut router = Router::new()
         .route(
             MERCURE_PATH,
             get(subscribe::subscribe).post(publish::publish),
         )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready));
+    if hub.config().metrics_on_router {
+        router = router.route("/metrics", get(metrics));
+    }
+    let router = router
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not found: the hub lives at /.well-known/mercure",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            hub.clone(),
+            count_rejections,
+        ))
         .with_state(hub);
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+/// `/metrics` alone, for a listener of its own (`--metrics ADDR`).
+pub fn metrics_router(hub: Hub) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(hub)
+}
+
+/// `/readyz`: 200 when publishes can be taken (Kubernetes readiness), 503 with the reason.
+async fn ready(State(hub): State<Hub>) -> Result<&'static str, ApiError> {
+    match hub.check_ready().await {
+        Ok(()) => Ok("ready\n"),
+        Err(reason) => Err(ApiError::unavailable(format!("not ready: {reason}"), 1)),
+    }
+}
+
+async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        hub.render_metrics().await,
+    )
+}
+
+/// Counts every error response under a reason named after its status.
+async fn count_rejections(State(hub): State<Hub>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let reason = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ if status.is_client_error() => "other_client_error",
+            _ => "server_error",
+        };
+        hub.metrics()
+            .requests_rejected
+            .get_or_create(&crate::metrics::Reason { reason })
+            .inc();
+    }
+    response
 }
 
 /// CORS for browsers on other origins. A list of origins is answered with exactly the

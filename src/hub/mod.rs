@@ -24,11 +24,12 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use crate::auth::{AuthConfig, SubscriberGrant};
 use crate::event::{Event, EventError, EventLimits};
 use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, ReplayStart, StoredEvent};
+use crate::metrics::{Metrics, Reason};
 use crate::topic::SelectorCache;
 use registry::{RegisterError, Registry};
 use stream::ReplayCursor;
@@ -68,6 +69,9 @@ pub struct HubConfig {
     pub publish_origins: Vec<String>,
     /// Whether subscription events are published and the subscriptions API is served.
     pub subscriptions: bool,
+    /// Whether [`crate::http::router`] serves `/metrics` (off when metrics have a listener of
+    /// their own, or are disabled).
+    pub metrics_on_router: bool,
 }
 
 impl Default for HubConfig {
@@ -85,6 +89,7 @@ impl Default for HubConfig {
             cors_origins: Vec::new(),
             publish_origins: Vec::new(),
             subscriptions: false,
+            metrics_on_router: true,
         }
     }
 }
@@ -102,10 +107,12 @@ struct Hooks {
     on_close: Vec<CloseHook>,
 }
 
-/// What the dispatcher and every stream share: enough to unregister a subscriber.
+/// What the dispatcher and every stream share: enough to unregister a subscriber, and the
+/// metrics they update.
 pub(crate) struct Shared {
     registry: Registry,
     hooks: Hooks,
+    pub(crate) metrics: Metrics,
 }
 
 impl Shared {
@@ -121,12 +128,22 @@ impl Shared {
 
     fn closed(&self, subscriber: &Subscriber, reason: CloseReason) {
         let lived = subscriber.info.connected_at.elapsed().unwrap_or_default();
-        debug!(
+        info!(
             subscriber = subscriber.info.id,
+            remote = ?subscriber.info.remote_addr,
             reason = reason.as_str(),
             lived_ms = lived.as_millis() as u64,
             "stream closed"
         );
+        self.metrics
+            .streams_closed
+            .get_or_create(&Reason {
+                reason: reason.as_str(),
+            })
+            .inc();
+        if reason == CloseReason::SlowConsumer {
+            self.metrics.slow_subscribers_disconnected.inc();
+        }
         for hook in &self.hooks.on_close {
             hook(&subscriber.info, reason, lived);
         }
@@ -329,6 +346,7 @@ impl HubBuilder {
         let shared = Arc::new(Shared {
             registry: Registry::new(64, config.max_subscribers),
             hooks: self.hooks,
+            metrics: Metrics::new(),
         });
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
@@ -437,7 +455,11 @@ async fn run_writer(
 async fn run_dispatcher(mut events: mpsc::Receiver<Arc<StoredEvent>>, shared: Arc<Shared>) {
     let mut overflowed = Vec::new();
     while let Some(stored) = events.recv().await {
-        shared.registry.dispatch(&stored, &mut overflowed);
+        let fan_out = shared.registry.dispatch(&stored, &mut overflowed);
+        shared
+            .metrics
+            .events_delivered
+            .inc_by(fan_out.delivered as u64);
         for id in overflowed.drain(..) {
             debug!(subscriber = id, "queue full: disconnecting slow subscriber");
             shared.release(id, CloseReason::SlowConsumer);
@@ -481,6 +503,7 @@ impl Hub {
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShuttingDown);
         }
+        let started = std::time::Instant::now();
         let id = event.id.clone();
         let (ack, stored) = oneshot::channel();
         self.inner
@@ -489,6 +512,11 @@ impl Hub {
             .await
             .map_err(|_| PublishError::ShuttingDown)?;
         let seq = stored.await.map_err(|_| PublishError::ShuttingDown)??;
+        let metrics = &self.inner.shared.metrics;
+        metrics.events_published.inc();
+        metrics
+            .publish_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(PublishReceipt { id, seq })
     }
 
@@ -594,8 +622,9 @@ impl Hub {
                 Some(resumed_after),
             ),
         };
-        debug!(
+        info!(
             subscriber = id,
+            remote = ?subscriber.info.remote_addr,
             topics = subscriber.info.topics.len(),
             resumed_after = resumed_after.as_deref().unwrap_or("-"),
             "stream opened"
@@ -637,6 +666,41 @@ impl Hub {
             (Some(l), Some(e)) => Some(if e.0 <= l.0 { e } else { l }),
             (l, e) => l.or(e),
         }
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.shared.metrics
+    }
+
+    /// Whether the hub can take publishes: not shutting down, and its history (and transport)
+    /// answers.
+    ///
+    /// # Errors
+    /// Why not, for `/readyz`.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        self.inner
+            .history
+            .clone()
+            .check()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Updates the scrape-time gauges and encodes every metric (OpenMetrics text).
+    pub async fn render_metrics(&self) -> String {
+        let metrics = &self.inner.shared.metrics;
+        let registry = &self.inner.shared.registry;
+        metrics.subscribers_connected.set(registry.len() as i64);
+        metrics.subscriptions.set(registry.subscriptions() as i64);
+        metrics.history_events.set(self.inner.history.len() as i64);
+        metrics
+            .ready
+            .set(i64::from(self.check_ready().await.is_ok()));
+        metrics.encode()
     }
 
     /// How many streams are open.

@@ -44,6 +44,8 @@ pub(crate) struct FanOut {
 pub(crate) struct Registry {
     shards: Box<[RwLock<Shard>]>,
     len: AtomicUsize,
+    /// Topic selectors of the registered subscribers, for metrics.
+    subscriptions: AtomicUsize,
     max_subscribers: usize,
     closed: AtomicBool,
 }
@@ -53,6 +55,7 @@ impl Registry {
         Self {
             shards: (0..shard_count.max(1)).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
             max_subscribers,
             closed: AtomicBool::new(false),
         }
@@ -76,6 +79,10 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
     }
 
     pub(crate) fn insert(&self, subscriber: Arc<Subscriber>) -> Result<(), RegisterError> {
@@ -102,6 +109,8 @@ impl Registry {
             shard.by_pattern.push(subscriber.clone());
         }
         let id = subscriber.info.id;
+        self.subscriptions
+            .fetch_add(subscriber.selectors.len(), Ordering::Relaxed);
         shard.by_id.insert(id, subscriber);
         drop(shard);
         if self.closed.load(Ordering::Acquire) {
@@ -132,6 +141,8 @@ impl Registry {
         }
         drop(shard);
         self.len.fetch_sub(1, Ordering::AcqRel);
+        self.subscriptions
+            .fetch_sub(subscriber.selectors.len(), Ordering::Relaxed);
         Some(subscriber)
     }
 
@@ -203,6 +214,8 @@ impl Registry {
             all.extend(shard.by_id.drain().map(|(_, s)| s));
         }
         self.len.fetch_sub(all.len(), Ordering::AcqRel);
+        let selectors: usize = all.iter().map(|s| s.selectors.len()).sum();
+        self.subscriptions.fetch_sub(selectors, Ordering::Relaxed);
         all
     }
 

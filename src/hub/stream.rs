@@ -229,12 +229,17 @@ impl Stream for SubscriptionStream {
                     Some(last) => {
                         cursor.after_seq = last.seq;
                         let subscriber = &this.subscriber;
+                        let before = this.backlog.len();
                         this.backlog.extend(
                             page.events
                                 .iter()
                                 .filter(|event| subscriber.wants(event))
                                 .map(|event| event.frame.clone()),
                         );
+                        this.shared
+                            .metrics
+                            .events_replayed
+                            .inc_by((this.backlog.len() - before) as u64);
                         if cursor.is_done() {
                             this.replay = None;
                         }

@@ -142,8 +142,20 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     redis.stop();
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    let readyz = format!("http://{}/readyz", hubs[0].addr);
+    let during = reqwest::get(&readyz).await.expect("readyz");
+    assert_eq!(during.status(), 503, "not ready while Redis is away");
     redis.restart().await;
     publisher.await.expect("publisher");
+    let mut ready_again = false;
+    for _ in 0..50 {
+        if reqwest::get(&readyz).await.expect("readyz").status() == 200 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready_again, "ready again once Redis is back");
     let acked = acked.lock().expect("lock").clone();
     assert!(
         *refused.lock().expect("lock") > 0,

@@ -11,6 +11,7 @@ mod concurrency;
 mod durable;
 mod embedding;
 mod lifecycle;
+mod ops;
 mod publish;
 mod replay;
 mod shutdown;

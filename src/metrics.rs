@@ -1,0 +1,145 @@
+//! Prometheus metrics: every name in one place, each handle registered once and cloned into the
+//! paths that update it (no lookup per event).
+//!
+//! Each [`Hub`](crate::Hub) owns its own [`Metrics`] (no process-global registry), so two hubs
+//! in one process, or in one test binary, keep separate figures. Gauges that mirror state
+//! (open streams, history size, readiness) are read when scraped, so they cannot drift.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The `reason` label of counters split by cause.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// A short, stable name (`slow_consumer`, `unauthorized`, …).
+    pub reason: &'static str,
+}
+
+/// The hub's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open streams (set when scraped).
+    pub subscribers_connected: Gauge<i64, AtomicI64>,
+    /// Topic selectors of the open streams (set when scraped).
+    pub subscriptions: Gauge<i64, AtomicI64>,
+    /// Events stored and acknowledged.
+    pub events_published: Counter<u64, AtomicU64>,
+    /// Frames queued to subscribers by the fan-out (one per subscriber per event).
+    pub events_delivered: Counter<u64, AtomicU64>,
+    /// Events sent from history to reconnecting subscribers.
+    pub events_replayed: Counter<u64, AtomicU64>,
+    /// Subscribers closed because they read too slowly.
+    pub slow_subscribers_disconnected: Counter<u64, AtomicU64>,
+    /// Streams ended, by reason.
+    pub streams_closed: Family<Reason, Counter<u64, AtomicU64>>,
+    /// Requests answered with an error, by reason.
+    pub requests_rejected: Family<Reason, Counter<u64, AtomicU64>>,
+    /// Time from a publish call to its acknowledgement.
+    pub publish_duration_seconds: Histogram,
+    /// Events held by the history (set when scraped).
+    pub history_events: Gauge<i64, AtomicI64>,
+    /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
+    pub ready: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `ssehub` prefix.
+    pub fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("ssehub"),
+            subscribers_connected: Gauge::default(),
+            subscriptions: Gauge::default(),
+            events_published: Counter::default(),
+            events_delivered: Counter::default(),
+            events_replayed: Counter::default(),
+            slow_subscribers_disconnected: Counter::default(),
+            streams_closed: Family::default(),
+            requests_rejected: Family::default(),
+            // 50 µs to about 3 s.
+            publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
+            history_events: Gauge::default(),
+            ready: Gauge::default(),
+        };
+        metrics.registry.register(
+            "subscribers_connected",
+            "Open SSE streams",
+            metrics.subscribers_connected.clone(),
+        );
+        metrics.registry.register(
+            "subscriptions",
+            "Topic selectors of the open streams",
+            metrics.subscriptions.clone(),
+        );
+        // Counters get their `_total` suffix from the encoder.
+        metrics.registry.register(
+            "events_published",
+            "Events stored and acknowledged",
+            metrics.events_published.clone(),
+        );
+        metrics.registry.register(
+            "events_delivered",
+            "Frames queued to subscribers by the fan-out",
+            metrics.events_delivered.clone(),
+        );
+        metrics.registry.register(
+            "events_replayed",
+            "Events sent from history on reconnection",
+            metrics.events_replayed.clone(),
+        );
+        metrics.registry.register(
+            "slow_subscribers_disconnected",
+            "Subscribers closed because they read too slowly",
+            metrics.slow_subscribers_disconnected.clone(),
+        );
+        metrics.registry.register(
+            "streams_closed",
+            "Streams ended, by reason",
+            metrics.streams_closed.clone(),
+        );
+        metrics.registry.register(
+            "requests_rejected",
+            "Requests answered with an error, by reason",
+            metrics.requests_rejected.clone(),
+        );
+        metrics.registry.register(
+            "publish_duration_seconds",
+            "Time from a publish to its acknowledgement",
+            metrics.publish_duration_seconds.clone(),
+        );
+        metrics.registry.register(
+            "history_events",
+            "Events held by the history",
+            metrics.history_events.clone(),
+        );
+        metrics.registry.register(
+            "ready",
+            "1 when the history and transport can take publishes",
+            metrics.ready.clone(),
+        );
+        metrics
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
