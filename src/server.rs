@@ -49,6 +49,25 @@ impl Default for ServerOptions {
     }
 }
 
+/// Binds `addr` with a listen backlog of 4,096 (the kernel caps it at `net.core.somaxconn`).
+///
+/// `tokio::net::TcpListener::bind` always asks for 128: a reconnect storm of a few hundred
+/// clients at once then overflows the queue, and every dropped SYN costs its client a one-second
+/// retransmission.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets open
 /// connections finish for up to [`ServerOptions::shutdown_timeout`], and returns.
 ///

@@ -1,7 +1,6 @@
 //! `ssehub serve`: bind, build the hub, serve until SIGTERM or Ctrl-C, then shut down in order.
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -19,9 +18,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .open()
         .await
         .context("opening the history")?;
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
+    let listener = server::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
     let hub = Hub::builder(settings.hub)
@@ -33,8 +30,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!(%addr, url = %format!("http://{addr}/.well-known/mercure"), "listening");
 
     if let Some(metrics_addr) = settings.metrics_addr {
-        let listener = TcpListener::bind(metrics_addr)
-            .await
+        let listener = server::bind(metrics_addr)
             .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
         let bound = listener
             .local_addr()
@@ -58,10 +54,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("shutdown signal received: closing streams");
         on_signal.cancel();
     });
+    let mut app = http::router(hub.clone());
+    if let Some(signer) = settings.demo {
+        tracing::warn!(
+            url = %format!("http://{addr}/"),
+            "--demo: serving the demo page, and publisher tokens to anyone who asks (never in production)"
+        );
+        app = app.merge(http::demo::router(hub.clone(), signer));
+    }
     // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
     server::serve(
         listener,
-        http::router(hub.clone()),
+        app,
         settings.server,
         shutdown.cancelled_owned(),
     )

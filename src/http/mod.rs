@@ -4,9 +4,11 @@
 //! (`GET` subscribes, `POST` publishes); an application can `merge` it beside its own routes.
 //! Serving it (listener, timeouts, graceful shutdown) is [`crate::server`]'s job.
 
+pub mod demo;
 pub mod error;
 pub mod publish;
 pub mod subscribe;
+pub mod subscriptions;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -36,6 +38,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/readyz", get(ready));
     if hub.config().metrics_on_router {
         router = router.route("/metrics", get(metrics));
+    }
+    if hub.config().subscriptions {
+        router = router.merge(subscriptions::routes());
     }
     let router = router
         .fallback(|| async {

@@ -14,10 +14,11 @@
 pub mod registry;
 pub mod stream;
 pub mod subscriber;
+pub mod subscription_events;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
@@ -113,6 +114,10 @@ pub(crate) struct Shared {
     registry: Registry,
     hooks: Hooks,
     pub(crate) metrics: Metrics,
+    /// Where subscription events go, when `subscriptions` is on (a task publishes them).
+    subscription_events: Option<mpsc::UnboundedSender<Event>>,
+    /// The newest event dispatched, for the subscriptions API's `lastEventID`.
+    last_dispatched: Mutex<Option<Arc<StoredEvent>>>,
 }
 
 impl Shared {
@@ -146,6 +151,17 @@ impl Shared {
         }
         for hook in &self.hooks.on_close {
             hook(&subscriber.info, reason, lived);
+        }
+        self.announce(&subscriber.info, false);
+    }
+
+    /// Publishes the subscription events of `info` (Mercure §Subscription Events), if enabled.
+    fn announce(&self, info: &SubscriberInfo, active: bool) {
+        if let Some(events) = &self.subscription_events {
+            for event in subscription_events::subscription_updates(info, active) {
+                // The receiver lives as long as the hub's tasks; after that nobody listens.
+                let _ = events.send(event);
+            }
         }
     }
 }
@@ -262,6 +278,13 @@ struct HubInner {
     tasks: TaskTracker,
 }
 
+impl Drop for HubInner {
+    /// The last handle gone: stop the hub's tasks (they hold no handle, so nothing else would).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// A running hub. Cheap to clone; every clone is the same hub.
 ///
 /// ```
@@ -343,10 +366,18 @@ impl HubBuilder {
             .history
             .unwrap_or_else(|| Arc::new(MemoryHistory::new(config.history_size)));
         let shutdown = self.shutdown.unwrap_or_default();
+        let (subscription_tx, subscription_rx) = if config.subscriptions {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let shared = Arc::new(Shared {
             registry: Registry::new(64, config.max_subscribers),
             hooks: self.hooks,
             metrics: Metrics::new(),
+            subscription_events: subscription_tx,
+            last_dispatched: Mutex::new(None),
         });
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
@@ -369,6 +400,12 @@ impl HubBuilder {
             )
             .instrument(info_span!("hub_writer")),
         );
+        if let Some(events) = subscription_rx {
+            tasks.spawn(
+                run_subscription_events(events, writer_tx.clone(), shutdown.clone())
+                    .instrument(info_span!("hub_subscription_events")),
+            );
+        }
         tasks.spawn(
             run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
         );
@@ -448,6 +485,29 @@ async fn run_writer(
     }
 }
 
+/// Publishes subscription events (they go through the writer like any other update, so they are
+/// stored, replayable and, with Redis, seen by every instance).
+async fn run_subscription_events(
+    mut events: mpsc::UnboundedReceiver<Event>,
+    writer: mpsc::Sender<PublishRequest>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+        };
+        // Nobody waits for the acknowledgement.
+        let (ack, _) = oneshot::channel();
+        if writer.send(PublishRequest { event, ack }).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Fans stored events out to subscribers, in log order.
 ///
 /// It ends when the writer does (shutdown, or every `Hub` handle dropped), after delivering
@@ -456,6 +516,10 @@ async fn run_dispatcher(mut events: mpsc::Receiver<Arc<StoredEvent>>, shared: Ar
     let mut overflowed = Vec::new();
     while let Some(stored) = events.recv().await {
         let fan_out = shared.registry.dispatch(&stored, &mut overflowed);
+        *shared
+            .last_dispatched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
         shared
             .metrics
             .events_delivered
@@ -565,6 +629,7 @@ impl Hub {
         let subscriber = Arc::new(Subscriber {
             info: SubscriberInfo {
                 id,
+                uri: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
                 topics,
                 remote_addr: request.remote_addr,
                 payload: request.grant.payload.clone(),
@@ -632,6 +697,7 @@ impl Hub {
         for hook in &self.inner.shared.hooks.on_open {
             hook(&subscriber.info);
         }
+        self.inner.shared.announce(&subscriber.info, true);
         registration.disarm();
         let stream = SubscriptionStream::new(
             self.inner.shared.clone(),
@@ -701,6 +767,28 @@ impl Hub {
             .ready
             .set(i64::from(self.check_ready().await.is_ok()));
         metrics.encode()
+    }
+
+    /// Every open stream's description.
+    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        self.inner
+            .shared
+            .registry
+            .snapshot()
+            .iter()
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// The id of the newest event dispatched, or `earliest` when there was none.
+    pub fn last_event_id(&self) -> String {
+        self.inner
+            .shared
+            .last_dispatched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or_else(|| crate::event::EARLIEST.to_owned(), |e| e.id.clone())
     }
 
     /// How many streams are open.

@@ -219,6 +219,15 @@ impl Registry {
         all
     }
 
+    /// Every registered subscriber (one shard read-locked at a time).
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Subscriber>> {
+        let mut all = Vec::with_capacity(self.len());
+        for lock in self.shards.iter() {
+            all.extend(Self::read(lock).by_id.values().cloned());
+        }
+        all
+    }
+
     pub(crate) fn get(&self, id: SubscriberId) -> Option<Arc<Subscriber>> {
         Self::read(self.shard(id)).by_id.get(&id).cloned()
     }

@@ -85,6 +85,8 @@ impl CloseReason {
 pub struct SubscriberInfo {
     /// Unique within this hub.
     pub id: SubscriberId,
+    /// A globally unique IRI (`urn:uuid:…`), as the subscriptions API names subscribers.
+    pub uri: String,
     /// The topic selectors it subscribed with.
     pub topics: Vec<String>,
     /// The peer address, when the subscription came over the network.

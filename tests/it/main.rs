@@ -17,3 +17,4 @@ mod replay;
 mod shutdown;
 mod startup;
 mod subscribe;
+mod subscriptions;

@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
 use ssehub::server::ServerOptions;
 use ssehub::{CloseReason, Hub, HubConfig};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +110,7 @@ impl TestHub {
             .build()
             .await
             .expect("hub");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = ssehub::server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = ssehub::http::router(hub.clone());
         let token = shutdown.clone();
