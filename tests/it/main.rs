@@ -9,6 +9,7 @@ mod bench;
 mod cluster;
 mod concurrency;
 mod durable;
+mod embedded_db;
 mod embedding;
 mod lifecycle;
 mod ops;
