@@ -38,6 +38,33 @@
 //! hub.shutdown().await;
 //! # Ok(()) }
 //! ```
+//! `examples/orders.rs` does the same with a PostgreSQL connection pool of its own.
+//!
+//! # Emitter lifecycle and why there is no global lock
+//!
+//! An application follows each stream with two hooks, as with the callbacks of a servlet
+//! `SseEmitter`: [`HubBuilder::on_open`] receives the [`SubscriberInfo`] when a stream opens, and
+//! [`HubBuilder::on_close`] receives `(info, reason, lived)` once when it ends.
+//! [`CloseReason::kind`] sorts the reason into the three outcomes:
+//! - [`CloseKind::Timeout`]: the stream reached its maximum lifetime, or its token expired;
+//! - [`CloseKind::Completion`]: the application ([`Hub::close_subscriber`]) or a shutdown ended it;
+//! - [`CloseKind::Error`]: the client went away or a write to it failed, it read too slowly, or
+//!   its replay could not read the history.
+//!
+//! Hooks run on the hub's own paths (the dispatcher, or the task that drops the stream): keep them
+//! short, and never block in them.
+//!
+//! No lock is shared by every publish and every stream. The registry of subscribers is split into
+//! 64 shards by subscriber id, each behind its own `RwLock`, and within a shard the subscribers
+//! whose selectors are all exact topics are indexed by topic, so an event visits only the
+//! subscribers of its own topics plus those with `*` or URI-template selectors. Subscribing or
+//! leaving write-locks one shard for a few map updates. The fan-out, one dispatcher task in log
+//! order, read-locks one shard at a time and never awaits or waits on I/O while holding it: it
+//! pushes the event's one encoded frame into each subscriber's bounded queue, a push that never
+//! blocks (a full queue closes that subscriber as too slow, and it is removed after the fan-out).
+//! A waiting stream holds no lock, only its queue and one timer. The stream owns its registration,
+//! so it leaves the registry when it is dropped: the client went away, a write failed, or the
+//! stream ended itself at its timeout.
 
 #![warn(missing_docs)]
 
