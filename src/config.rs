@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use thiserror::Error;
 
-use crate::auth::{AuthConfig, JwtAlgorithm, JwtKeyError, JwtVerifier};
+use crate::auth::{AuthConfig, JwtAlgorithm, JwtKeyError, JwtSigner, JwtVerifier};
 use crate::history::{
     DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
 };
@@ -101,6 +101,9 @@ pub struct Settings {
     pub history: HistorySettings,
     /// A listener of its own for `/metrics`, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// With `--demo`: the signer of the demo page's publisher tokens (the publisher key, which
+    /// the hub itself only uses to verify).
+    pub demo: Option<JwtSigner>,
 }
 
 /// A setting that cannot be used.
@@ -182,6 +185,11 @@ pub struct ServeArgs {
     /// (`/.well-known/mercure/subscriptions`).
     #[arg(long, env = "SSEHUB_SUBSCRIPTIONS")]
     pub subscriptions: bool,
+
+    /// Serve a demo page at `/`, and `GET /demo/token`, which hands anyone a 10-minute token to
+    /// publish under https://example.com/demo: NEVER in production. Needs an HMAC key (HS*).
+    #[arg(long, env = "SSEHUB_DEMO")]
+    pub demo: bool,
 
     /// Idle time before a heartbeat comment is sent on a stream (0 disables).
     #[arg(long, env = "SSEHUB_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
@@ -280,6 +288,31 @@ impl ServeArgs {
         let publisher = verifier("--publisher-jwt-key", &self.publisher_jwt_key)?
             .ok_or(ConfigError::NoPublisherKey)?;
         let subscriber = verifier("--subscriber-jwt-key", &self.subscriber_jwt_key)?;
+        // The demo signs tokens with the publisher key: an HMAC secret verifies and signs alike,
+        // but for RS*/ES* the hub holds only the public key.
+        let demo = if self.demo {
+            if !algorithm.is_hmac() {
+                return Err(ConfigError::Invalid {
+                    setting: "--demo",
+                    reason: format!(
+                        "the demo signs publisher tokens with the publisher key, which needs an HMAC algorithm (HS256, HS384, HS512); with {algorithm} the hub has only a public key"
+                    ),
+                });
+            }
+            let material = self
+                .publisher_jwt_key
+                .as_deref()
+                .or(self.jwt_key.as_deref())
+                .ok_or(ConfigError::NoPublisherKey)?;
+            Some(
+                JwtSigner::new(algorithm, material).map_err(|source| ConfigError::Key {
+                    setting: "--publisher-jwt-key",
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         let positive = |setting: &'static str, value: usize| {
             if value == 0 {
                 Err(ConfigError::Invalid {
@@ -400,6 +433,7 @@ impl ServeArgs {
             server,
             history,
             metrics_addr,
+            demo,
         })
     }
 }

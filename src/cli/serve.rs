@@ -63,14 +63,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app = app.merge(http::demo::router(hub.clone(), signer));
     }
     // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
-    server::serve(
-        listener,
-        app,
-        settings.server,
-        shutdown.cancelled_owned(),
-    )
-    .await
-    .context("serving")?;
+    server::serve(listener, app, settings.server, shutdown.cancelled_owned())
+        .await
+        .context("serving")?;
     hub.shutdown().await;
     info!("stopped");
     Ok(())

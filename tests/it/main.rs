@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod cluster;
 mod concurrency;
+mod demo;
 mod durable;
 mod embedded_db;
 mod embedding;

@@ -1,0 +1,557 @@
+//! `ssehub serve --demo`: the demo page in a real headless Chromium, its token and polling
+//! endpoints, and its refusal to start without an HMAC key.
+//!
+//! Chromium is driven through the DevTools protocol over a minimal WebSocket client written here
+//! ([`DevTools`]): `--dump-dom` and `--screenshot` capture the page at its load event, before any
+//! event arrives, and `--virtual-time-budget` never returns while an `EventSource` is open.
+//!
+//! Set `SSEHUB_DEMO_SCREENSHOT=docs/demo.png` to have the page test save a screenshot of what it
+//! saw (1200×800).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::binary::BinaryHub;
+use crate::support::{subscriber_token, SECRET};
+
+const DEMO_TOPIC: &str = "https://example.com/demo";
+
+/// Installs Debian's `chromium` unless it is already there.
+fn ensure_chromium() {
+    let present = Command::new("chromium")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("apt-get");
+        assert!(status.success(), "apt-get install -y chromium failed");
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn base_url(hub: &BinaryHub) -> String {
+    format!("http://{}", hub.addr)
+}
+
+async fn demo_token(base: &str) -> Value {
+    let response = reqwest::get(format!("{base}/demo/token"))
+        .await
+        .expect("GET /demo/token");
+    assert_eq!(response.status(), 200);
+    serde_json::from_str(&response.text().await.expect("body")).expect("JSON")
+}
+
+/// Publishes `data` on `topic` with `token`; returns the status and body.
+async fn publish(
+    base: &str,
+    token: &str,
+    topic: &str,
+    data: &str,
+    id: Option<&str>,
+) -> (u16, String) {
+    let mut form = vec![("topic", topic), ("data", data)];
+    if let Some(id) = id {
+        form.push(("id", id));
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{base}/.well-known/mercure"))
+        .bearer_auth(token)
+        .form(&form)
+        .send()
+        .await
+        .expect("publish");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A headless Chromium with remote debugging, killed (by its own PID) on drop.
+struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    /// The DevTools HTTP address, `127.0.0.1:PORT`.
+    devtools: String,
+}
+
+impl Chromium {
+    async fn open(url: &str) -> Self {
+        ensure_chromium();
+        let profile = tempfile::tempdir().expect("profile dir");
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1200,800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromium");
+        // Chromium writes the port it bound into the profile once DevTools listens.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.lines().next().map(str::to_owned))
+                .filter(|line| !line.is_empty())
+            {
+                break port;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromium did not open DevTools within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self {
+            child,
+            _profile: profile,
+            devtools: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Connects to the tab showing `url`.
+    async fn page(&self, url: &str) -> DevTools {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, targets) = get_json(&format!("http://{}/json/list", self.devtools)).await;
+            let socket = targets.as_array().and_then(|targets| {
+                targets
+                    .iter()
+                    .find(|t| t["type"] == "page" && t["url"].as_str() == Some(url))
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            });
+            if let Some(socket) = socket {
+                return DevTools::connect(socket).await;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no chromium tab shows {url}: {targets}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A DevTools protocol session over a WebSocket (RFC 6455): text frames out (masked, as a
+/// client must), text frames in (possibly fragmented); no extensions.
+struct DevTools {
+    socket: TcpStream,
+    next_id: u64,
+}
+
+impl DevTools {
+    async fn connect(url: &str) -> Self {
+        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
+        let (host, path) = rest.split_once('/').expect("a path");
+        let mut socket = TcpStream::connect(host).await.expect("connect to DevTools");
+        // No Origin header: DevTools only checks the origins of browser pages.
+        let request = format!(
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: c3NlaHViLWRlbW8tdGVzdA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        socket
+            .write_all(request.as_bytes())
+            .await
+            .expect("handshake");
+        // Read the response head byte by byte, so no frame byte is consumed with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(socket.read_u8().await.expect("handshake response"));
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Self { socket, next_id: 0 }
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81]; // FIN, text
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x5a, 0x17, 0xc3, 0x9e];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.socket.write_all(&frame).await.expect("send frame");
+    }
+
+    async fn read_message(&mut self) -> String {
+        let mut message = Vec::new();
+        loop {
+            let first = self.socket.read_u8().await.expect("frame");
+            let second = self.socket.read_u8().await.expect("frame");
+            let len = match second & 0x7f {
+                126 => u64::from(self.socket.read_u16().await.expect("length")),
+                127 => self.socket.read_u64().await.expect("length"),
+                n => u64::from(n),
+            };
+            let mut mask = [0; 4];
+            if second & 0x80 != 0 {
+                self.socket.read_exact(&mut mask).await.expect("mask");
+            }
+            let mut payload = vec![0; len as usize];
+            self.socket.read_exact(&mut payload).await.expect("payload");
+            for (i, byte) in payload.iter_mut().enumerate() {
+                *byte ^= mask[i % 4];
+            }
+            match first & 0x0f {
+                0x0..=0x2 => {
+                    message.extend_from_slice(&payload);
+                    if first & 0x80 != 0 {
+                        return String::from_utf8(message).expect("UTF-8 message");
+                    }
+                }
+                0x9 => {
+                    // Ping: answer with a pong carrying the same payload.
+                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&payload);
+                    self.socket.write_all(&pong).await.expect("pong");
+                }
+                0x8 => panic!("DevTools closed the connection"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Calls a DevTools method and returns its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({ "id": id, "method": method, "params": params });
+        self.send_text(&request.to_string()).await;
+        loop {
+            let message: Value =
+                serde_json::from_str(&self.read_message().await).expect("JSON message");
+            if message["id"] == id {
+                assert!(message.get("error").is_none(), "{method}: {message}");
+                return message["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+}
+
+/// The page state the test checks, read in one evaluation.
+const PAGE_STATE: &str = r#"({
+    opened: document.body.dataset.sseOpened === "true",
+    status: document.getElementById("status").dataset.state,
+    rows: document.getElementById("event-rows").innerText,
+    sse: Number(document.getElementById("sse-events").textContent),
+    long: Number(document.getElementById("long-events").textContent),
+    short: Number(document.getElementById("short-events").textContent),
+    shortRequests: Number(document.getElementById("short-requests").textContent),
+    sseDelay: document.getElementById("sse-last").textContent,
+})"#;
+
+#[tokio::test]
+async fn demo_page_shows_published_events_in_headless_chromium() {
+    let hub = BinaryHub::start(&["--jwt-key", SECRET, "--anonymous", "--demo"], &[]);
+    let base = base_url(&hub);
+    let page_url = format!("{base}/");
+    let html = reqwest::get(&page_url)
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("new EventSource("),
+        "the page subscribes by itself"
+    );
+    let token = demo_token(&base).await["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    let browser = Chromium::open(&page_url).await;
+    let mut page = browser.page(&page_url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = page.eval("document.body.dataset.sseOpened").await;
+        if state == "true" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page's EventSource never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Publish until the event list shows one and each of short polling, long polling and SSE
+    // has seen at least one (the pollers start their cursors on their own schedule).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut sent = 0;
+    let state = loop {
+        sent += 1;
+        let data = json!({ "message": format!("from-the-test-{sent}"), "published_at": now_ms() });
+        let (status, body) = publish(&base, &token, DEMO_TOPIC, &data.to_string(), None).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = page.eval(PAGE_STATE).await;
+        let seen = |key: &str| state[key].as_f64().unwrap_or(0.0) >= 1.0;
+        if state["rows"]
+            .as_str()
+            .is_some_and(|rows| rows.contains("from-the-test-"))
+            && seen("sse")
+            && seen("long")
+            && seen("short")
+        {
+            break state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page did not show the events: {state}"
+        );
+    };
+    assert_eq!(state["opened"], true, "{state}");
+    assert_eq!(state["status"], "open", "{state}");
+    assert!(state["shortRequests"].as_f64() >= Some(2.0), "{state}");
+    assert!(
+        state["sseDelay"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("ms") || d.ends_with(" s")),
+        "SSE delays are measured: {state}"
+    );
+
+    if let Ok(path) = std::env::var("SSEHUB_DEMO_SCREENSHOT") {
+        let shot = page
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("image data"))
+            .expect("base64");
+        std::fs::write(&path, png).expect("write the screenshot");
+    }
+}
+
+#[tokio::test]
+async fn demo_token_publishes_only_under_the_demo_topic() {
+    let hub = BinaryHub::start(&["--jwt-key", SECRET, "--anonymous", "--demo"], &[]);
+    let base = base_url(&hub);
+    let answer = demo_token(&base).await;
+    let token = answer["token"].as_str().expect("a token");
+    let lifetime = answer["expires_at"].as_u64().expect("expiry") - now_ms() / 1000;
+    assert!((590..=601).contains(&lifetime), "10 minutes: {answer}");
+    for topic in [DEMO_TOPIC, "https://example.com/demo/rooms/1"] {
+        let (status, body) = publish(&base, token, topic, "ok", None).await;
+        assert_eq!(status, 200, "{topic}: {body}");
+    }
+    for topic in [
+        "https://example.com/other",
+        "https://example.com/demonstration",
+    ] {
+        let (status, body) = publish(&base, token, topic, "no", None).await;
+        assert_eq!(status, 403, "{topic}: {body}");
+    }
+
+    // Without --demo there is no page and no token.
+    let plain = BinaryHub::start(&["--jwt-key", SECRET, "--anonymous"], &[]);
+    for path in ["/", "/demo/token", "/demo/poll?topic=t"] {
+        let response = reqwest::get(format!("{}{path}", base_url(&plain)))
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn demo_polling_endpoints_answer_from_a_cursor() {
+    let hub = BinaryHub::start(&["--jwt-key", SECRET, "--anonymous", "--demo"], &[]);
+    let base = base_url(&hub);
+    let token = demo_token(&base).await["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let topic = urlencode(DEMO_TOPIC);
+
+    // Without a cursor: where the feed is now (`earliest` while it is empty).
+    let (status, answer) = get_json(&format!("{base}/demo/poll?topic={topic}")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({ "events": [], "last_id": "earliest" }));
+
+    publish(&base, &token, DEMO_TOPIC, "one", Some("demo-1")).await;
+    publish(
+        &base,
+        &token,
+        "https://example.com/demo/elsewhere",
+        "x",
+        None,
+    )
+    .await;
+    publish(&base, &token, DEMO_TOPIC, "two", Some("demo-2")).await;
+    let (_, answer) = get_json(&format!("{base}/demo/poll?topic={topic}&after=earliest")).await;
+    assert_eq!(
+        answer,
+        json!({ "events": [
+            { "id": "demo-1", "type": "message", "data": "one" },
+            { "id": "demo-2", "type": "message", "data": "two" },
+        ], "last_id": "demo-2" })
+    );
+    let (_, answer) = get_json(&format!("{base}/demo/poll?topic={topic}")).await;
+    assert_eq!(answer["last_id"], "demo-2", "{answer}");
+    let (_, answer) = get_json(&format!("{base}/demo/poll?topic={topic}&after=demo-2")).await;
+    assert_eq!(answer, json!({ "events": [], "last_id": "demo-2" }));
+
+    // A long poll from the newest id waits for the next event, and answers with it.
+    let url = format!("{base}/demo/longpoll?topic={topic}&after=demo-2");
+    let mut waiting = tokio::spawn(async move { get_json(&url).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "the long poll answered before any event"
+    );
+    publish(&base, &token, DEMO_TOPIC, "three", Some("demo-3")).await;
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long poll answers once an event is published")
+        .expect("task");
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({ "events": [{ "id": "demo-3", "type": "message", "data": "three" }], "last_id": "demo-3" })
+    );
+    // From an older cursor it answers at once with what it missed.
+    let (_, answer) = get_json(&format!("{base}/demo/longpoll?topic={topic}&after=demo-1")).await;
+    assert_eq!(answer["events"][0]["id"], "demo-2", "{answer}");
+
+    // The endpoints authorize like the subscribe endpoint: no --anonymous, no token, no events.
+    let closed = BinaryHub::start(&["--jwt-key", SECRET, "--demo"], &[]);
+    let closed_base = base_url(&closed);
+    for endpoint in ["poll", "longpoll"] {
+        let (status, _) = get_json(&format!(
+            "{closed_base}/demo/{endpoint}?topic={topic}&after=earliest"
+        ))
+        .await;
+        assert_eq!(status, 401, "{endpoint}");
+    }
+    let subscriber = subscriber_token(&[], None);
+    let (status, answer) = get_json(&format!(
+        "{closed_base}/demo/poll?topic={topic}&authorization={subscriber}"
+    ))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn demo_refuses_to_start_without_an_hmac_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let private = dir.path().join("private.pem");
+    let public = dir.path().join("public.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .status()
+            .expect("openssl is installed by scripts/test");
+        assert!(status.success());
+    };
+    openssl(&[
+        "genpkey".as_ref(),
+        "-algorithm".as_ref(),
+        "EC".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:P-256".as_ref(),
+        "-out".as_ref(),
+        private.as_os_str(),
+    ]);
+    openssl(&[
+        "pkey".as_ref(),
+        "-pubout".as_ref(),
+        "-in".as_ref(),
+        private.as_os_str(),
+        "-out".as_ref(),
+        public.as_os_str(),
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--history", "memory"])
+        .args(["--jwt-algorithm", "ES256", "--demo", "--publisher-jwt-key"])
+        .arg(&public)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssehub");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("ssehub --demo with an ES256 key started instead of failing");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--demo") && stderr.contains("HMAC") && stderr.contains("ES256"),
+        "{stderr}"
+    );
+}
+
+fn urlencode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
