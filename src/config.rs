@@ -187,7 +187,7 @@ pub struct ServeArgs {
     pub subscriptions: bool,
 
     /// Serve a demo page at `/`, and `GET /demo/token`, which hands anyone a 10-minute token to
-    /// publish under https://example.com/demo: NEVER in production. Needs an HMAC key (HS*).
+    /// publish under `https://example.com/demo`: NEVER in production. Needs an HMAC key (HS*).
     #[arg(long, env = "SSEHUB_DEMO")]
     pub demo: bool,
 

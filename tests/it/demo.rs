@@ -324,6 +324,11 @@ async fn demo_page_shows_published_events_in_headless_chromium() {
 
     let browser = Chromium::open(&page_url).await;
     let mut page = browser.page(&page_url).await;
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1200, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let state = page.eval("document.body.dataset.sseOpened").await;
@@ -374,6 +379,13 @@ async fn demo_page_shows_published_events_in_headless_chromium() {
     );
 
     if let Ok(path) = std::env::var("SSEHUB_DEMO_SCREENSHOT") {
+        // A few more events, so the picture shows the three methods side by side.
+        for n in 1..=8 {
+            let data = json!({ "message": format!("hello world #{n}"), "published_at": now_ms() });
+            publish(&base, &token, DEMO_TOPIC, &data.to_string(), None).await;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let shot = page
             .call("Page.captureScreenshot", json!({ "format": "png" }))
             .await;
