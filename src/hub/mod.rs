@@ -240,11 +240,13 @@ pub struct PublishReceipt {
     pub seq: u64,
 }
 
-/// Unregisters a subscriber that never got its stream.
+/// Unregisters a subscriber that never got its stream (and runs its close hooks).
 struct Registration<'a> {
     shared: &'a Shared,
     id: SubscriberId,
     armed: bool,
+    /// The close reason if it never gets a stream: the caller gave up, unless set otherwise.
+    reason: CloseReason,
 }
 
 impl Registration<'_> {
@@ -257,7 +259,7 @@ impl Registration<'_> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.registry.remove(self.id);
+            self.shared.release(self.id, self.reason);
         }
     }
 }
@@ -654,11 +656,18 @@ impl Hub {
             })?;
         // Until the stream owns the registration, this guard does: an error, a panicking hook or
         // the caller dropping this future (the client left during the history read) unregisters.
-        let registration = Registration {
+        let mut registration = Registration {
             shared: &self.inner.shared,
             id,
             armed: true,
+            reason: CloseReason::ClientDisconnected,
         };
+        // Open hooks run as soon as the subscriber is registered, so that any close (which can
+        // come from the dispatcher from now on) follows its open.
+        for hook in &self.inner.shared.hooks.on_open {
+            hook(&subscriber.info);
+        }
+        self.inner.shared.announce(&subscriber.info, true);
         let start = match request.last_event_id.clone() {
             None => None,
             Some(last_event_id) => {
@@ -668,7 +677,13 @@ impl Hub {
                     .clone()
                     .locate(ReplayFrom::from_last_event_id(last_event_id))
                     .await;
-                Some(located?)
+                match located {
+                    Ok(start) => Some(start),
+                    Err(error) => {
+                        registration.reason = CloseReason::HistoryUnavailable;
+                        return Err(error.into());
+                    }
+                }
             }
         };
         let skip_through_seq = start.as_ref().map_or(0, |s| s.through_seq);
@@ -694,10 +709,6 @@ impl Hub {
             resumed_after = resumed_after.as_deref().unwrap_or("-"),
             "stream opened"
         );
-        for hook in &self.inner.shared.hooks.on_open {
-            hook(&subscriber.info);
-        }
-        self.inner.shared.announce(&subscriber.info, true);
         registration.disarm();
         let stream = SubscriptionStream::new(
             self.inner.shared.clone(),
