@@ -244,3 +244,58 @@ async fn a_config_file_sets_what_flags_and_environment_do_not() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs() {
+    let hub = BinaryHub::start(
+        &["--jwt-key", SECRET, "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    );
+    let subscriber = crate::support::subscriber_token(&["*"], None);
+    let publisher = crate::support::publisher_token(&["*"]);
+    // By header, by query parameter and by cookie; valid and invalid.
+    let mut by_query = SseClient::open(
+        &format!("{}?topic=t&authorization={subscriber}", hub.url),
+        &[],
+    )
+    .await;
+    let _by_cookie = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("cookie", &format!("mercureAuthorization={subscriber}"))],
+    )
+    .await;
+    let bad = SseClient::open(
+        &format!("{}?topic=t", hub.url),
+        &[("authorization", "Bearer not.a-valid.token-SECRETMARK")],
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+    let (status, _) =
+        crate::support::publish_with(&hub.url, &publisher, &[("topic", "t"), ("id", "x")]).await;
+    assert_eq!(status, 200);
+    by_query.next_event().await;
+    drop(by_query);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut logs = Vec::new();
+    while let Ok(line) = hub.logs.try_recv() {
+        logs.push(line);
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("stream opened")),
+        "debug logs were captured"
+    );
+    for line in &logs {
+        for secret in [
+            subscriber.as_str(),
+            publisher.as_str(),
+            "SECRETMARK",
+            SECRET,
+        ] {
+            assert!(
+                !line.contains(secret),
+                "a token or key reached the logs: {line}"
+            );
+        }
+        assert!(line.starts_with('{'), "JSON log lines: {line}");
+    }
+}

@@ -55,8 +55,13 @@ impl BinaryHub {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("ssehub logs its address within 20 s");
+            // Text logs say `addr=…`, JSON logs `"addr":"…"`.
             if let Some(rest) = line.split("addr=").nth(1) {
                 let addr = rest.split_whitespace().next().expect("address");
+                break addr.parse().expect("socket address");
+            }
+            if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+                let addr = rest.split('"').next().expect("address");
                 break addr.parse().expect("socket address");
             }
         };
