@@ -299,3 +299,101 @@ async fn tokens_never_reach_the_logs() {
         assert!(line.starts_with('{'), "JSON log lines: {line}");
     }
 }
+
+/// `ssehub subscribe` reconnects like a browser: when the hub ends the stream (here its
+/// maximum lifetime), it waits the server's `retry` and resumes with `Last-Event-ID`, so an
+/// event published while it was away still arrives, exactly once.
+#[tokio::test]
+async fn the_cli_subscriber_reconnects_and_resumes() {
+    let hub = BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--history",
+            "memory",
+            "--max-lifetime",
+            "1s",
+        ],
+        &[],
+    );
+    let subscriber = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args([
+            "subscribe",
+            "--url",
+            &hub.url,
+            "--topic",
+            "t",
+            "--count",
+            "3",
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("subscriber");
+    let token = crate::support::publisher_token(&["*"]);
+    // The first event also tells clients to reconnect after 300 ms.
+    let started = std::time::Instant::now();
+    let at = |ms: u64| started + Duration::from_millis(ms);
+    tokio::time::sleep_until(at(400).into()).await;
+    crate::support::publish_with(
+        &hub.url,
+        &token,
+        &[("topic", "t"), ("id", "e1"), ("retry", "300")],
+    )
+    .await;
+    // The stream ends at about 1 s; the client is away until about 1.3 s.
+    tokio::time::sleep_until(at(1100).into()).await;
+    crate::support::publish_with(&hub.url, &token, &[("topic", "t"), ("id", "e2")]).await;
+    tokio::time::sleep_until(at(1800).into()).await;
+    crate::support::publish_with(&hub.url, &token, &[("topic", "t"), ("id", "e3")]).await;
+    let output = tokio::task::spawn_blocking(move || subscriber.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    let ids: Vec<String> = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).expect("json line");
+            event["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["e1", "e2", "e3"]);
+}
+
+#[test]
+fn the_token_command_signs_publish_subscribe_and_expiry() {
+    let output = ssehub()
+        .args([
+            "token",
+            "--jwt-key",
+            SECRET,
+            "--publish",
+            "/a/{id}",
+            "--subscribe",
+            "/b",
+            "--exp",
+            "1h",
+        ])
+        .output()
+        .expect("token");
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let verifier =
+        ssehub::auth::JwtVerifier::new(ssehub::auth::JwtAlgorithm::HS256, SECRET).expect("key");
+    let claims = verifier.verify(token.trim()).expect("valid token");
+    let mercure = claims.mercure.expect("mercure claim");
+    assert_eq!(mercure.publish, Some(vec!["/a/{id}".to_owned()]));
+    assert_eq!(mercure.subscribe, Some(vec!["/b".to_owned()]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let exp = claims.exp.expect("exp");
+    assert!(
+        (now + 3590..=now + 3610).contains(&exp),
+        "exp {exp} is about an hour away"
+    );
+}
