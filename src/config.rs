@@ -20,7 +20,7 @@ use crate::history::{
     DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
 };
 use crate::hub::HubConfig;
-use crate::server::ServerOptions;
+use crate::server::{ServerOptions, TlsConfig};
 
 /// Which history store to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +149,16 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "SSEHUB_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1, by ALPN) with this PEM certificate chain (leaf first);
+    /// needs --tls-key. Reloaded when the file changes. Without it: plain HTTP/1.1 (and HTTP/2
+    /// with prior knowledge).
+    #[arg(long, env = "SSEHUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SSEHUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Key for both publisher and subscriber tokens, unless the specific keys below are set.
     #[arg(long, env = "SSEHUB_JWT_KEY", hide_env_values = true)]
@@ -387,7 +397,25 @@ impl ServeArgs {
                 .cloned()
                 .collect(),
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsConfig::from_pem_files(cert, key).map_err(|error| {
+                    ConfigError::Invalid {
+                        setting: "--tls-cert/--tls-key",
+                        reason: error.to_string(),
+                    }
+                })?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: "--tls-cert/--tls-key",
+                    reason: "give both the certificate and its key, or neither".into(),
+                })
+            }
+        };
         let server = ServerOptions {
+            tls,
             header_read_timeout: self.header_read_timeout,
             write_timeout: self.dispatch_timeout,
             shutdown_timeout: self.shutdown_timeout,
@@ -577,6 +605,21 @@ mod tests {
             parse(&["--publisher-jwt-key", "k", "--jwt-algorithm", "RS256"]).expect("parses");
         let error = args.serve.resolve().expect_err("not a PEM").to_string();
         assert!(error.starts_with("--publisher-jwt-key"), "{error}");
+        assert!(parse(&["--jwt-key", "k", "--tls-cert", "cert.pem"]).is_err());
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .expect("parses");
+        let error = args.serve.resolve().expect_err("no such file").to_string();
+        assert!(
+            error.starts_with("--tls-cert") && error.contains("/nonexistent/cert.pem"),
+            "{error}"
+        );
     }
 }
 

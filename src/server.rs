@@ -1,41 +1,88 @@
-//! Serving the router: the accept loop, per-connection limits and graceful shutdown.
+//! Serving the router: the accept loop, per-connection limits, HTTP/2, TLS and graceful
+//! shutdown.
 //!
 //! axum's own `serve` offers no connection settings, and a push server needs two of them:
 //! a header read timeout (a client that never finishes its request must not hold a connection)
 //! and a write timeout (a client that stops reading must not hold one either: once its socket
 //! buffer is full, hyper stops polling the response body, so only the socket can notice).
 //! So connections are served with hyper directly, each wrapped in [`TimedIo`].
+//!
+//! Protocols: a plain listener speaks HTTP/1.1, and HTTP/2 to clients that start with its
+//! preface (h2c with prior knowledge, RFC 9113 §3.3). With [`ServerOptions::tls`] the listener
+//! speaks TLS only ([`tls`]) and ALPN picks the protocol: `h2`, else HTTP/1.1. Over HTTP/2 every
+//! subscription of a browser tab shares one connection (HTTP/1.1 allows six per origin).
+//!
+//! HTTP/2 settings (see [`ServerOptions`] and the constants below): at most
+//! [`ServerOptions::http2_max_concurrent_streams`] streams per connection; receive windows of
+//! [`HTTP2_STREAM_WINDOW_BYTES`] per stream and [`HTTP2_CONNECTION_WINDOW_BYTES`] per
+//! connection, which bound what a publisher may send before the hub reads it (the send
+//! direction is governed by the client's own windows); at most [`HTTP2_SEND_BUFFER_BYTES`]
+//! buffered per stream; a PING every [`ServerOptions::http2_keep_alive_interval`], and a
+//! connection whose peer does not answer within as long again is closed.
+//!
+//! Slow subscribers over HTTP/2: flow control is per stream, so a stream whose window the client
+//! does not reopen simply stops being polled; its subscriber queue fills and the hub closes that
+//! subscriber alone (`SlowConsumer`), while the other streams of the connection continue. A
+//! client that stops reading the connection altogether trips the write timeout, which closes
+//! the connection and all its streams.
+
+pub mod tls;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+pub use tls::{TlsConfig, TlsError};
+
+/// HTTP/2 receive window of one stream: what a client may send on it (a publish body) before
+/// the hub has read it. One default-sized publish (1 MiB) fits.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// HTTP/2 receive window of a whole connection, shared by its streams.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// Most response bytes buffered for one HTTP/2 stream beyond what the socket took; a stream
+/// that stops being read holds at most this much (plus its queued events).
+pub const HTTP2_SEND_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// How long a client may take to send its request headers (default 10 s).
+    /// How long a client may take to send its request headers (default 10 s). The same limit
+    /// applies to the TLS handshake, and to the first bytes of a plain connection (before it
+    /// is known whether it speaks HTTP/1.1 or HTTP/2).
     pub header_read_timeout: Duration,
     /// How long one write to a client may stay blocked before the connection is dropped
     /// (default 30 s). This is what finally closes a subscriber that stopped reading.
     pub write_timeout: Duration,
     /// How long shutdown waits for open connections to finish before dropping them (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes (default 64 KiB).
+    /// Largest request head (request line and headers), in bytes (default 64 KiB); for HTTP/2
+    /// the largest header list.
     pub max_header_bytes: usize,
+    /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate; `None` (the default):
+    /// plain HTTP/1.1, and HTTP/2 with prior knowledge.
+    pub tls: Option<TlsConfig>,
+    /// Most streams (subscriptions and requests) open at once on one HTTP/2 connection
+    /// (default 256); a browser queues the ones above it.
+    pub http2_max_concurrent_streams: u32,
+    /// Idle time before the hub PINGs an HTTP/2 peer; a peer that does not answer within as
+    /// long again is disconnected (default 20 s; zero disables).
+    pub http2_keep_alive_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +92,9 @@ impl Default for ServerOptions {
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
+            tls: None,
+            http2_max_concurrent_streams: 256,
+            http2_keep_alive_interval: Duration::from_secs(20),
         }
     }
 }
@@ -68,11 +118,53 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// The connection builders, configured once and shared by every connection task.
+struct Protocols {
+    /// Plain connections: HTTP/2 when the client starts with the preface, else HTTP/1.1.
+    sniffing: auto::Builder<TokioExecutor>,
+    /// TLS connections that negotiated `h2` by ALPN.
+    http2: auto::Builder<TokioExecutor>,
+    /// TLS connections that negotiated `http/1.1`, or nothing.
+    http1: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(options: &ServerOptions) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_buf_size(options.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let keep_alive = (!options.http2_keep_alive_interval.is_zero())
+            .then_some(options.http2_keep_alive_interval);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(options.http2_max_concurrent_streams)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_send_buf_size(HTTP2_SEND_BUFFER_BYTES)
+            .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(keep_alive)
+            .keep_alive_timeout(options.http2_keep_alive_interval);
+        Self {
+            http2: builder.clone().http2_only(),
+            http1: builder.clone().http1_only(),
+            sniffing: builder,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets open
 /// connections finish for up to [`ServerOptions::shutdown_timeout`], and returns.
 ///
 /// SSE responses never finish by themselves: cancel the hub (its shutdown token) together with
 /// `shutdown` so that every stream ends and its connection can close.
+///
+/// With [`ServerOptions::tls`], the certificate files are checked for changes while serving
+/// ([`TlsConfig::watch_files`]).
 ///
 /// # Errors
 /// None today: accept errors (such as running out of file descriptors) are logged and retried.
@@ -83,11 +175,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(options.max_header_bytes.max(8192))
-        .keep_alive(true);
+    let protocols = Arc::new(Protocols::new(&options));
+    // Ends with this function (dropped, hence aborted, on every return path).
+    let _reload = options
+        .tls
+        .clone()
+        .map(|tls| AbortOnDrop(tokio::spawn(tls.watch_files())));
     // Every connection's task, so that the ones still open after the shutdown timeout can be
     // ended rather than left running behind the caller's back.
     let mut connections = tokio::task::JoinSet::new();
@@ -113,21 +206,28 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%error, "set_nodelay failed");
         }
-        let io = TokioIo::new(TimedIo::new(stream, options.write_timeout));
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request
-                .extensions_mut()
-                .insert(ConnectInfo::<SocketAddr>(remote));
-            app.clone().oneshot(request)
-        });
-        let connection = graceful.watch(http.serve_connection(io, service));
-        connections.spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%remote, %error, "connection ended with an error");
+        let connection = Connection {
+            remote,
+            app: app.clone(),
+            protocols: Arc::clone(&protocols),
+            // Taken now, so that graceful shutdown also waits for connections still in their
+            // TLS handshake.
+            watcher: graceful.watcher(),
+        };
+        match &options.tls {
+            None => {
+                let io = TimedIo::new(stream, options.write_timeout);
+                connections.spawn(connection.serve_plain(io, options.header_read_timeout));
             }
-        });
+            Some(tls) => {
+                let io = TimedIo::new(stream, options.write_timeout);
+                connections.spawn(connection.serve_tls(
+                    io,
+                    tls.acceptor().clone(),
+                    options.header_read_timeout,
+                ));
+            }
+        }
     }
     drop(listener);
     match tokio::time::timeout(options.shutdown_timeout, graceful.shutdown()).await {
@@ -143,6 +243,105 @@ pub async fn serve(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Connection {
+    remote: SocketAddr,
+    app: Router,
+    protocols: Arc<Protocols>,
+    /// Tells the connection when the server shuts down, and keeps the shutdown waiting for it.
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// A plain connection: HTTP/2 if it starts with the preface, else HTTP/1.1; either within
+    /// `greeting_timeout`.
+    async fn serve_plain(self, io: TimedIo, greeting_timeout: Duration) {
+        let (remote, protocols) = (self.remote, Arc::clone(&self.protocols));
+        let service = self.service();
+        let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
+        let connection = protocols.sniffing.serve_connection(io, service);
+        if let Err(error) = self.watcher.watch(connection).await {
+            debug!(%remote, %error, "connection ended with an error");
+        }
+    }
+
+    /// A TLS connection: the handshake, then the protocol ALPN chose; both within
+    /// `handshake_timeout` (each).
+    async fn serve_tls(
+        self,
+        io: TimedIo,
+        acceptor: tokio_rustls::TlsAcceptor,
+        handshake_timeout: Duration,
+    ) {
+        let remote = self.remote;
+        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                // Plain HTTP sent to the TLS port, a client that does not trust the
+                // certificate, a scanner: nothing to answer, and not the hub's problem.
+                debug!(%remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        let protocols = Arc::clone(&self.protocols);
+        let builder = if http2 {
+            &protocols.http2
+        } else {
+            &protocols.http1
+        };
+        let service = self.service();
+        let io = TokioIo::new(GreetingTimeout::new(stream, handshake_timeout));
+        let connection = builder.serve_connection(io, service);
+        if let Err(error) = self.watcher.watch(connection).await {
+            debug!(%remote, %error, http2, "TLS connection ended with an error");
+        }
+    }
+
+    /// The router as a hyper service, with the peer address for `ConnectInfo`.
+    fn service(&self) -> RouterService {
+        RouterService {
+            app: self.app.clone(),
+            remote: self.remote,
+        }
+    }
+}
+
+/// The router as a hyper service for one connection.
+#[derive(Clone)]
+struct RouterService {
+    app: Router,
+    /// Inserted into each request as `ConnectInfo<SocketAddr>`.
+    remote: SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for RouterService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = tower::util::Oneshot<Router, http::Request<axum::body::Body>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.remote));
+        self.app.clone().oneshot(request)
+    }
 }
 
 /// A TCP stream whose writes fail with `TimedOut` after staying blocked for too long.
@@ -235,6 +434,103 @@ impl AsyncWrite for TimedIo {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
         self.watch(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which a client speaking HTTP/2 sends first.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Fails reads with `TimedOut` when a connection has not shown its protocol within a timeout:
+/// the first byte that is not the HTTP/2 preface (HTTP/1.x), or the whole preface (HTTP/2).
+///
+/// hyper's header read timeout starts once hyper reads an HTTP/1 request, and its HTTP/2
+/// keep-alive PINGs once the preface has arrived; before that, a client that connects and
+/// sends nothing would hold its connection forever. After the greeting this wrapper only
+/// forwards.
+struct GreetingTimeout<I> {
+    inner: I,
+    /// Until the protocol is known: the deadline and how much of the preface has matched.
+    pending: Option<(Pin<Box<Sleep>>, usize)>,
+}
+
+impl<I> GreetingTimeout<I> {
+    /// Wraps `inner`; a zero `timeout` disables the limit.
+    fn new(inner: I, timeout: Duration) -> Self {
+        let pending =
+            (!timeout.is_zero()).then(|| (Box::pin(tokio::time::sleep(timeout)), 0_usize));
+        Self { inner, pending }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for GreetingTimeout<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some((deadline, matched)) = self.pending.as_mut() else {
+            return result;
+        };
+        match &result {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                let expected = &HTTP2_PREFACE[*matched..];
+                let n = read.len().min(expected.len());
+                // EOF, or a byte off the preface: HTTP/1.x, which hyper times from here.
+                let known = if read.is_empty() || read[..n] != expected[..n] {
+                    true
+                } else {
+                    *matched += n;
+                    *matched == HTTP2_PREFACE.len()
+                };
+                if known {
+                    self.pending = None;
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    self.pending = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent no request within the header read timeout",
+                    )));
+                }
+            }
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for GreetingTimeout<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

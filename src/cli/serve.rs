@@ -27,7 +27,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .await
         .context("starting the hub")?;
-    info!(%addr, url = %format!("http://{addr}/.well-known/mercure"), "listening");
+    let scheme = if settings.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(%addr, url = %format!("{scheme}://{addr}/.well-known/mercure"), "listening");
 
     if let Some(metrics_addr) = settings.metrics_addr {
         let listener = server::bind(metrics_addr)
@@ -36,11 +41,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the metrics address")?;
         info!(metrics_addr = %bound, "metrics listening");
-        let (app, options, stop) = (
-            http::metrics_router(hub.clone()),
-            settings.server.clone(),
-            shutdown.clone(),
-        );
+        // Plain HTTP: scrapers sit next to the hub, and its own listener is for them alone.
+        let options = server::ServerOptions {
+            tls: None,
+            ..settings.server.clone()
+        };
+        let (app, stop) = (http::metrics_router(hub.clone()), shutdown.clone());
         tokio::spawn(async move {
             if let Err(error) = server::serve(listener, app, options, stop.cancelled_owned()).await
             {
@@ -57,7 +63,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut app = http::router(hub.clone());
     if let Some(signer) = settings.demo {
         tracing::warn!(
-            url = %format!("http://{addr}/"),
+            url = %format!("{scheme}://{addr}/"),
             "--demo: serving the demo page, and publisher tokens to anyone who asks (never in production)"
         );
         app = app.merge(http::demo::router(hub.clone(), signer));
