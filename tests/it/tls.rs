@@ -1,0 +1,387 @@
+//! HTTP/2 and TLS on the real binary: many subscriptions over one HTTP/2 connection (over TLS
+//! by ALPN, and cleartext with prior knowledge), bad TLS input, and a certificate replaced on
+//! disk while the hub runs.
+//!
+//! Certificates are made here with rcgen: a test CA, and leaf certificates for `localhost`
+//! signed by it, which clients trust through the CA alone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SerialNumber};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::support::binary::BinaryHub;
+use crate::support::{publisher_token, SECRET};
+
+const TOPIC: &str = "https://example.com/h2";
+const STREAMS: usize = 50;
+
+/// A test certificate authority that signs `localhost` certificates.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+/// A leaf certificate and its key, as PEM, and the DER a client sees.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ssehub test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1 named `common_name`, with `serial`.
+    fn leaf(&self, common_name: &str, serial: u64) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// A client configuration trusting this CA only, offering `alpn`.
+    fn client(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).expect("trust the test CA");
+        client_config(roots, alpn)
+    }
+}
+
+fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Writes `leaf` to `cert.pem` and `key.pem` in `dir` as a certificate manager does: each to
+/// a temporary name, then renamed over the old file.
+fn install(dir: &Path, leaf: &Leaf) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for (path, text) in [(&key, &leaf.key_pem), (&cert, &leaf.cert_pem)] {
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text).expect("write PEM");
+        std::fs::rename(&temporary, path).expect("rename PEM");
+    }
+    (cert, key)
+}
+
+/// Starts the binary with TLS from `dir`.
+fn start_tls_hub(cert: &Path, key: &Path) -> BinaryHub {
+    let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--history",
+            "memory",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+        &[],
+    )
+}
+
+/// Opens a TLS connection to `hub` as `localhost`.
+async fn connect_tls(
+    hub: &BinaryHub,
+    connector: &tokio_rustls::TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(hub.addr).await?;
+    let name = ServerName::try_from("localhost").expect("server name");
+    connector.connect(name, tcp).await
+}
+
+/// An HTTP/2 client connection over `io`, driven by a task of its own.
+async fn http2(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) -> SendRequest<Full<Bytes>> {
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
+}
+
+/// `GET` over `sender`, expecting `200` over HTTP/2.
+async fn get(
+    sender: &SendRequest<Full<Bytes>>,
+    url: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    let request = hyper::Request::get(url)
+        .body(Full::default())
+        .expect("request");
+    let response = sender
+        .clone()
+        .send_request(request)
+        .await
+        .expect("response");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 200, "GET {url}");
+    response
+}
+
+/// Opens [`STREAMS`] subscriptions over the one connection of `sender` (`base`: scheme and
+/// authority), publishes one event over the same connection, and checks that every stream
+/// receives it.
+async fn many_streams_receive_one_event(sender: SendRequest<Full<Bytes>>, base: &str) {
+    let url = format!("{base}/.well-known/mercure?topic={TOPIC}");
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        // The hub registers a subscriber before it answers, so after the headers a publish
+        // reaches every stream.
+        streams.push(get(&sender, &url).await.into_body());
+    }
+    let publish = hyper::Request::post(format!("{base}/.well-known/mercure"))
+        .header(
+            "authorization",
+            format!("Bearer {}", publisher_token(&["*"])),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(format!(
+            "topic={TOPIC}&data=over-one-connection&id=h2-1"
+        ))))
+        .expect("publish request");
+    let response = sender.clone().send_request(publish).await.expect("publish");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let receive = streams.into_iter().map(|mut body| async move {
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("data: over-one-connection\n") {
+            let frame = body
+                .frame()
+                .await
+                .expect("the stream stays open")
+                .expect("frame");
+            if let Ok(data) = frame.into_data() {
+                seen.extend_from_slice(&data);
+            }
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("id: h2-1\n"));
+    });
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        futures_util::future::join_all(receive),
+    )
+    .await
+    .expect("every stream receives the event within 15 s");
+}
+
+#[tokio::test]
+async fn fifty_subscriptions_share_one_http2_connection_over_tls() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = install(dir.path(), &ca.leaf("first", 1));
+    let hub = start_tls_hub(&cert, &key);
+    assert!(hub.url.starts_with("http://"));
+    let tls = connect_tls(&hub, &ca.client(&[b"h2", b"http/1.1"]))
+        .await
+        .expect("TLS handshake with a trusted certificate");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(b"h2".as_slice()),
+        "ALPN picks HTTP/2"
+    );
+    let sender = http2(tls).await;
+    let base = format!("https://localhost:{}", hub.addr.port());
+    many_streams_receive_one_event(sender, &base).await;
+    println!("{STREAMS} streams over one TLS connection (ALPN h2) each received the event");
+}
+
+#[tokio::test]
+async fn fifty_subscriptions_share_one_cleartext_http2_connection() {
+    let hub = BinaryHub::start(
+        &["--jwt-key", SECRET, "--anonymous", "--history", "memory"],
+        &[],
+    );
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let sender = http2(tcp).await;
+    let base = format!("http://{}", hub.addr);
+    many_streams_receive_one_event(sender, &base).await;
+    println!("{STREAMS} streams over one h2c connection each received the event");
+}
+
+#[tokio::test]
+async fn bad_tls_clients_are_closed_and_the_hub_keeps_serving() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = install(dir.path(), &ca.leaf("first", 1));
+    let hub = start_tls_hub(&cert, &key);
+
+    // Plain HTTP to the TLS port: no HTTP answer, and the connection is closed promptly.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the hub closes a plain HTTP connection within 5 s");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP got an HTTP answer: {:?} ({read:?})",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A client that does not trust the certificate fails the handshake.
+    let untrusting = client_config(rustls::RootCertStore::empty(), &[b"h2"]);
+    let error = connect_tls(&hub, &untrusting)
+        .await
+        .expect_err("an unknown issuer fails the handshake");
+    assert!(
+        error.to_string().contains("UnknownIssuer") || error.to_string().contains("issuer"),
+        "{error}"
+    );
+
+    // Garbage after a TLS-looking first byte, then an abrupt close.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
+        .await
+        .expect("write");
+    drop(tcp);
+
+    // The hub still serves trusted clients, over HTTP/2 and HTTP/1.1.
+    let sender = http2(
+        connect_tls(&hub, &ca.client(&[b"h2"]))
+            .await
+            .expect("trusted handshake"),
+    )
+    .await;
+    get(
+        &sender,
+        &format!("https://localhost:{}/healthz", hub.addr.port()),
+    )
+    .await;
+    let tls = connect_tls(&hub, &ca.client(&[b"http/1.1"]))
+        .await
+        .expect("trusted handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(b"http/1.1".as_slice())
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            hyper::Request::get("/healthz")
+                .header("host", "localhost")
+                .body(Full::<Bytes>::default())
+                .expect("request"),
+        )
+        .await
+        .expect("HTTP/1.1 response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_11);
+}
+
+/// Waits for a log line of `hub` containing `needle`.
+async fn wait_for_log(hub: &BinaryHub, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match hub.logs.try_recv() {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => continue,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no log line with {needle:?} within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => panic!("the hub exited"),
+        }
+    }
+}
+
+/// The certificate a new connection to `hub` is shown.
+async fn presented_certificate(hub: &BinaryHub, ca: &TestCa) -> CertificateDer<'static> {
+    let tls = connect_tls(hub, &ca.client(&[b"h2"]))
+        .await
+        .expect("TLS handshake");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a certificate")
+        .clone()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_used_by_new_connections() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = ca.leaf("first", 1);
+    let (cert, key) = install(dir.path(), &first);
+    let hub = start_tls_hub(&cert, &key);
+    assert_eq!(presented_certificate(&hub, &ca).await, first.der);
+    // An HTTP/2 connection opened with the first certificate.
+    let old_connection = http2(
+        connect_tls(&hub, &ca.client(&[b"h2"]))
+            .await
+            .expect("handshake"),
+    )
+    .await;
+    let healthz = format!("https://localhost:{}/healthz", hub.addr.port());
+
+    // A broken certificate file is reported, and the first certificate stays in use.
+    std::fs::write(&cert, "not a certificate").expect("write garbage");
+    let line = wait_for_log(&hub, "keeping the previous certificate").await;
+    assert!(line.contains("cert.pem"), "{line}");
+    assert_eq!(presented_certificate(&hub, &ca).await, first.der);
+
+    // A new valid pair (another key, serial and name) is picked up without a restart.
+    let second = ca.leaf("second", 2);
+    install(dir.path(), &second);
+    wait_for_log(&hub, "TLS certificate reloaded").await;
+    assert_eq!(presented_certificate(&hub, &ca).await, second.der);
+    assert_ne!(first.der, second.der);
+    // The connection opened before the reload keeps working.
+    get(&old_connection, &healthz).await;
+    println!("the replaced certificate (CN=second, serial 2) is presented to new connections");
+}
