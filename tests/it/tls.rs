@@ -385,3 +385,88 @@ async fn a_certificate_replaced_on_disk_is_used_by_new_connections() {
     get(&old_connection, &healthz).await;
     println!("the replaced certificate (CN=second, serial 2) is presented to new connections");
 }
+
+#[tokio::test]
+async fn over_http2_a_stream_that_is_not_read_is_closed_alone_as_slow() {
+    const EVENTS: usize = 300;
+    let hub = BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--history",
+            "memory",
+            "--queue-capacity",
+            "8",
+        ],
+        &[],
+    );
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    // Headers and body of a publish go out as two writes: without this, Nagle holds the second
+    // until the hub's delayed ACK (40 ms per publish).
+    tcp.set_nodelay(true).expect("nodelay");
+    // A small window per stream and a large one for the connection: the stream nobody reads
+    // runs out of window while the connection and its other streams keep going.
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let base = format!("http://{}", hub.addr);
+    let url = format!("{base}/.well-known/mercure?topic={TOPIC}");
+    let mut unread = get(&sender, &url).await.into_body();
+    let mut read = get(&sender, &url).await.into_body();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let last = format!("id: e-{}\n", EVENTS - 1);
+        while !String::from_utf8_lossy(&seen).contains(&last) {
+            let frame = read.frame().await.expect("open").expect("frame");
+            if let Ok(data) = frame.into_data() {
+                seen.extend_from_slice(&data);
+            }
+        }
+        String::from_utf8_lossy(&seen).matches("\nid: e-").count() + 1
+    });
+    let data = "x".repeat(1024);
+    let authorization = format!("Bearer {}", publisher_token(&["*"]));
+    for n in 0..EVENTS {
+        let publish = hyper::Request::post(format!("{base}/.well-known/mercure"))
+            .header("authorization", &authorization)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(format!(
+                "topic={TOPIC}&data={data}&id=e-{n}"
+            ))))
+            .expect("publish request");
+        let response = sender.clone().send_request(publish).await.expect("publish");
+        assert_eq!(response.status(), 200);
+    }
+    let received = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the stream that is read gets every event within 20 s")
+        .expect("reader");
+    assert_eq!(received, EVENTS);
+    let line = wait_for_log(&hub, "slow_consumer").await;
+    assert!(line.contains("stream closed"), "{line}");
+    // The unread stream holds what its window and the hub's buffers took, then ends.
+    let mut unread_bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = unread.frame().await {
+            if let Ok(data) = frame.expect("frame").into_data() {
+                unread_bytes.extend_from_slice(&data);
+            }
+        }
+    })
+    .await
+    .expect("the slow stream ends once read");
+    let unread_events = String::from_utf8_lossy(&unread_bytes)
+        .matches("id: e-")
+        .count();
+    assert!(unread_events < EVENTS, "{unread_events}");
+    // The connection itself is fine.
+    get(&sender, &format!("{base}/healthz")).await;
+    println!(
+        "over one h2c connection: the read stream got {received} events, the unread one {unread_events} before it was closed as slow"
+    );
+}
