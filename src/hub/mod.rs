@@ -379,7 +379,7 @@ impl HubBuilder {
             hooks: self.hooks,
             metrics: Metrics::new(),
             subscription_events: subscription_tx,
-            last_dispatched: Mutex::new(None),
+            last_dispatched: Mutex::new(newest_stored(&history).await),
         });
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         let (dispatch_tx, dispatch_rx) = mpsc::channel(4096);
@@ -485,6 +485,21 @@ async fn run_writer(
             }
         }
     }
+}
+
+/// The newest event the history holds (after a restart, what `lastEventID` starts from).
+async fn newest_stored(history: &Arc<dyn History>) -> Option<Arc<StoredEvent>> {
+    let start = history.clone().locate(ReplayFrom::Earliest).await.ok()?;
+    if start.through_seq == 0 {
+        return None;
+    }
+    // Sequence numbers only grow, so the page just before `through_seq` holds that event alone.
+    let page = history
+        .clone()
+        .read_page(start.through_seq - 1, start.through_seq, 1)
+        .await
+        .ok()?;
+    page.events.last().cloned()
 }
 
 /// Publishes subscription events (they go through the writer like any other update, so they are

@@ -45,7 +45,27 @@ async fn history_survives_a_restart_and_replays_exactly_once_in_order() {
         .success());
     assert!(data_dir.join("history.redb").is_file());
 
-    let hub = BinaryHub::start_in(&data_dir, ARGS, &[]);
+    let hub = BinaryHub::start_in(
+        &data_dir,
+        &["--jwt-key", SECRET, "--anonymous", "--subscriptions"],
+        &[],
+    );
+    // The subscriptions API's `lastEventID` starts from the newest stored event after a restart.
+    let api = reqwest::Client::new()
+        .get(format!(
+            "http://{}/.well-known/mercure/subscriptions",
+            hub.addr
+        ))
+        .bearer_auth(crate::support::subscriber_token(
+            &["/.well-known/mercure/subscriptions"],
+            None,
+        ))
+        .send()
+        .await
+        .expect("api");
+    let document: serde_json::Value =
+        serde_json::from_str(&api.text().await.expect("body")).expect("json");
+    assert_eq!(document["lastEventID"], "c");
     let (events, header) = replay_all(&hub.url, "a").await;
     assert_eq!(header.as_deref(), Some("a"));
     let ids: Vec<_> = events.iter().map(|(id, _)| id.as_str()).collect();
