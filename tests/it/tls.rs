@@ -133,7 +133,15 @@ async fn connect_tls(
     hub: &BinaryHub,
     connector: &tokio_rustls::TlsConnector,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(hub.addr).await?;
+    connect_tls_to(hub.addr, connector).await
+}
+
+/// Opens a TLS connection to `addr` as `localhost`.
+async fn connect_tls_to(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").expect("server name");
     connector.connect(name, tcp).await
 }
@@ -171,9 +179,12 @@ async fn get(
 }
 
 /// Opens [`STREAMS`] subscriptions over the one connection of `sender` (`base`: scheme and
-/// authority), publishes one event over the same connection, and checks that every stream
-/// receives it.
-async fn many_streams_receive_one_event(sender: SendRequest<Full<Bytes>>, base: &str) {
+/// authority), publishes one event over the same connection, checks that every stream
+/// receives it, and returns the streams, still open.
+async fn many_streams_receive_one_event(
+    sender: SendRequest<Full<Bytes>>,
+    base: &str,
+) -> Vec<hyper::body::Incoming> {
     let url = format!("{base}/.well-known/mercure?topic={TOPIC}");
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
@@ -207,13 +218,14 @@ async fn many_streams_receive_one_event(sender: SendRequest<Full<Bytes>>, base: 
             }
         }
         assert!(String::from_utf8_lossy(&seen).contains("id: h2-1\n"));
+        body
     });
     tokio::time::timeout(
         Duration::from_secs(15),
         futures_util::future::join_all(receive),
     )
     .await
-    .expect("every stream receives the event within 15 s");
+    .expect("every stream receives the event within 15 s")
 }
 
 #[tokio::test]
@@ -239,15 +251,34 @@ async fn fifty_subscriptions_share_one_http2_connection_over_tls() {
 
 #[tokio::test]
 async fn fifty_subscriptions_share_one_cleartext_http2_connection() {
-    let hub = BinaryHub::start(
+    let mut hub = BinaryHub::start(
         &["--jwt-key", SECRET, "--anonymous", "--history", "memory"],
         &[],
     );
     let tcp = TcpStream::connect(hub.addr).await.expect("connect");
     let sender = http2(tcp).await;
     let base = format!("http://{}", hub.addr);
-    many_streams_receive_one_event(sender, &base).await;
+    let streams = many_streams_receive_one_event(sender, &base).await;
     println!("{STREAMS} streams over one h2c connection each received the event");
+
+    // SIGTERM ends every stream of the connection and the hub exits without dropping it.
+    hub.terminate();
+    let ends = streams.into_iter().map(|mut body| async move {
+        while let Some(frame) = body.frame().await {
+            frame.expect("the stream ends cleanly");
+        }
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::join_all(ends),
+    )
+    .await
+    .expect("every stream ends within 10 s of SIGTERM");
+    wait_for_log(&hub, "all connections closed").await;
+    let status = hub
+        .wait_exit(Duration::from_secs(10))
+        .expect("the hub exits");
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]
@@ -787,4 +818,71 @@ async fn ten_event_sources_in_headless_chromium_share_one_http2_connection() {
         remotes.first().map_or("", String::as_str),
         page.eval(PAGE_STATE).await
     );
+}
+
+/// Connects to `addr`, sends `greeting`, and returns how long the hub took to close the
+/// connection (everything it sent is read and ignored).
+async fn closed_after(addr: std::net::SocketAddr, greeting: &[u8]) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(greeting).await.expect("write");
+    let mut ignored = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut ignored))
+        .await
+        .expect("the hub closes the connection within 10 s");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn connections_that_never_make_a_request_are_closed() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = install(dir.path(), &ca.leaf("first", 1));
+    let options = ssehub::server::ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        http2_keep_alive_interval: Duration::from_millis(500),
+        ..ssehub::server::ServerOptions::default()
+    };
+    let plain =
+        crate::support::TestHub::start_with(crate::support::config(), options.clone()).await;
+    // Nothing at all; half of the HTTP/2 preface; the whole preface and then silence (the
+    // keep-alive PING goes unanswered).
+    for greeting in [
+        b"".as_slice(),
+        b"PRI * HTTP/2.0\r\n".as_slice(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice(),
+    ] {
+        let elapsed = closed_after(plain.addr, greeting).await;
+        assert!(
+            elapsed >= Duration::from_millis(400),
+            "{:?} closed after {elapsed:?}",
+            String::from_utf8_lossy(greeting)
+        );
+    }
+    let tls = crate::support::TestHub::start_with(
+        crate::support::config(),
+        ssehub::server::ServerOptions {
+            tls: Some(ssehub::server::TlsConfig::from_pem_files(&cert, &key).expect("TLS config")),
+            ..options
+        },
+    )
+    .await;
+    // No ClientHello: the handshake times out.
+    closed_after(tls.addr, b"").await;
+    // Both hubs still serve.
+    let sender = http2(TcpStream::connect(plain.addr).await.expect("connect")).await;
+    get(&sender, &format!("http://{}/healthz", plain.addr)).await;
+    let sender = http2(
+        connect_tls_to(tls.addr, &ca.client(&[b"h2"]))
+            .await
+            .expect("handshake"),
+    )
+    .await;
+    get(
+        &sender,
+        &format!("https://localhost:{}/healthz", tls.addr.port()),
+    )
+    .await;
+    plain.stop().await;
+    tls.stop().await;
 }
