@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 pub use tls::{TlsConfig, TlsError};
 
@@ -177,10 +177,12 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(&options));
     // Ends with this function (dropped, hence aborted, on every return path).
-    let _reload = options
-        .tls
-        .clone()
-        .map(|tls| AbortOnDrop(tokio::spawn(tls.watch_files())));
+    let _reload = options.tls.clone().map(|tls| {
+        let task = tls
+            .watch_files()
+            .instrument(tracing::info_span!("tls_certificate_reload"));
+        AbortOnDrop(tokio::spawn(task))
+    });
     // Every connection's task, so that the ones still open after the shutdown timeout can be
     // ended rather than left running behind the caller's back.
     let mut connections = tokio::task::JoinSet::new();
