@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# ssehub beside Nchan (nginx + nchan_module), the same `ssehub bench` scenarios against both in one
+# run: 1,000 and 10,000 subscribers, fast (--rate 0) and paced (about 10,000 deliveries/s in
+# total), 100-byte payloads, plus 4 KB payloads at 1,000 fast. Each run gets a freshly started
+# server, so its RSS figures start from a fresh process. Prints a Markdown table to stdout.
+#
+# Nchan runs in Debian's nginx (`nginx`, `libnginx-mod-nchan`, installed with apt-get when
+# missing) with a config of its own in a temporary directory: `worker_processes 1`, one channel
+# per URL (`/sub/<id>` EventSource subscriber, `/pub/<id>` publisher), a message buffer like
+# ssehub's in-memory history, new subscribers start at the next message. ssehub runs as
+# `serve --history memory --jwt-key k --anonymous`. `--server-pid` is the nginx worker for Nchan.
+# Both servers log as they do by default (ssehub two info lines per stream, nginx its access log).
+# Loopback only; every process started here is stopped by its PID.
+#
+# Usage: bench/compare.sh [--skip-10k | --smoke]   (--smoke: 50 subscribers, 20 events, to try it)
+# With COMPARE_JSON_DIR=DIR, every run's `ssehub bench --json` report is also copied to DIR
+# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD.json), for bench/plot_compare.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-all}
+KEY=k
+BIN=./target/release/ssehub
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+
+if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
+  if ! apt-cache policy libnginx-mod-nchan | grep -q 'Candidate: [0-9]'; then
+    echo "libnginx-mod-nchan is not available from apt here; nothing to compare" >&2
+    exit 1
+  fi
+  apt-get install -y -qq nginx libnginx-mod-nchan >&2
+fi
+cargo build --release --quiet
+ulimit -Sn "$(ulimit -Hn)"
+
+work=$(mktemp -d)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  pids=()
+}
+cleanup() { stop_all; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_ssehub -> sets URL_SUB, URL_PUB, SERVER_PID, EXTRA
+start_ssehub() {
+  local port; port=$(free_port)
+  $BIN serve --addr "127.0.0.1:$port" --jwt-key "$KEY" --anonymous --history memory \
+    >"$work/ssehub.log" 2>&1 &
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
+  for _ in $(seq 100); do grep -q "listening" "$work/ssehub.log" 2>/dev/null && break; sleep 0.1; done
+  URL_SUB="http://127.0.0.1:$port/.well-known/mercure"
+  EXTRA=(--url "$URL_SUB" --jwt-key "$KEY")
+}
+
+# start_nchan -> sets SERVER_PID (the worker), EXTRA
+start_nchan() {
+  local port; port=$(free_port)
+  local dir="$work/nginx"
+  rm -rf "$dir"; mkdir -p "$dir/logs" "$dir/tmp"
+  local user=""
+  [ "$(id -u)" = 0 ] && user="user root;"
+  cat > "$dir/nginx.conf" <<CONF
+load_module $NCHAN_MODULE;
+$user
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -Hn);
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections $(( $(ulimit -Hn) - 100 )); multi_accept on; }
+http {
+  access_log $dir/logs/access.log;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  client_body_buffer_size 64k;
+  client_max_body_size 1m;
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    # Like ssehub's in-memory history: up to 100,000 messages for an hour; a new subscriber
+    # without Last-Event-ID starts at the next message, as on ssehub.
+    nchan_message_buffer_length 100000;
+    nchan_message_timeout 1h;
+    nchan_subscriber_first_message newest;
+    location ~ /sub/(\w+)\$ { nchan_subscriber eventsource; nchan_channel_id \$1; }
+    location ~ /pub/(\w+)\$ { nchan_publisher; nchan_channel_id \$1; }
+  }
+}
+CONF
+  nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stderr.log" 2>&1 &
+  local master=$!
+  pids+=("$master")
+  SERVER_PID=""
+  for _ in $(seq 100); do
+    SERVER_PID=$(pgrep -P "$master" | head -1 || true)
+    [ -n "$SERVER_PID" ] && curl -s -o /dev/null "http://127.0.0.1:$port/pub/warmup" -d x && break
+    sleep 0.1
+  done
+  [ -n "$SERVER_PID" ] || { cat "$dir/logs/stderr.log" "$dir/logs/error.log" >&2; exit 1; }
+  EXTRA=(--subscribe-url "http://127.0.0.1:$port/sub/bench" --publish-url "http://127.0.0.1:$port/pub/bench"
+    --publish-content-type text/plain --publish-body '{payload}')
+}
+
+# run SERVER SUBS EVENTS RATE PAYLOAD -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD.json
+run() {
+  local server=$1 subs=$2 events=$3 rate=$4 payload=$5
+  "start_$server"
+  local out="$work/$server-$subs-$events-$rate-$payload.json"
+  sleep 1
+  $BIN bench "${EXTRA[@]}" --subscribers "$subs" --events "$events" --rate "$rate" \
+    --payload-bytes "$payload" --server-pid "$SERVER_PID" --timeout 60s --json \
+    >"$out" 2>"$work/bench.err" || { echo "bench failed ($server $subs $rate $payload):" >&2; tail -5 "$work/bench.err" >&2; }
+  stop_all
+}
+
+# subscribers events rate payload label
+scenarios=(
+  "1000 200 0 100 fast"
+  "1000 200 0 4000 fast"
+  "1000 100 10 100 paced 10 events/s"
+)
+if [ "$MODE" = --smoke ]; then
+  scenarios=("50 20 0 100 smoke")
+elif [ "$MODE" != --skip-10k ]; then
+  scenarios+=(
+    "10000 200 0 100 fast"
+    "10000 20 1 100 paced 1 event/s"
+  )
+fi
+
+i=0
+for s in "${scenarios[@]}"; do
+  read -r subs events rate payload _ <<<"$s"
+  # Alternate which server goes first, so drift on the machine spreads over both.
+  if [ $((i % 2)) = 0 ]; then order="ssehub nchan"; else order="nchan ssehub"; fi
+  for server in $order; do run "$server" "$subs" "$events" "$rate" "$payload"; done
+  i=$((i + 1))
+done
+
+if [ -n "${COMPARE_JSON_DIR:-}" ]; then
+  mkdir -p "$COMPARE_JSON_DIR"
+  cp "$work"/*.json "$COMPARE_JSON_DIR"/
+fi
+
+python3 - "$work" "${scenarios[@]}" <<'PY'
+import json, os, sys
+work, scenarios = sys.argv[1], sys.argv[2:]
+
+def load(server, subs, events, rate, payload):
+    path = os.path.join(work, f"{server}-{subs}-{events}-{rate}-{payload}.json")
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) < 10:
+        digits = 2
+    return f"{v:.{digits}f}"
+
+metrics = [
+    ("delivered", lambda r: f"{r['delivered']:,}/{r['expected']:,}", None),
+    ("delivered events/s", lambda r: r["delivered_per_second"], "higher"),
+    ("latency p50 ms", lambda r: (r.get("latency_ms") or {}).get("p50"), "lower"),
+    ("latency p99 ms", lambda r: (r.get("latency_ms") or {}).get("p99"), "lower"),
+    ("latency max ms", lambda r: (r.get("latency_ms") or {}).get("max"), "lower"),
+    ("publish p99 ms", lambda r: (r.get("publish_latency_ms") or {}).get("p99"), "lower"),
+    ("server CPU s", lambda r: (r.get("server") or {}).get("publish_phase_cpu_seconds"), "lower"),
+    ("idle KB/connection", lambda r: (r.get("server") or {}).get("idle_kb_per_connection"), "lower"),
+    ("RSS end MiB", lambda r: ((r.get("server") or {}).get("rss_end_kib") or 0) / 1024, "lower"),
+]
+print("| scenario | figure | ssehub | Nchan | ssehub / Nchan |")
+print("|---|---|---|---|---|")
+for s in scenarios:
+    subs, events, rate, payload, *label = s.split()
+    name = f"{int(subs):,} subs, {events} events, {' '.join(label)}, {payload} B"
+    a, b = load("ssehub", subs, events, rate, payload), load("nchan", subs, events, rate, payload)
+    for fig, get, _ in metrics:
+        va = get(a) if a else None
+        vb = get(b) if b else None
+        if isinstance(va, str) or isinstance(vb, str):
+            ratio = ""
+            ca, cb = va or "failed", vb or "failed"
+        else:
+            ratio = f"{va / vb:.2f}" if va is not None and vb else "–"
+            ca, cb = fmt(va), fmt(vb)
+        print(f"| {name} | {fig} | {ca} | {cb} | {ratio} |")
+        name = ""
+PY
