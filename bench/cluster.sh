@@ -20,8 +20,15 @@ command -v redis-server >/dev/null || apt-get install -y -qq redis-server
 ulimit -Sn "$(ulimit -Hn)"
 
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# Every process started here writes its PID into $work/pids: the helpers below run inside
+# command substitutions (subshells), so a shell array would not see their PIDs.
+touch "$work/pids"
+stop_all() {
+  while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids"
+  : > "$work/pids"
+  sleep 0.5
+}
+cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -29,7 +36,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_redis() {
   local port; port=$(free_port)
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-  pids+=($!)
+  echo $! >> "$work/pids"
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   echo "redis://127.0.0.1:$port/0"
 }
@@ -40,13 +47,12 @@ start_hub() {
   local port; port=$(free_port)
   $BIN serve --addr "127.0.0.1:$port" --jwt-key "$KEY" --anonymous --history memory "$@" \
     >"$work/$name.log" 2>&1 &
-  pids+=($!)
+  echo $! >> "$work/pids"
   echo $! > "$work/$name.pid"
   for _ in $(seq 100); do grep -q "listening" "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
   echo "http://127.0.0.1:$port/.well-known/mercure"
 }
 
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 0.5; }
 
 # run LABEL MODE SUB_URL PUB_URL TOPIC PID
 run() {
