@@ -52,9 +52,12 @@ impl BinaryHub {
             }
         });
         let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("ssehub logs its address within 20 s");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+                // Stop it before failing, so a failed start leaves no process behind.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ssehub did not log its address within 20 s");
+            };
             // Text logs say `addr=…`, JSON logs `"addr":"…"`.
             if let Some(rest) = line.split("addr=").nth(1) {
                 let addr = rest.split_whitespace().next().expect("address");
