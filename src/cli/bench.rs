@@ -11,9 +11,15 @@
 //! Safety rails: only loopback hosts are accepted unless `--allow-remote` is passed, the number
 //! of subscribers is checked against the open-file limit, and every phase is bounded in count and
 //! time (`--timeout`).
+//!
+//! Over `https://` (with `--ca-cert`, the only root trusted) subscriptions negotiate
+//! `http/1.1` by ALPN and publishes go over HTTP/1.1 connections of their own (hyper on
+//! tokio-rustls, one per publisher). `--http2 STREAMS` shares connections instead: each carries
+//! STREAMS subscriptions as HTTP/2 streams (ALPN `h2`, or prior knowledge over `http://`).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +30,17 @@ use bytes::Bytes;
 use clap::Args;
 use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::DEFAULT_HUB_URL;
@@ -98,9 +108,9 @@ pub struct BenchArgs {
     /// Algorithm of the token signed with `--jwt-key`.
     #[arg(long, default_value = "HS256")]
     pub jwt_algorithm: JwtAlgorithm,
-    /// Number of subscriptions (one TCP connection each). The open-file limit is raised to the
-    /// hard limit first; asking for more than it minus 64 is an error (the run is never silently
-    /// made smaller).
+    /// Number of subscriptions (one TCP connection each, or one per `--http2` streams). The
+    /// open-file limit is raised to the hard limit first; needing more connections than it minus
+    /// 64 is an error (the run is never silently made smaller).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
     /// Subscriptions being opened at once.
@@ -133,6 +143,15 @@ pub struct BenchArgs {
     /// Allow hosts other than loopback. Never use this against machines you do not own.
     #[arg(long)]
     pub allow_remote: bool,
+    /// PEM certificates of the CA trusted for `https://` URLs (required with them; no other
+    /// root is trusted).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Share connections: each carries this many subscriptions as HTTP/2 streams (ALPN `h2`
+    /// over `https://`, prior knowledge over `http://`). Without it: one HTTP/1.1 connection
+    /// per subscription.
+    #[arg(long, value_name = "STREAMS_PER_CONNECTION")]
+    pub http2: Option<usize>,
 }
 
 /// Runs the benchmark and prints its report.
@@ -243,6 +262,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         publish_concurrency: plan.publish_concurrency,
         subscribe_url: plan.subscribe_url.to_string(),
         publish_url: plan.publish_url.clone(),
+        http2_streams_per_connection: plan.http2,
+        connections: plan.http2.map_or(plan.subscribers, |streams| {
+            plan.subscribers.div_ceil(streams)
+        }),
         connect_seconds: round_to(connect_seconds, 3),
         published: publishing.ok.load(Ordering::Relaxed),
         publish_failed: publishing.failed.load(Ordering::Relaxed),
@@ -292,8 +315,21 @@ async fn open_all(
     target: ProgressDrawTarget,
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, f64)> {
     let bar = progress_bar(plan.subscribers as u64, "connecting", target)?;
+    // With --http2, subscriptions `i * streams ..` share the connection of group `i`, opened by
+    // whichever of them comes first.
+    let groups: Vec<Arc<H2Group>> = plan.http2.map_or_else(Vec::new, |streams| {
+        (0..plan.subscribers.div_ceil(streams))
+            .map(|_| Arc::new(H2Group::new()))
+            .collect()
+    });
     let streams: Vec<_> = (0..plan.subscribers)
-        .map(|_| tokio::spawn(run_subscriber(Arc::clone(shared))))
+        .map(|index| {
+            let group = plan
+                .http2
+                .and_then(|streams| groups.get(index / streams))
+                .map(Arc::clone);
+            tokio::spawn(run_subscriber(Arc::clone(shared), group))
+        })
         .collect();
     let deadline = shared.connect_started + plan.timeout;
     loop {
@@ -375,15 +411,17 @@ async fn wait_for_deliveries(
 }
 
 /// The validated arguments, with URLs resolved.
-#[derive(Debug)]
 struct Plan {
     subscribe_url: Uri,
-    /// The subscribe URL's address, resolved once.
-    subscribe_addr: SocketAddr,
-    /// The request target (`/path?query`) and `Host` header of every subscription.
-    subscribe_target: Uri,
-    subscribe_host: HeaderValue,
+    subscribe: Endpoint,
     publish_url: String,
+    /// The publish URL resolved, for `https://` (published with hyper); `None`: with reqwest.
+    publish_tls: Option<Endpoint>,
+    /// Client configurations trusting `--ca-cert`, offering `http/1.1` and `h2` by ALPN.
+    tls_http1: Option<TlsConnector>,
+    tls_h2: Option<TlsConnector>,
+    /// `--http2`: subscriptions per shared HTTP/2 connection.
+    http2: Option<usize>,
     /// The publish body around `{payload}`.
     body_prefix: String,
     body_suffix: String,
@@ -421,7 +459,14 @@ impl Plan {
             "--payload-bytes must be at most {MAX_PAYLOAD_BYTES}"
         );
         ensure!(!args.timeout.is_zero(), "--timeout must be positive");
-        check_open_files(args.subscribers)?;
+        ensure!(
+            args.http2.is_none_or(|streams| streams > 0),
+            "--http2 must be at least 1 stream per connection"
+        );
+        let connections = args.http2.map_or(args.subscribers, |streams| {
+            args.subscribers.div_ceil(streams)
+        });
+        check_open_files(connections)?;
 
         let subscribe_url = match &args.subscribe_url {
             Some(url) => url.clone(),
@@ -443,8 +488,12 @@ impl Plan {
             .with_context(|| format!("publish URL {publish_url}"))?;
         for uri in [&subscribe_url, &publish_uri] {
             ensure!(
-                uri.scheme_str() == Some("http"),
-                "{uri}: bench speaks plain http:// only"
+                matches!(uri.scheme_str(), Some("http" | "https")),
+                "{uri}: bench speaks http:// and https:// only"
+            );
+            ensure!(
+                uri.scheme_str() != Some("https") || args.ca_cert.is_some(),
+                "{uri}: https:// needs --ca-cert (the only CA the bench trusts)"
             );
             let host = uri_host(uri)?;
             ensure!(
@@ -453,17 +502,22 @@ impl Plan {
                  load on other machines needs --allow-remote"
             );
         }
-        let subscribe_addr = resolve(&subscribe_url, args.allow_remote)?;
-        let subscribe_target: Uri = subscribe_url
-            .path_and_query()
-            .map_or("/", |target| target.as_str())
-            .parse()
-            .with_context(|| format!("subscribe URL {subscribe_url}"))?;
-        let subscribe_host = subscribe_url
-            .authority()
-            .map(|authority| HeaderValue::from_str(authority.as_str()))
-            .with_context(|| format!("subscribe URL {subscribe_url}: no host"))?
-            .with_context(|| format!("subscribe URL {subscribe_url}: bad host"))?;
+        let subscribe = Endpoint::new(&subscribe_url, args.allow_remote)?;
+        let publish_tls = if publish_uri.scheme_str() == Some("https") {
+            Some(Endpoint::new(&publish_uri, args.allow_remote)?)
+        } else {
+            None
+        };
+        let (tls_http1, tls_h2) = match &args.ca_cert {
+            Some(path) => {
+                let roots = read_roots(path)?;
+                (
+                    Some(tls_connector(roots.clone(), b"http/1.1")?),
+                    Some(tls_connector(roots, b"h2")?),
+                )
+            }
+            None => (None, None),
+        };
 
         let form_body = args
             .publish_content_type
@@ -528,10 +582,12 @@ impl Plan {
         }
         Ok(Self {
             subscribe_url,
-            subscribe_addr,
-            subscribe_target,
-            subscribe_host,
+            subscribe,
             publish_url,
+            publish_tls,
+            tls_http1,
+            tls_h2,
+            http2: args.http2,
             body_prefix: body_prefix.to_owned(),
             body_suffix: body_suffix.to_owned(),
             form_body,
@@ -545,6 +601,103 @@ impl Plan {
             timeout: args.timeout,
             server_pid: args.server_pid,
         })
+    }
+}
+
+/// Where requests to one URL go: its address (resolved once), request target (`/path?query`),
+/// `Host` header, and the TLS server name for `https://`.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    addr: SocketAddr,
+    target: Uri,
+    host: HeaderValue,
+    tls_name: Option<ServerName<'static>>,
+}
+
+impl Endpoint {
+    fn new(url: &Uri, allow_remote: bool) -> anyhow::Result<Self> {
+        let addr = resolve(url, allow_remote)?;
+        let target: Uri = url
+            .path_and_query()
+            .map_or("/", |target| target.as_str())
+            .parse()
+            .with_context(|| format!("URL {url}"))?;
+        let host = url
+            .authority()
+            .map(|authority| HeaderValue::from_str(authority.as_str()))
+            .with_context(|| format!("URL {url}: no host"))?
+            .with_context(|| format!("URL {url}: bad host"))?;
+        let tls_name = if url.scheme_str() == Some("https") {
+            Some(
+                ServerName::try_from(uri_host(url)?.to_owned())
+                    .with_context(|| format!("URL {url}: not a TLS server name"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            addr,
+            target,
+            host,
+            tls_name,
+        })
+    }
+}
+
+/// The certificates of the PEM file `path`, as the only trusted roots.
+fn read_roots(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("--ca-cert {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("--ca-cert {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("--ca-cert {}: not a usable CA", path.display()))?;
+    }
+    ensure!(
+        !roots.is_empty(),
+        "--ca-cert {}: no certificate",
+        path.display()
+    );
+    Ok(roots)
+}
+
+/// A TLS client (ring) trusting `roots` only and offering the one ALPN protocol `alpn`.
+fn tls_connector(roots: rustls::RootCertStore, alpn: &[u8]) -> anyhow::Result<TlsConnector> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A byte stream to the server: TCP, or TLS over TCP.
+trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
+type Io = TokioIo<Box<dyn Socket>>;
+
+/// Opens a connection to `endpoint`, with a TLS handshake for `https://`.
+async fn connect(endpoint: &Endpoint, tls: Option<&TlsConnector>) -> Result<Io, String> {
+    let stream = TcpStream::connect(endpoint.addr)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", endpoint.addr))?;
+    // Small writes (the request) go out at once; the server's frames are what we measure.
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    match (&endpoint.tls_name, tls) {
+        (Some(name), Some(connector)) => {
+            let stream = connector
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {}: {e}", endpoint.addr))?;
+            Ok(TokioIo::new(Box::new(stream)))
+        }
+        (Some(_), None) => Err("https:// without --ca-cert".into()),
+        (None, _) => Ok(TokioIo::new(Box::new(stream))),
     }
 }
 
@@ -591,7 +744,12 @@ fn is_loopback_host(host: &str) -> bool {
 fn resolve(uri: &Uri, allow_remote: bool) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let host = uri_host(uri)?;
-    let port = uri.port_u16().unwrap_or(80);
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = uri.port_u16().unwrap_or(default_port);
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("resolving {host}"))?
@@ -609,10 +767,11 @@ fn resolve(uri: &Uri, allow_remote: bool) -> anyhow::Result<SocketAddr> {
 /// State shared by the subscriber tasks and the main loop; counters are updated once per
 /// received chunk, not per event.
 struct Shared {
-    addr: SocketAddr,
-    /// The request target (`/path?query`) and `Host` header of every subscription.
-    target: Uri,
-    host: HeaderValue,
+    /// Where every subscription goes.
+    endpoint: Endpoint,
+    /// TLS clients offering `http/1.1` and `h2` (with `https://`).
+    tls_http1: Option<TlsConnector>,
+    tls_h2: Option<TlsConnector>,
     events: u64,
     timeout: Duration,
     /// Limits the subscriptions being opened at once (`--connect-concurrency`). Never closed.
@@ -643,9 +802,9 @@ struct Shared {
 impl Shared {
     fn new(plan: &Plan) -> Self {
         Self {
-            addr: plan.subscribe_addr,
-            target: plan.subscribe_target.clone(),
-            host: plan.subscribe_host.clone(),
+            endpoint: plan.subscribe.clone(),
+            tls_http1: plan.tls_http1.clone(),
+            tls_h2: plan.tls_h2.clone(),
             events: plan.events,
             timeout: plan.timeout,
             connect_slots: Semaphore::new(plan.connect_concurrency),
@@ -684,40 +843,25 @@ impl Shared {
 }
 
 /// One subscription: open it (holding a connect slot), then count and time what it delivers
-/// until the run is cancelled or the server ends the stream.
-async fn run_subscriber(shared: Arc<Shared>) {
-    let opening = async {
-        // The semaphore is never closed, so `acquire` cannot fail; treat it as an error anyway.
-        let _slot = shared
-            .connect_slots
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::time::timeout(shared.timeout, open_stream(&shared))
-            .await
-            .map_err(|_| format!("no response head within {:?}", shared.timeout))?
-    };
-    let opened = tokio::select! {
-        // The run was abandoned (another subscription failed): stop waiting.
-        () = shared.cancel.cancelled() => return,
-        opened = opening => opened,
-    };
-    let (_sender, connection, body) = match opened {
-        Ok(parts) => parts,
-        Err(error) => {
-            shared.record_error(error);
-            shared.connect_failed.fetch_add(1, Ordering::Relaxed);
-            return;
+/// until the run is cancelled or the server ends the stream. With a `group`, the subscription
+/// is an HTTP/2 stream on the group's shared connection.
+async fn run_subscriber(shared: Arc<Shared>, group: Option<Arc<H2Group>>) {
+    let outcome = match group {
+        None => {
+            let Some((_sender, connection, body)) = opened(&shared, open_stream(&shared)).await
+            else {
+                return;
+            };
+            read_stream(&shared, connection, body).await
+        }
+        Some(group) => {
+            let Some(body) = opened(&shared, open_h2_stream(&shared, &group)).await else {
+                return;
+            };
+            // The connection is driven by its own task (see `connect_h2`).
+            read_stream(&shared, std::future::pending(), body).await
         }
     };
-    let connected_us =
-        u64::try_from(shared.connect_started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    shared
-        .last_connected_us
-        .fetch_max(connected_us, Ordering::Relaxed);
-    shared.open_streams.fetch_add(1, Ordering::Relaxed);
-    shared.connected.fetch_add(1, Ordering::Relaxed);
-    let outcome = read_stream(&shared, connection, body).await;
     shared.open_streams.fetch_sub(1, Ordering::Relaxed);
     if let Err(error) = outcome {
         shared.ended_early.fetch_add(1, Ordering::Relaxed);
@@ -725,26 +869,71 @@ async fn run_subscriber(shared: Arc<Shared>) {
     }
 }
 
-type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>;
+/// Runs `opening` holding a connect slot and within `--timeout`, and counts the outcome: `None`
+/// when it failed (recorded) or the run was abandoned.
+async fn opened<T>(
+    shared: &Shared,
+    opening: impl std::future::Future<Output = Result<T, String>>,
+) -> Option<T> {
+    let opening = async {
+        // The semaphore is never closed, so `acquire` cannot fail; treat it as an error anyway.
+        let _slot = shared
+            .connect_slots
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(shared.timeout, opening)
+            .await
+            .map_err(|_| format!("no response head within {:?}", shared.timeout))?
+    };
+    let opened = tokio::select! {
+        // The run was abandoned (another subscription failed): stop waiting.
+        () = shared.cancel.cancelled() => return None,
+        opened = opening => opened,
+    };
+    match opened {
+        Ok(parts) => {
+            let connected_us =
+                u64::try_from(shared.connect_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            shared
+                .last_connected_us
+                .fetch_max(connected_us, Ordering::Relaxed);
+            shared.open_streams.fetch_add(1, Ordering::Relaxed);
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+            Some(parts)
+        }
+        Err(error) => {
+            shared.record_error(error);
+            shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+type Connection = hyper::client::conn::http1::Connection<Io, Empty<Bytes>>;
 type SendRequest = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type H2SendRequest = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+/// The HTTP/2 connection shared by a group of subscriptions, once opened.
+type H2Group = OnceCell<H2SendRequest>;
+
+/// The `GET` of a subscription.
+fn subscribe_request(shared: &Shared) -> Result<Request<Empty<Bytes>>, String> {
+    Request::get(shared.endpoint.target.clone())
+        .header(HOST, shared.endpoint.host.clone())
+        .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("building the request: {e}"))
+}
 
 /// Connects, sends the `GET` and waits for a `200` response head.
 async fn open_stream(
     shared: &Shared,
 ) -> Result<(SendRequest, Connection, hyper::body::Incoming), String> {
-    let stream = TcpStream::connect(shared.addr)
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", shared.addr))?;
-    // Small writes (the request) go out at once; the server's frames are what we measure.
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let io = connect(&shared.endpoint, shared.tls_http1.as_ref()).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let request = Request::get(shared.target.clone())
-        .header(HOST, shared.host.clone())
-        .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("building the request: {e}"))?;
+    let request = subscribe_request(shared)?;
     let mut connection = connection;
     let response = {
         let mut sending = pin!(sender.send_request(request));
@@ -765,6 +954,43 @@ async fn open_stream(
     Ok((sender, connection, response.into_body()))
 }
 
+/// Opens an HTTP/2 connection (ALPN `h2` over TLS, prior knowledge over TCP) driven by a task
+/// of its own until the run is over.
+async fn connect_h2(shared: &Shared) -> Result<H2SendRequest, String> {
+    let io = connect(&shared.endpoint, shared.tls_h2.as_ref()).await?;
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    let cancel = shared.cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            // The run is over: dropping the connection closes it.
+            () = cancel.cancelled() => {}
+            // The server closed it; the streams report their end through their bodies.
+            _ = connection => {}
+        }
+    });
+    Ok(sender)
+}
+
+/// Opens one subscription as a stream of the group's HTTP/2 connection (opening it first when
+/// no other subscription of the group has) and waits for a `200` response head.
+async fn open_h2_stream(shared: &Shared, group: &H2Group) -> Result<hyper::body::Incoming, String> {
+    let mut sender = group.get_or_try_init(|| connect_h2(shared)).await?.clone();
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("HTTP/2 connection: {e}"))?;
+    let response = sender
+        .send_request(subscribe_request(shared)?)
+        .await
+        .map_err(|e| format!("subscribing: {e}"))?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("the server answered {}", response.status()));
+    }
+    Ok(response.into_body())
+}
+
 /// Reads one stream until cancelled: parses each chunk, checks each event's sequence number
 /// against what this stream already saw, and records its latency.
 ///
@@ -772,7 +998,7 @@ async fn open_stream(
 /// A stream the server ended, or one that failed, before the run was over (described).
 async fn read_stream(
     shared: &Shared,
-    connection: Connection,
+    connection: impl std::future::Future<Output = Result<(), hyper::Error>>,
     mut body: hyper::body::Incoming,
 ) -> Result<(), String> {
     let mut connection = pin!(connection);
@@ -856,8 +1082,9 @@ async fn read_stream(
 
 /// The publishing side: a shared sequence counter, the request template and the outcome counts.
 struct Publishing {
-    client: reqwest::Client,
+    client: PublishClient,
     url: String,
+    timeout: Duration,
     headers: HeaderMap,
     body_prefix: String,
     body_suffix: String,
@@ -879,16 +1106,28 @@ struct Publishing {
 
 impl Publishing {
     fn new(plan: &Plan) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            // Never route benchmark load through an HTTP proxy from the environment.
-            .no_proxy()
-            .timeout(plan.timeout)
-            .pool_max_idle_per_host(plan.publish_concurrency)
-            .build()
-            .context("building the HTTP client")?;
+        let client = match &plan.publish_tls {
+            Some(endpoint) => PublishClient::Tls {
+                endpoint: endpoint.clone(),
+                connector: plan
+                    .tls_http1
+                    .clone()
+                    .context("https:// publishing needs --ca-cert")?,
+            },
+            None => PublishClient::Reqwest(
+                reqwest::Client::builder()
+                    // Never route benchmark load through an HTTP proxy from the environment.
+                    .no_proxy()
+                    .timeout(plan.timeout)
+                    .pool_max_idle_per_host(plan.publish_concurrency)
+                    .build()
+                    .context("building the HTTP client")?,
+            ),
+        };
         Ok(Self {
             client,
             url: plan.publish_url.clone(),
+            timeout: plan.timeout,
             headers: plan.publish_headers.clone(),
             body_prefix: plan.body_prefix.clone(),
             body_suffix: plan.body_suffix.clone(),
@@ -922,6 +1161,86 @@ impl Publishing {
         body
     }
 
+    /// Publishes event `seq` and reads the answer: its status and body. Over TLS, `connection`
+    /// is this publisher's own connection, opened when missing and dropped after an error.
+    async fn publish(
+        &self,
+        connection: &mut Option<PublishSender>,
+        seq: u64,
+    ) -> Result<(StatusCode, Bytes), String> {
+        match &self.client {
+            PublishClient::Reqwest(client) => {
+                let response = client
+                    .post(&self.url)
+                    .headers(self.headers.clone())
+                    .body(self.body(seq))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let status = response.status();
+                // Read the (small) answer so the connection goes back to the pool.
+                Ok((status, response.bytes().await.unwrap_or_default()))
+            }
+            PublishClient::Tls {
+                endpoint,
+                connector,
+            } => {
+                let outcome = tokio::time::timeout(
+                    self.timeout,
+                    self.publish_tls(connection, endpoint, connector, seq),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
+                if outcome.is_err() {
+                    *connection = None;
+                }
+                outcome
+            }
+        }
+    }
+
+    async fn publish_tls(
+        &self,
+        connection: &mut Option<PublishSender>,
+        endpoint: &Endpoint,
+        connector: &TlsConnector,
+        seq: u64,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let sender = match connection {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => {
+                let io = connect(endpoint, Some(connector)).await?;
+                let (sender, driver) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP handshake: {e}"))?;
+                // Ends once the sender is dropped (the publisher is done, or after an error).
+                tokio::spawn(driver);
+                connection.insert(sender)
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("publish connection: {e}"))?;
+        let mut request = Request::post(endpoint.target.clone())
+            .header(HOST, endpoint.host.clone())
+            .body(Full::new(Bytes::from(self.body(seq))))
+            .map_err(|e| format!("building the request: {e}"))?;
+        request.headers_mut().extend(self.headers.clone());
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("publishing: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
     fn record_error(&self, error: String) {
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert(error);
@@ -933,9 +1252,22 @@ impl Publishing {
     }
 }
 
+/// How publishes are sent: reqwest for `http://`; for `https://`, hyper over tokio-rustls
+/// (reqwest is built without TLS here).
+enum PublishClient {
+    Reqwest(reqwest::Client),
+    Tls {
+        endpoint: Endpoint,
+        connector: TlsConnector,
+    },
+}
+
+type PublishSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
 /// One publisher: takes the next sequence number until all are taken (at most `--events`
 /// requests in total, each bounded by `--timeout`), waiting for its slot when paced.
 async fn run_publisher(publishing: Arc<Publishing>, started: Instant, cancel: CancellationToken) {
+    let mut connection = None;
     loop {
         let seq = publishing.next.fetch_add(1, Ordering::Relaxed);
         if seq >= publishing.events || cancel.is_cancelled() {
@@ -951,35 +1283,26 @@ async fn run_publisher(publishing: Arc<Publishing>, started: Instant, cancel: Ca
             }
         }
         let sent = Instant::now();
-        let request = publishing
-            .client
-            .post(&publishing.url)
-            .headers(publishing.headers.clone())
-            .body(publishing.body(seq))
-            .send();
         let outcome = tokio::select! {
             // The run is over.
             () = cancel.cancelled() => break,
-            response = request => response,
+            outcome = publishing.publish(&mut connection, seq) => outcome,
         };
         match outcome {
-            Ok(response) if response.status().is_success() => {
-                // Read the (small) answer so the connection goes back to the pool.
-                let _ = response.bytes().await;
+            Ok((status, _)) if status.is_success() => {
                 publishing.ok.fetch_add(1, Ordering::Relaxed);
                 publishing
                     .latency
                     .record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
             }
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
+            Ok((status, body)) => {
+                let text = String::from_utf8_lossy(&body);
                 publishing.failed.fetch_add(1, Ordering::Relaxed);
                 publishing.record_error(format!("{status}: {}", text.trim()));
             }
             Err(error) => {
                 publishing.failed.fetch_add(1, Ordering::Relaxed);
-                publishing.record_error(format!("{error:#}"));
+                publishing.record_error(error);
             }
         }
         let after_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -1230,6 +1553,10 @@ struct Report {
     publish_concurrency: usize,
     subscribe_url: String,
     publish_url: String,
+    /// `--http2`: subscriptions per HTTP/2 connection; `None`: one HTTP/1.1 connection each.
+    http2_streams_per_connection: Option<usize>,
+    /// Subscription connections opened.
+    connections: usize,
     /// Time to open every subscription (all response heads received).
     connect_seconds: f64,
     /// Publishes answered with a 2xx status.
@@ -1276,9 +1603,13 @@ fn print_summary(report: &Report) {
         "ssehub bench: {} subscribers x {} events of {} bytes, {mode}, {} publishers",
         report.subscribers, report.events, report.payload_bytes, report.publish_concurrency
     );
+    let protocol = match report.http2_streams_per_connection {
+        Some(streams) => format!("HTTP/2, up to {streams} per connection"),
+        None => "HTTP/1.1".into(),
+    };
     println!(
-        "  connect     {} streams in {:.2} s",
-        report.subscribers, report.connect_seconds
+        "  connect     {} streams on {} connections ({protocol}) in {:.2} s",
+        report.subscribers, report.connections, report.connect_seconds
     );
     println!(
         "  publish     {} ok, {} failed in {:.2} s{}",
