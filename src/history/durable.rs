@@ -6,7 +6,7 @@
 //! readers that never block the writer, no background threads, and pure Rust.
 //!
 //! Layout (all in `history.redb` in the data directory):
-//! - `events`: sequence number (u64) → record (our own encoding, [`encode_record`]): flags,
+//! - `events`: sequence number (u64) → record (our own encoding, see `record.rs`): flags,
 //!   store time, id, topics, and the encoded SSE frame;
 //! - `ids`: event id → sequence number of its newest occurrence;
 //! - `meta`: `format`, `next_seq`, `bytes` (sum of record sizes) and `last_dropped_id`.

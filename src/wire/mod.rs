@@ -1,6 +1,6 @@
 //! The SSE wire format (WHATWG HTML §9.2 "Server-sent events").
 //!
-//! [`encode`] turns a validated [`crate::event::Event`] into one `Bytes` frame, once per event;
+//! [`encode()`] turns a validated [`crate::event::Event`] into one `Bytes` frame, once per event;
 //! the hub shares that buffer with every subscriber. [`parse`] is the client side: an incremental,
 //! WHATWG-conformant parser used by `ssehub subscribe`, the benchmark and the tests.
 //!

@@ -4,7 +4,7 @@
 //! [`Parser::push`] takes the body in whatever chunks the network delivers (a chunk may end
 //! mid-line, between the CR and LF of a CRLF, or inside a UTF-8 code point) and returns the events
 //! those bytes completed. It is used by the `ssehub subscribe` CLI client, the benchmark and the
-//! tests; the encoder it mirrors is in [`super::encode`].
+//! tests; the encoder it mirrors is in [`super::encode()`].
 //!
 //! Lines are split on raw bytes (CR and LF never occur inside a multi-byte UTF-8 sequence), and
 //! only then decoded, lossily, as UTF-8, which gives the same result as decoding the whole stream
