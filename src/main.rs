@@ -23,9 +23,13 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written (stderr closed: the log collector went away) is dropped.
+    // tracing-subscriber would otherwise report it with `eprintln!`, which panics on a closed
+    // stderr, inside whatever task was logging: a stream handler, or the shutdown signal.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),

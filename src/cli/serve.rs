@@ -57,8 +57,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("shutdown signal received: closing streams");
+        // Cancel first: nothing (not even logging) may stand between the signal and shutdown.
         on_signal.cancel();
+        info!("shutdown signal received: closing streams");
     });
     let mut app = http::router(hub.clone());
     if let Some(signer) = settings.demo {

@@ -51,3 +51,33 @@ async fn sigterm_with_ten_thousand_streams_ends_them_cleanly_and_exits_quickly()
     // It stopped accepting.
     assert!(tokio::net::TcpStream::connect(hub.addr).await.is_err());
 }
+
+/// A hub whose stderr was closed (its log collector went away) keeps serving, and still shuts
+/// down on SIGTERM: a log line that cannot be written must not take a task down with it.
+#[tokio::test]
+async fn a_closed_stderr_neither_breaks_requests_nor_shutdown() {
+    let mut hub = BinaryHub::start(
+        &["--jwt-key", SECRET, "--anonymous"],
+        &[("RUST_LOG", "debug")],
+    );
+    // Dropping the receiver ends the thread that reads the hub's stderr, closing the pipe.
+    hub.logs = std::sync::mpsc::channel().1;
+    for _ in 0..3 {
+        let mut sub = crate::support::SseClient::open(&format!("{}?topic=t", hub.url), &[]).await;
+        assert_eq!(sub.status, 200);
+        let (status, _) = publish_with(
+            &hub.url,
+            &publisher_token(&["*"]),
+            &[("topic", "t"), ("data", "x")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(sub.next_event().await.data, "x");
+    }
+    hub.terminate();
+    let status = tokio::task::spawn_blocking(move || hub.wait_exit(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the hub exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
