@@ -40,7 +40,6 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -119,34 +118,29 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// The connection builders, configured once and shared by every connection task.
+///
+/// The protocol is known before a builder is picked (ALPN over TLS; the HTTP/2 preface sniffed
+/// on plain connections, `starts_with_preface`), so each connection gets hyper's own HTTP/1.1 or
+/// HTTP/2 connection, not hyper-util's auto builder: the auto builder's connection is one type
+/// sized for HTTP/2's state, and every idle HTTP/1.1 stream paid for it (about 7 KB more per
+/// open stream, measured with `bench/idle_memory.py`).
 struct Protocols {
-    /// Plain HTTP/1.1 connections. A plain connection is sniffed first (`starts_with_preface`)
-    /// and served by this builder or by `plain_http2`, not by hyper-util's auto builder: the
-    /// auto builder's connection is one type sized for HTTP/2's state, and every idle HTTP/1.1
-    /// stream paid for it (about 7 KB more per open stream, measured with
-    /// `bench/idle_memory.py`).
-    plain_http1: hyper::server::conn::http1::Builder,
-    /// Plain connections that start with the HTTP/2 preface (h2c, prior knowledge).
-    plain_http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// TLS connections that negotiated `h2` by ALPN.
-    http2: auto::Builder<TokioExecutor>,
-    /// TLS connections that negotiated `http/1.1`, or nothing.
-    http1: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl Protocols {
     fn new(options: &ServerOptions) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(options.header_read_timeout)
             .max_buf_size(options.max_header_bytes.max(8192))
             .keep_alive(true);
         let keep_alive = (!options.http2_keep_alive_interval.is_zero())
             .then_some(options.http2_keep_alive_interval);
-        builder
-            .http2()
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(options.http2_max_concurrent_streams)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
@@ -155,28 +149,7 @@ impl Protocols {
             .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(keep_alive)
             .keep_alive_timeout(options.http2_keep_alive_interval);
-        let mut plain_http1 = hyper::server::conn::http1::Builder::new();
-        plain_http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .max_buf_size(options.max_header_bytes.max(8192))
-            .keep_alive(true);
-        let mut plain_http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        plain_http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(options.http2_max_concurrent_streams)
-            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-            .max_send_buf_size(HTTP2_SEND_BUFFER_BYTES)
-            .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(keep_alive)
-            .keep_alive_timeout(options.http2_keep_alive_interval);
-        Self {
-            http2: builder.clone().http2_only(),
-            http1: builder.http1_only(),
-            plain_http1,
-            plain_http2,
-        }
+        Self { http1, http2 }
     }
 }
 
@@ -329,10 +302,10 @@ impl Connection {
         let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
         let ended = if http2 {
             // Boxed, so that this task's state is sized for HTTP/1.1, the common case.
-            let connection = protocols.plain_http2.serve_connection(io, service);
+            let connection = protocols.http2.serve_connection(io, service);
             Box::pin(self.watcher.watch(connection)).await
         } else {
-            let connection = protocols.plain_http1.serve_connection(io, service);
+            let connection = protocols.http1.serve_connection(io, service);
             self.watcher.watch(connection).await
         };
         if let Err(error) = ended {
@@ -364,15 +337,17 @@ impl Connection {
         };
         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         let protocols = Arc::clone(&self.protocols);
-        let builder = if http2 {
-            &protocols.http2
-        } else {
-            &protocols.http1
-        };
         let service = self.service();
         let io = TokioIo::new(GreetingTimeout::new(stream, handshake_timeout));
-        let connection = builder.serve_connection(io, service);
-        if let Err(error) = self.watcher.watch(connection).await {
+        let ended = if http2 {
+            // Boxed, so that this task's state is sized for HTTP/1.1.
+            let connection = protocols.http2.serve_connection(io, service);
+            Box::pin(self.watcher.watch(connection)).await
+        } else {
+            let connection = protocols.http1.serve_connection(io, service);
+            self.watcher.watch(connection).await
+        };
+        if let Err(error) = ended {
             debug!(%remote, %error, http2, "TLS connection ended with an error");
         }
     }
