@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::support::binary::BinaryHub;
+use crate::support::chromium::Chromium;
 use crate::support::{publisher_token, SECRET};
 
 const TOPIC: &str = "https://example.com/h2";
@@ -523,214 +524,6 @@ fn spki_pin(spki: &[u8], dir: &Path) -> String {
     base64::engine::general_purpose::STANDARD.encode(output.stdout)
 }
 
-/// A headless Chromium with remote debugging, killed by its own PID on drop.
-struct Chromium {
-    child: std::process::Child,
-    _profile: tempfile::TempDir,
-    /// The DevTools HTTP address, `127.0.0.1:PORT`.
-    devtools: String,
-}
-
-impl Chromium {
-    /// Opens `url`, trusting the certificate whose public key hashes to `spki_pin`.
-    async fn open(url: &str, spki_pin: &str) -> Self {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let child = std::process::Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--ignore-certificate-errors-spki-list={spki_pin}"))
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn chromium");
-        // Chromium writes the port it bound into the profile once DevTools listens.
-        let port_file = profile.path().join("DevToolsActivePort");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|text| text.lines().next().map(str::to_owned))
-                .filter(|line| !line.is_empty())
-            {
-                break port;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromium did not open DevTools within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        Self {
-            child,
-            _profile: profile,
-            devtools: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    /// Connects to the tab showing `url`.
-    async fn page(&self, url: &str) -> DevTools {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let targets: serde_json::Value =
-                match reqwest::get(format!("http://{}/json/list", self.devtools)).await {
-                    Ok(response) => {
-                        serde_json::from_str(&response.text().await.unwrap_or_default())
-                            .unwrap_or_default()
-                    }
-                    Err(_) => serde_json::Value::Null,
-                };
-            let socket = targets.as_array().and_then(|targets| {
-                targets
-                    .iter()
-                    .find(|t| t["type"] == "page" && t["url"].as_str() == Some(url))
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            });
-            if let Some(socket) = socket {
-                return DevTools::connect(socket).await;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no chromium tab shows {url}: {targets}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A DevTools protocol session over a WebSocket (RFC 6455): masked text frames out, text
-/// frames in; the same minimal client as the demo page test.
-struct DevTools {
-    socket: TcpStream,
-    next_id: u64,
-}
-
-impl DevTools {
-    async fn connect(url: &str) -> Self {
-        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
-        let (host, path) = rest.split_once('/').expect("a path");
-        let mut socket = TcpStream::connect(host).await.expect("connect to DevTools");
-        let request = format!(
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: c3NlaHViLXRscy10ZXN0IQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        socket
-            .write_all(request.as_bytes())
-            .await
-            .expect("handshake");
-        // The response head byte by byte, so no frame byte is consumed with it.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(socket.read_u8().await.expect("handshake response"));
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"));
-        Self { socket, next_id: 0 }
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81]; // FIN, text
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [0x3c, 0x91, 0x5e, 0x07];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.socket.write_all(&frame).await.expect("send frame");
-    }
-
-    async fn read_message(&mut self) -> String {
-        let mut message = Vec::new();
-        loop {
-            let first = self.socket.read_u8().await.expect("frame");
-            let second = self.socket.read_u8().await.expect("frame");
-            let len = match second & 0x7f {
-                126 => u64::from(self.socket.read_u16().await.expect("length")),
-                127 => self.socket.read_u64().await.expect("length"),
-                n => u64::from(n),
-            };
-            let mut mask = [0; 4];
-            if second & 0x80 != 0 {
-                self.socket.read_exact(&mut mask).await.expect("mask");
-            }
-            let mut payload = vec![0; len as usize];
-            self.socket.read_exact(&mut payload).await.expect("payload");
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
-            match first & 0x0f {
-                0x0..=0x2 => {
-                    message.extend_from_slice(&payload);
-                    if first & 0x80 != 0 {
-                        return String::from_utf8(message).expect("UTF-8 message");
-                    }
-                }
-                0x9 => {
-                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(&payload);
-                    self.socket.write_all(&pong).await.expect("pong");
-                }
-                0x8 => panic!("DevTools closed the connection"),
-                _ => {}
-            }
-        }
-    }
-
-    /// Evaluates a JavaScript expression in the page and returns its value.
-    async fn eval(&mut self, expression: &str) -> serde_json::Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "returnByValue": true },
-        });
-        self.send_text(&request.to_string()).await;
-        loop {
-            let message: serde_json::Value =
-                serde_json::from_str(&self.read_message().await).expect("JSON message");
-            if message["id"] == id {
-                assert!(message.get("error").is_none(), "{message}");
-                return message["result"]["result"]["value"].clone();
-            }
-        }
-    }
-
-    /// Evaluates `expression` every 100 ms until it is `true`, for at most `limit`.
-    async fn wait_until(&mut self, expression: &str, limit: Duration, state: &str) {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.eval(expression).await != serde_json::Value::Bool(true) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not true within {limit:?}: {expression}; page state {}",
-                self.eval(state).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// Opens ten `EventSource`s on [`TOPIC`] from the page; over HTTP/1.1 the seventh would wait
 /// for a free connection.
 const OPEN_TEN_EVENT_SOURCES: &str = r#"(() => {
@@ -759,7 +552,11 @@ async fn ten_event_sources_in_headless_chromium_share_one_http2_connection() {
     let hub = start_tls_hub(&cert, &key);
     let base = format!("https://localhost:{}", hub.addr.port());
     let page_url = format!("{base}/healthz");
-    let browser = Chromium::open(&page_url, &spki_pin(&leaf.spki, dir.path())).await;
+    let pin = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_pin(&leaf.spki, dir.path())
+    );
+    let browser = Chromium::open(&page_url, &[pin.as_str()]).await;
     let mut page = browser.page(&page_url).await;
     page.wait_until(
         r#"document.readyState === "complete" && document.body.innerText.length > 0"#,
