@@ -35,6 +35,11 @@ pub struct Metrics {
     pub events_delivered: Counter<u64, AtomicU64>,
     /// Events sent from history to reconnecting subscribers.
     pub events_replayed: Counter<u64, AtomicU64>,
+    /// Replay pages read from the history store.
+    pub history_page_reads: Counter<u64, AtomicU64>,
+    /// Replay pages handed to streams: more than [`Self::history_page_reads`] when streams
+    /// replaying the same range shared a read.
+    pub replay_pages: Counter<u64, AtomicU64>,
     /// Subscribers closed because they read too slowly.
     pub slow_subscribers_disconnected: Counter<u64, AtomicU64>,
     /// Streams ended, by reason.
@@ -65,6 +70,8 @@ impl Metrics {
             events_published: Counter::default(),
             events_delivered: Counter::default(),
             events_replayed: Counter::default(),
+            history_page_reads: Counter::default(),
+            replay_pages: Counter::default(),
             slow_subscribers_disconnected: Counter::default(),
             streams_closed: Family::default(),
             requests_rejected: Family::default(),
@@ -98,6 +105,16 @@ impl Metrics {
             "events_replayed",
             "Events sent from history on reconnection",
             metrics.events_replayed.clone(),
+        );
+        metrics.registry.register(
+            "history_page_reads",
+            "Replay pages read from the history store",
+            metrics.history_page_reads.clone(),
+        );
+        metrics.registry.register(
+            "replay_pages",
+            "Replay pages sent to streams (several streams may share one read)",
+            metrics.replay_pages.clone(),
         );
         metrics.registry.register(
             "slow_subscribers_disconnected",

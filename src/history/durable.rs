@@ -17,7 +17,14 @@
 //! ([`SyncPolicy::Always`]). Retention runs inside the same transactions, a bounded number of
 //! old events at a time, so it never pauses publishing for long, and a reader never holds a
 //! transaction between two pages.
+//!
+//! Locating a replay's start: the ids of the newest events (up to `RECENT_IDS`, loaded at
+//! open and kept up to date by appends) are looked up in memory, without a read transaction or
+//! a trip through the blocking thread pool; only older ids are looked up in the `ids` table. So
+//! the clients that all resume at once after a restart do not queue thousands of file reads in
+//! front of the writer's next commit.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -37,6 +44,37 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const FILE_NAME: &str = "history.redb";
 /// Most old events one transaction removes, so that retention never stalls a publish for long.
 const TRIM_BUDGET: usize = 2048;
+/// Ids of the newest events kept in memory, so that clients resuming from a recent event (after
+/// a restart, all of them at once) are located without a read of the file.
+const RECENT_IDS: usize = 16 * 1024;
+
+/// The sequence numbers of the newest [`RECENT_IDS`] event ids.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<(u64, Arc<str>)>,
+    seqs: HashMap<Arc<str>, u64>,
+}
+
+impl RecentIds {
+    /// Records `id` at `seq` (newer than every id recorded so far).
+    fn push(&mut self, seq: u64, id: &str) {
+        let id: Arc<str> = Arc::from(id);
+        self.seqs.insert(id.clone(), seq);
+        self.order.push_back((seq, id));
+        while self.order.len() > RECENT_IDS {
+            if let Some((seq, id)) = self.order.pop_front() {
+                // A reused id keeps its newer sequence number.
+                if self.seqs.get(&id) == Some(&seq) {
+                    self.seqs.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<u64> {
+        self.seqs.get(id).copied()
+    }
+}
 
 /// How much history to keep. Whichever limit is reached first drops the oldest events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +125,8 @@ pub struct DurableHistory {
     db: RwLock<Option<Arc<Database>>>,
     needs_reopen: AtomicBool,
     state: Mutex<State>,
+    /// Held only to look up or record ids, never during I/O.
+    recent: Mutex<RecentIds>,
     retention: Retention,
     sync: SyncPolicy,
 }
@@ -136,11 +176,13 @@ impl DurableHistory {
         })?;
         let path = dir.join(FILE_NAME);
         let (db, state) = Self::open_file(&path)?;
+        let recent = Self::load_recent_ids(&db).map_err(|e| damaged(&path, e))?;
         Ok(Self {
             path,
             db: RwLock::new(Some(Arc::new(db))),
             needs_reopen: AtomicBool::new(false),
             state: Mutex::new(state),
+            recent: Mutex::new(recent),
             retention,
             sync,
         })
@@ -174,6 +216,31 @@ impl DurableHistory {
         let state = Self::load_state(&txn).map_err(|e| damaged(path, e))?;
         txn.commit().map_err(|e| damaged(path, e))?;
         Ok((db, state))
+    }
+
+    /// The ids of the newest [`RECENT_IDS`] events.
+    fn load_recent_ids(db: &Database) -> Result<RecentIds, String> {
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+        let mut newest = Vec::with_capacity(RECENT_IDS);
+        for entry in table.iter().map_err(|e| e.to_string())?.rev() {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            let header =
+                decode_header(value.value()).map_err(|e| format!("event {}: {e}", key.value()))?;
+            newest.push((key.value(), header.id.to_owned()));
+            if newest.len() == RECENT_IDS {
+                break;
+            }
+        }
+        let mut recent = RecentIds::default();
+        for (seq, id) in newest.iter().rev() {
+            recent.push(*seq, id);
+        }
+        Ok(recent)
+    }
+
+    fn lock_recent(&self) -> MutexGuard<'_, RecentIds> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Creates the tables if missing and reads the writer's state, checking the format.
@@ -385,12 +452,43 @@ impl LocalHistory for DurableHistory {
                 .commit_batch(&db, batch, state)
                 .map_err(|e| self.failed(e))?;
             *self.lock_state() = state;
+            let mut recent = self.lock_recent();
+            for event in &stored {
+                recent.push(event.seq, &event.id);
+            }
+            drop(recent);
             all.extend(stored);
         }
         Ok(all)
     }
 
+    fn locate_in_memory(&self, from: &ReplayFrom) -> Option<ReplayStart> {
+        let seq = match from {
+            ReplayFrom::AfterId(id) => Some(self.lock_recent().get(id)?),
+            ReplayFrom::Earliest => None,
+        };
+        let state = self.lock_state();
+        let through_seq = state.next_seq - 1;
+        match (seq, from) {
+            (Some(seq), ReplayFrom::AfterId(id)) if seq >= state.first_seq => Some(ReplayStart {
+                after_seq: seq.min(through_seq),
+                through_seq,
+                resumed_after: id.clone(),
+            }),
+            // Dropped by retention since: the file decides (it may hold a newer occurrence).
+            (Some(_), _) => None,
+            (None, _) => Some(ReplayStart::from_oldest(
+                state.first_seq,
+                through_seq,
+                state.last_dropped_id.as_deref(),
+            )),
+        }
+    }
+
     fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError> {
+        if let Some(start) = self.locate_in_memory(from) {
+            return Ok(start);
+        }
         let state = self.lock_state().clone();
         let through_seq = state.next_seq - 1;
         if let ReplayFrom::AfterId(id) = from {
@@ -553,6 +651,55 @@ mod tests {
             stored[0].seq, 4,
             "sequence numbers continue after a restart"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn recent_ids_are_located_in_memory_and_older_ones_from_the_file() {
+        let dir = temp_dir("recent");
+        let total = RECENT_IDS + 100;
+        {
+            let history = open(&dir, keep(0));
+            for chunk in (0..total).collect::<Vec<_>>().chunks(4096) {
+                let events = chunk.iter().map(|i| event(&format!("e{i}"))).collect();
+                history.append_now(events).expect("append");
+            }
+        }
+        let history = open(&dir, keep(0));
+        let newest = ReplayFrom::AfterId(format!("e{}", total - 10));
+        let in_memory = history
+            .locate_in_memory(&newest)
+            .expect("a recent id is in memory");
+        assert_eq!(in_memory, history.locate_now(&newest).expect("locate"));
+        assert_eq!(in_memory.after_seq, (total - 9) as u64);
+        assert_eq!(in_memory.through_seq, total as u64);
+        let oldest = ReplayFrom::AfterId("e5".into());
+        assert_eq!(history.locate_in_memory(&oldest), None);
+        assert_eq!(history.locate_now(&oldest).expect("locate").after_seq, 6);
+        // Ids appended now are found in memory too.
+        history.append_now(vec![event("fresh")]).expect("append");
+        let fresh = history
+            .locate_in_memory(&ReplayFrom::AfterId("fresh".into()))
+            .expect("in memory");
+        assert_eq!(
+            (fresh.after_seq, fresh.through_seq),
+            (total as u64 + 1, total as u64 + 1)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_recent_id_dropped_by_retention_is_not_located_in_memory() {
+        let dir = temp_dir("recent-dropped");
+        let history = open(&dir, keep(2));
+        history
+            .append_now(["a", "b", "c"].iter().map(|id| event(id)).collect())
+            .expect("append");
+        let from = ReplayFrom::AfterId("a".into());
+        assert_eq!(history.locate_in_memory(&from), None);
+        let start = history.locate_now(&from).expect("locate");
+        assert_eq!(start.resumed_after, "a", "the newest dropped id");
+        assert_eq!(start.after_seq, 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

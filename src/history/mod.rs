@@ -6,12 +6,15 @@
 //! client takes them: a subscriber never holds a lock or a read transaction while it waits.
 //! Three stores: [`MemoryHistory`] (bounded, forgets at exit), [`DurableHistory`] (redb, the
 //! default of `ssehub serve`) and [`RedisHistory`] (a Redis stream shared by several hub
-//! instances). Who receives an event is [`crate::hub`]'s business.
+//! instances). Streams read pages through [`SharedReads`], so that many clients resuming from
+//! the same place cost one store read per page. Who receives an event is [`crate::hub`]'s
+//! business.
 
 pub mod durable;
 pub mod memory;
 mod record;
 pub mod redis;
+pub mod shared_reads;
 
 use std::sync::Arc;
 
@@ -27,6 +30,7 @@ use crate::wire;
 pub use self::redis::RedisHistory;
 pub use durable::{DurableHistory, Retention, SyncPolicy};
 pub use memory::MemoryHistory;
+pub use shared_reads::SharedReads;
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.
 /// The payload lives only inside `frame`.
@@ -141,7 +145,7 @@ impl ReplayStart {
 }
 
 /// Errors of a history store.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum HistoryError {
     /// The store cannot take writes or reads now (disk full, I/O error); publishes fail with
     /// 503 and the store retries on the next request.
@@ -223,6 +227,13 @@ pub trait LocalHistory: Send + Sync + 'static {
     /// [`HistoryError::Unavailable`] when the store cannot be read.
     fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError>;
 
+    /// [`Self::locate_now`] without blocking, when the answer is in memory: a blocking store
+    /// answers this on the caller's thread, and goes to the blocking pool only for `None`.
+    fn locate_in_memory(&self, from: &ReplayFrom) -> Option<ReplayStart> {
+        let _ = from;
+        None
+    }
+
     /// See [`History::read_page`].
     ///
     /// # Errors
@@ -278,6 +289,9 @@ impl<S: LocalHistory> History for S {
     }
 
     fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+        if let Some(start) = self.locate_in_memory(&from) {
+            return Box::pin(std::future::ready(Ok(start)));
+        }
         run_local(self, move |s| s.locate_now(&from))
     }
 

@@ -29,7 +29,9 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::auth::{AuthConfig, SubscriberGrant};
 use crate::event::{Event, EventError, EventLimits};
-use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, ReplayStart, StoredEvent};
+use crate::history::{
+    History, HistoryError, MemoryHistory, ReplayFrom, ReplayStart, SharedReads, StoredEvent,
+};
 use crate::metrics::{Metrics, Reason};
 use crate::topic::SelectorCache;
 use registry::{RegisterError, Registry};
@@ -273,6 +275,8 @@ struct HubInner {
     config: HubConfig,
     shared: Arc<Shared>,
     history: Arc<dyn History>,
+    /// Replay page reads, shared by the streams replaying the same range.
+    replay_reads: Arc<SharedReads>,
     writer: mpsc::Sender<PublishRequest>,
     selectors: SelectorCache,
     next_subscriber_id: AtomicU64,
@@ -412,11 +416,17 @@ impl HubBuilder {
             run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
         );
         tasks.close();
+        let replay_reads = Arc::new(SharedReads::new(
+            history.clone(),
+            shared.metrics.history_page_reads.clone(),
+            shared.metrics.replay_pages.clone(),
+        ));
         Ok(Hub {
             inner: Arc::new(HubInner {
                 config,
                 shared,
                 history,
+                replay_reads,
                 writer: writer_tx,
                 selectors: SelectorCache::new(1024),
                 next_subscriber_id: AtomicU64::new(1),
@@ -710,7 +720,7 @@ impl Hub {
                 resumed_after,
             }) => (
                 Some(ReplayCursor::new(
-                    self.inner.history.clone(),
+                    self.inner.replay_reads.clone(),
                     after_seq,
                     through_seq,
                 )),

@@ -3,7 +3,9 @@
 //! [`SubscriptionStream`] is a `Stream` of `Bytes`, each item ready to be written to the socket.
 //! The replay is read from history one page at a time, when the client has taken the previous
 //! one: nothing of the store (lock, transaction) is held in between, and a replay of a large
-//! history costs one page of memory. Live events queue meanwhile and follow the replay.
+//! history costs one page of memory. Live events queue meanwhile and follow the replay. Pages
+//! come through [`SharedReads`]: streams replaying the same range (a reconnect storm) share one
+//! store read per page.
 //! It owns the subscriber's registration: when the stream is dropped (the HTTP layer drops the
 //! response body when the client disconnects or a write fails) the subscriber leaves the
 //! registry at once. One timer serves both the heartbeat and the end of the stream (maximum
@@ -22,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
-use crate::history::{History, HistoryError, HistoryFuture, Page};
+use crate::history::{HistoryError, HistoryFuture, Page, SharedReads};
 use crate::wire::HEARTBEAT;
 
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
@@ -35,7 +37,7 @@ const REPLAY_PAGES_PER_POLL: usize = 8;
 
 /// Where a replay stands.
 pub(crate) struct ReplayCursor {
-    history: Arc<dyn History>,
+    history: Arc<SharedReads>,
     /// The next page starts after this sequence number...
     after_seq: u64,
     /// ...and the replay ends with this one.
@@ -45,7 +47,7 @@ pub(crate) struct ReplayCursor {
 }
 
 impl ReplayCursor {
-    pub(crate) fn new(history: Arc<dyn History>, after_seq: u64, through_seq: u64) -> Self {
+    pub(crate) fn new(history: Arc<SharedReads>, after_seq: u64, through_seq: u64) -> Self {
         Self {
             history,
             after_seq,
@@ -61,11 +63,9 @@ impl ReplayCursor {
     /// The next page (at once for an in-memory store).
     fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Result<Page, HistoryError>> {
         let (history, after, through) = (&self.history, self.after_seq, self.through_seq);
-        let pending = self.pending.get_or_insert_with(|| {
-            history
-                .clone()
-                .read_page(after, through, REPLAY_PAGE_EVENTS)
-        });
+        let pending = self
+            .pending
+            .get_or_insert_with(|| history.read_page(after, through, REPLAY_PAGE_EVENTS));
         let page = std::task::ready!(pending.as_mut().poll(cx));
         self.pending = None;
         Poll::Ready(page)

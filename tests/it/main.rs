@@ -18,6 +18,7 @@ mod publish;
 mod replay;
 mod shutdown;
 mod startup;
+mod storm;
 mod subscribe;
 mod subscriptions;
 mod tls;
