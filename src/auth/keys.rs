@@ -3,7 +3,8 @@
 //! Each verifier accepts exactly one algorithm, the configured one: a token whose header names
 //! another algorithm (including `none`, or HS256 signed with an RSA public key) is rejected.
 //! Header parameters that point at other keys (`kid`, `jku`, `jwk`, `x5u`, `x5c`) are ignored:
-//! only the configured key verifies. `exp` and `nbf` are checked when present.
+//! only the configured key verifies. `exp` and `nbf` are checked when present; `aud` only when
+//! the verifier was given audiences ([`JwtVerifier::with_audience`]), and then it is required.
 //! Error messages say why a token was refused without echoing any part of it.
 
 use std::fmt;
@@ -153,6 +154,7 @@ impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
+            .field("audience", &self.validation.aud)
             .finish_non_exhaustive()
     }
 }
@@ -185,12 +187,39 @@ impl JwtVerifier {
         })
     }
 
+    /// Requires tokens to carry an `aud` claim naming one of `audiences` (a string, or an array
+    /// with at least one of them). Without audiences (the default, and Mercure's behaviour) `aud`
+    /// is not looked at. Empty strings are ignored.
+    #[must_use]
+    pub fn with_audience<S: AsRef<str>>(mut self, audiences: &[S]) -> Self {
+        let audiences: Vec<&str> = audiences
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|audience| !audience.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            self.validation.validate_aud = false;
+            self.validation.aud = None;
+            self.validation.required_spec_claims.remove("aud");
+        } else {
+            self.validation.set_audience(&audiences);
+            self.validation.validate_aud = true;
+            // jsonwebtoken checks `aud` only when the token has one: a token without it would
+            // pass, so it is made required (RFC 7519 §4.1.3).
+            self.validation
+                .required_spec_claims
+                .insert("aud".to_owned());
+        }
+        self
+    }
+
     /// The algorithm this verifier accepts.
     pub fn algorithm(&self) -> JwtAlgorithm {
         self.algorithm
     }
 
-    /// Verifies the signature, algorithm, `exp` and `nbf`, and decodes the claims.
+    /// Verifies the signature, algorithm, `exp`, `nbf` and (when configured) `aud`, and decodes
+    /// the claims.
     ///
     /// # Errors
     /// [`AuthError::InvalidToken`] saying why, without echoing the token.
@@ -376,6 +405,37 @@ mod tests {
             &EncodingKey::from_secret(b"k").expect("key"),
         )
         .expect("sign")
+    }
+
+    #[test]
+    fn audience_is_required_only_when_configured() {
+        use serde_json::json;
+        let open = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let strict = open.clone().with_audience(&["hub-a", "", "hub-b"]);
+        let cases = [
+            (json!({}), true, Err("no valid aud claim")),
+            (json!({"aud": "hub-a"}), true, Ok(())),
+            (json!({"aud": ["x", "hub-b"]}), true, Ok(())),
+            (json!({"aud": "other"}), true, Err("no audience")),
+            (json!({"aud": ["x", "y"]}), true, Err("no audience")),
+            (json!({"aud": []}), true, Err("no audience")),
+            (json!({"aud": ""}), true, Err("no audience")),
+            // Unset, `aud` is not looked at at all, whatever its type.
+            (json!({"aud": 7}), true, Err("no valid aud claim")),
+        ];
+        for (claims, open_accepts, strict_result) in cases {
+            let token = sign_json(claims.clone());
+            assert_eq!(open.verify(&token).is_ok(), open_accepts, "{claims}");
+            match (strict.verify(&token), strict_result) {
+                (Ok(_), Ok(())) => {}
+                (Err(AuthError::InvalidToken(message)), Err(expected)) => {
+                    assert!(message.contains(expected), "{claims}: {message}");
+                }
+                (other, _) => panic!("{claims}: {other:?}"),
+            }
+        }
+        let cleared = strict.with_audience::<&str>(&[]);
+        assert!(cleared.verify(&sign_json(json!({}))).is_ok());
     }
 
     #[test]
