@@ -1050,12 +1050,8 @@ async fn the_header_token_beats_the_cookie_and_query_both_ways() {
     )
     .await;
     assert_eq!(status, 401);
-    // Two tokens in one header, or a scheme in another case than the spec's: malformed.
-    for value in [
-        format!("Bearer {good} {good}"),
-        format!("BEARER {good}"),
-        format!("Bearer  {bad}"),
-    ] {
+    // Two tokens in one header are malformed; extra spaces do not smuggle a bad token past.
+    for value in [format!("Bearer {good} {good}"), format!("Bearer  {bad}")] {
         let (status, body) = subscribe_status(&url, &[("authorization", &value)]).await;
         assert_eq!(status, 401, "{value}: {body}");
     }
