@@ -177,6 +177,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_JWT_ALGORITHM", default_value = "HS256")]
     pub jwt_algorithm: JwtAlgorithm,
 
+    /// Audiences tokens must name in their `aud` claim (a string, or an array with one of them);
+    /// repeat the flag or separate with commas. Unset: `aud` is not checked (as in Mercure).
+    #[arg(long, env = "SSEHUB_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
     /// Accept subscribers without a token (they never receive private updates).
     #[arg(long, env = "SSEHUB_ANONYMOUS")]
     pub anonymous: bool,
@@ -291,6 +296,7 @@ impl ServeArgs {
                 .or(self.jwt_key.as_deref())
                 .map(|material| {
                     JwtVerifier::new(algorithm, material)
+                        .map(|verifier| verifier.with_audience(&self.jwt_audience))
                         .map_err(|source| ConfigError::Key { setting, source })
                 })
                 .transpose()
@@ -592,6 +598,30 @@ mod tests {
     }
 
     #[test]
+    fn jwt_audience_may_be_repeated_or_comma_separated() {
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--jwt-audience",
+            "https://a.example,https://b.example",
+            "--jwt-audience",
+            "c",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.serve.jwt_audience,
+            ["https://a.example", "https://b.example", "c"]
+        );
+        let settings = args.serve.resolve().expect("valid");
+        let publisher = format!("{:?}", settings.hub.auth.publisher);
+        assert!(publisher.contains("https://b.example"), "{publisher}");
+        let subscriber = format!("{:?}", settings.hub.auth.subscriber);
+        assert!(subscriber.contains("https://b.example"), "{subscriber}");
+        let args = parse(&["--jwt-key", "k"]).expect("parses");
+        assert!(args.serve.jwt_audience.is_empty());
+    }
+
+    #[test]
     fn bad_values_name_their_setting() {
         let args = parse(&["--jwt-key", "k", "--cors-origins", "example.com"]).expect("parses");
         let error = args
@@ -672,6 +702,19 @@ mod file_tests {
         assert_eq!(serve.history_size, 9, "the flag beats the file");
         assert_eq!(
             serve.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn jwt_audience_from_the_file() {
+        let serve = parse_with_file(
+            "jwt_key = \"k\"\njwt_audience = [\"https://a.example\", \"https://b.example\"]\n",
+            &[],
+        )
+        .expect("parses");
+        assert_eq!(
+            serve.jwt_audience,
             ["https://a.example", "https://b.example"]
         );
     }

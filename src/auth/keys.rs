@@ -2,9 +2,14 @@
 //!
 //! Each verifier accepts exactly one algorithm, the configured one: a token whose header names
 //! another algorithm (including `none`, or HS256 signed with an RSA public key) is rejected.
+//! Header parameters that point at other keys (`kid`, `jku`, `jwk`, `x5u`, `x5c`) are ignored:
+//! only the configured key verifies. `exp` and `nbf` are checked when present; `aud` only when
+//! the verifier was given audiences ([`JwtVerifier::with_audience`]), and then it is required.
+//! Error messages say why a token was refused without echoing any part of it.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use thiserror::Error;
@@ -149,6 +154,7 @@ impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
+            .field("audience", &self.validation.aud)
             .finish_non_exhaustive()
     }
 }
@@ -181,33 +187,100 @@ impl JwtVerifier {
         })
     }
 
+    /// Requires tokens to carry an `aud` claim naming one of `audiences` (a string, or an array
+    /// with at least one of them). Without audiences (the default, and Mercure's behaviour) `aud`
+    /// is not looked at. Empty strings are ignored.
+    #[must_use]
+    pub fn with_audience<S: AsRef<str>>(mut self, audiences: &[S]) -> Self {
+        let audiences: Vec<&str> = audiences
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|audience| !audience.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            self.validation.validate_aud = false;
+            self.validation.aud = None;
+            self.validation.required_spec_claims.remove("aud");
+        } else {
+            self.validation.set_audience(&audiences);
+            self.validation.validate_aud = true;
+            // jsonwebtoken checks `aud` only when the token has one: a token without it would
+            // pass, so it is made required (RFC 7519 §4.1.3).
+            self.validation
+                .required_spec_claims
+                .insert("aud".to_owned());
+        }
+        self
+    }
+
     /// The algorithm this verifier accepts.
     pub fn algorithm(&self) -> JwtAlgorithm {
         self.algorithm
     }
 
-    /// Verifies the signature, algorithm, `exp` and `nbf`, and decodes the claims.
+    /// Verifies the signature, algorithm, `exp`, `nbf` and (when configured) `aud`, and decodes
+    /// the claims.
     ///
     /// # Errors
     /// [`AuthError::InvalidToken`] saying why, without echoing the token.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 AuthError::InvalidToken(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired".into(),
+                    ErrorKind::ExpiredSignature => EXPIRED.into(),
                     ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
                     ErrorKind::InvalidSignature => "bad signature".into(),
                     ErrorKind::InvalidAlgorithm => format!(
                         "the token is not signed with the configured algorithm {}",
                         self.algorithm
                     ),
-                    _ => format!("malformed token ({e})"),
+                    ErrorKind::InvalidAudience => {
+                        "the token's aud claim names no audience this hub accepts".into()
+                    }
+                    // Also when the claim is there with the wrong type (jsonwebtoken counts only
+                    // parsed claims as present).
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        format!("the token has no valid {claim} claim, which this hub requires")
+                    }
+                    ErrorKind::InvalidClaimFormat(claim) => {
+                        format!("the token's {claim} claim has the wrong type")
+                    }
+                    // The header is parsed first: an unknown `alg` (`none`, `None`, …) or a
+                    // header that is not JSON fails there, before any signature check.
+                    ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => format!(
+                        "malformed token: its header is not JSON naming a supported algorithm \
+                         (this hub accepts {} only, and never unsigned `alg: none` tokens)",
+                        self.algorithm
+                    ),
+                    // Never the parser's message: it quotes the offending claim value.
+                    ErrorKind::Json(_) => "malformed token: the claims are not a JSON object of \
+                         the expected shape (exp and nbf numbers, mercure.publish and \
+                         mercure.subscribe arrays of strings, no key twice)"
+                        .into(),
+                    ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                        "malformed token: a part is not base64url-encoded UTF-8".into()
+                    }
+                    _ => "malformed token: expected header.claims.signature, without `crit` \
+                          or `b64` header parameters this hub does not support"
+                        .into(),
                 })
-            })
+            })?;
+        // RFC 7519 §4.1.4: the current time MUST be before `exp`. jsonwebtoken still accepts
+        // a token during the second its `exp` names (and rounds a fractional `exp` up).
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if claims.exp.is_some_and(|exp| exp <= now) {
+            return Err(AuthError::InvalidToken(EXPIRED.into()));
+        }
+        Ok(claims)
     }
 }
+
+/// The message of an expired token.
+const EXPIRED: &str = "the token has expired";
 
 /// Signs tokens (for `ssehub token` and for tests).
 #[derive(Clone)]
@@ -261,6 +334,7 @@ impl JwtSigner {
 mod tests {
     use super::*;
     use crate::auth::MercureClaim;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     fn claims(exp: Option<u64>) -> Claims {
         Claims {
@@ -321,6 +395,72 @@ mod tests {
             verifier.verify(token),
             Err(AuthError::InvalidToken(_))
         ));
+    }
+
+    /// Signs raw JSON claims (HS256, secret `k`).
+    fn sign_json(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"k").expect("key"),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn audience_is_required_only_when_configured() {
+        use serde_json::json;
+        let open = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let strict = open.clone().with_audience(&["hub-a", "", "hub-b"]);
+        let cases = [
+            (json!({}), true, Err("no valid aud claim")),
+            (json!({"aud": "hub-a"}), true, Ok(())),
+            (json!({"aud": ["x", "hub-b"]}), true, Ok(())),
+            (json!({"aud": "other"}), true, Err("no audience")),
+            (json!({"aud": ["x", "y"]}), true, Err("no audience")),
+            (json!({"aud": []}), true, Err("no audience")),
+            (json!({"aud": ""}), true, Err("no audience")),
+            // Unset, `aud` is not looked at at all, whatever its type.
+            (json!({"aud": 7}), true, Err("no valid aud claim")),
+        ];
+        for (claims, open_accepts, strict_result) in cases {
+            let token = sign_json(claims.clone());
+            assert_eq!(open.verify(&token).is_ok(), open_accepts, "{claims}");
+            match (strict.verify(&token), strict_result) {
+                (Ok(_), Ok(())) => {}
+                (Err(AuthError::InvalidToken(message)), Err(expected)) => {
+                    assert!(message.contains(expected), "{claims}: {message}");
+                }
+                (other, _) => panic!("{claims}: {other:?}"),
+            }
+        }
+        let cleared = strict.with_audience::<&str>(&[]);
+        assert!(cleared.verify(&sign_json(json!({}))).is_ok());
+    }
+
+    #[test]
+    fn an_exp_of_this_very_second_is_expired() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let token = sign_json(serde_json::json!({ "exp": now }));
+        assert_eq!(
+            verifier.verify(&token),
+            Err(AuthError::InvalidToken(EXPIRED.into()))
+        );
+    }
+
+    #[test]
+    fn messages_never_quote_the_token() {
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, "k").expect("key");
+        let token = sign_json(serde_json::json!({"mercure": {"publish": "secret-topic-name"}}));
+        let Err(AuthError::InvalidToken(message)) = verifier.verify(&token) else {
+            panic!("a string publish claim must be refused");
+        };
+        assert!(!message.contains("secret-topic-name"), "{message}");
+        assert!(message.contains("arrays of strings"), "{message}");
     }
 
     #[test]

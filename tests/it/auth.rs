@@ -215,7 +215,7 @@ async fn stream_ends_when_the_token_expires() {
 }
 
 /// Generates a key pair with the openssl command line; returns (private PEM, public PEM).
-fn openssl_key_pair(dir: &std::path::Path, algorithm: &[&str]) -> (String, String) {
+pub(crate) fn openssl_key_pair(dir: &std::path::Path, algorithm: &[&str]) -> (String, String) {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     let status = std::process::Command::new("openssl")

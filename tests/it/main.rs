@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod auth_attacks;
 mod bad_input;
 mod bench;
 mod cluster;
