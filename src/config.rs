@@ -265,6 +265,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
     pub max_publish_bytes: usize,
 
+    /// Most client connections open at once; more are answered 503 and closed at once
+    /// (0: the open-file limit less 64).
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Most connections open at once from one client IP address; more are answered 429 and
+    /// closed at once (0: no limit; behind a reverse proxy all clients share its address).
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Largest request head (request line, query string and headers), in bytes; larger ones
+    /// get 431 (or 414 for the request line).
+    #[arg(long, env = "SSEHUB_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
     /// How long a client may take to send its request headers.
     #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -425,6 +440,9 @@ impl ServeArgs {
             header_read_timeout: self.header_read_timeout,
             write_timeout: self.dispatch_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_header_bytes: self.max_header_bytes,
             ..ServerOptions::default()
         };
         let history = match (&self.transport, self.history) {

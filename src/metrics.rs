@@ -21,6 +21,16 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// Connection figures, updated by the server's accept loop ([`crate::server::serve`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Client connections open now.
+    pub open: Gauge<i64, AtomicI64>,
+    /// Connections closed at once because a connection limit was reached, by limit (`total`,
+    /// `per_address`).
+    pub rejected: Family<Reason, Counter<u64, AtomicU64>>,
+}
+
 /// The hub's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +62,8 @@ pub struct Metrics {
     pub history_events: Gauge<i64, AtomicI64>,
     /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
     pub ready: Gauge<i64, AtomicI64>,
+    /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -79,6 +91,7 @@ impl Metrics {
             publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             history_events: Gauge::default(),
             ready: Gauge::default(),
+            connections: ConnectionMetrics::default(),
         };
         metrics.registry.register(
             "subscribers_connected",
@@ -140,6 +153,16 @@ impl Metrics {
             "history_events",
             "Events held by the history",
             metrics.history_events.clone(),
+        );
+        metrics.registry.register(
+            "connections_open",
+            "Client connections open",
+            metrics.connections.open.clone(),
+        );
+        metrics.registry.register(
+            "connections_rejected",
+            "Connections closed at once by a connection limit, by limit",
+            metrics.connections.rejected.clone(),
         );
         metrics.registry.register(
             "ready",

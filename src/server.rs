@@ -20,6 +20,13 @@
 //! buffered per stream; a PING every [`ServerOptions::http2_keep_alive_interval`], and a
 //! connection whose peer does not answer within as long again is closed.
 //!
+//! Connection limits: at most [`ServerOptions::max_connections`] open at once (by default as
+//! many as the open-file limit allows, less a reserve for the hub's own files, so that the hub
+//! never fails an `accept` for want of descriptors), and optionally at most
+//! [`ServerOptions::max_connections_per_ip`] from one client address. A plain connection over a
+//! limit is answered at once with `503` (total) or `429` (per address), without reading its
+//! request, and closed; a TLS connection is closed (answering would cost a handshake).
+//!
 //! Slow subscribers over HTTP/2: flow control is per stream, so a stream whose window the client
 //! does not reopen simply stops being polled; its subscriber queue fills and the hub closes that
 //! subscriber alone (`SlowConsumer`), while the other streams of the connection continue. A
@@ -28,11 +35,14 @@
 
 pub mod tls;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +58,12 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn, Instrument};
 
 pub use tls::{TlsConfig, TlsError};
+
+use crate::metrics::{ConnectionMetrics, Reason};
+
+/// File descriptors kept for the hub itself (its store, logs, Redis, the listener) when
+/// [`ServerOptions::max_connections`] is derived from the open-file limit.
+pub const RESERVED_FILES: usize = 64;
 
 /// HTTP/2 receive window of one stream: what a client may send on it (a publish body) before
 /// the hub has read it. One default-sized publish (1 MiB) fits.
@@ -82,6 +98,16 @@ pub struct ServerOptions {
     /// Idle time before the hub PINGs an HTTP/2 peer; a peer that does not answer within as
     /// long again is disconnected (default 20 s; zero disables).
     pub http2_keep_alive_interval: Duration,
+    /// Most client connections open at once; more are refused at once (`503`). `0` (the
+    /// default): the open-file limit less [`RESERVED_FILES`].
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address; more are refused at once (`429`).
+    /// `0` (the default): no limit. Behind a reverse proxy every client shares the proxy's
+    /// address: leave it off there and limit at the proxy.
+    pub max_connections_per_ip: usize,
+    /// Where connection figures go (the hub's [`crate::Metrics::connections`]); unregistered
+    /// handles by default.
+    pub metrics: ConnectionMetrics,
 }
 
 impl Default for ServerOptions {
@@ -94,8 +120,155 @@ impl Default for ServerOptions {
             tls: None,
             http2_max_concurrent_streams: 256,
             http2_keep_alive_interval: Duration::from_secs(20),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            metrics: ConnectionMetrics::default(),
         }
     }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// [`ServerOptions::max_connections`] reached.
+    Total,
+    /// [`ServerOptions::max_connections_per_ip`] reached for this address.
+    PerAddress,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::PerAddress => "per_address",
+        }
+    }
+
+    /// The whole HTTP/1.1 response sent before closing.
+    fn response(self) -> &'static [u8] {
+        match self {
+            Self::Total => {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                  retry-after: 5\r\nconnection: close\r\ncontent-length: 51\r\n\r\n\
+                  the hub has too many open connections; retry later\n"
+            }
+            Self::PerAddress => {
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                  retry-after: 5\r\nconnection: close\r\ncontent-length: 56\r\n\r\n\
+                  too many open connections from your address; close some\n"
+            }
+        }
+    }
+}
+
+/// The connection limits and the connections they count.
+struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    metrics: ConnectionMetrics,
+}
+
+impl ConnectionLimits {
+    fn new(options: &ServerOptions) -> Self {
+        let max_total = match options.max_connections {
+            0 => rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+                .unwrap_or(1024)
+                .saturating_sub(RESERVED_FILES)
+                .max(1),
+            n => n,
+        };
+        Self {
+            max_total,
+            max_per_ip: options.max_connections_per_ip,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            metrics: options.metrics.clone(),
+        }
+    }
+
+    /// Counts a new connection from `ip`, or says which limit refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+        // Only the accept loop admits, so this check and the increment below cannot race.
+        if self.open.load(Ordering::Acquire) >= self.max_total {
+            return Err(Refusal::Total);
+        }
+        let ip = ip.to_canonical();
+        if self.max_per_ip > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= self.max_per_ip {
+                return Err(Refusal::PerAddress);
+            }
+            *count += 1;
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.metrics.open.inc();
+        Ok(ConnectionSlot {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        self.metrics
+            .rejected
+            .get_or_create(&Reason {
+                reason: refusal.label(),
+            })
+            .inc();
+    }
+}
+
+/// One counted connection; dropping it (when the connection's task ends) frees its place.
+struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let limits = &self.limits;
+        limits.open.fetch_sub(1, Ordering::AcqRel);
+        limits.metrics.open.dec();
+        if limits.max_per_ip > 0 {
+            let mut per_ip = limits.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = per_ip.get_mut(&self.ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Most refused connections being answered at once; beyond it they are closed without an
+/// answer, so refusing never costs more than this many extra descriptors.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+
+/// Answers a refused plain connection and closes it: the response is written without reading
+/// the request, then whatever the client sends is read (at most 64 KiB, for at most a second)
+/// so that closing does not reset the connection before the client read the answer.
+async fn refuse(stream: TcpStream, refusal: Refusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = stream;
+    let answered = async {
+        stream.write_all(refusal.response()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
 }
 
 /// Binds `addr` with a listen backlog of 4,096 (the kernel caps it at `net.core.somaxconn`).
@@ -172,6 +345,13 @@ pub async fn serve(
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(&options));
+    let limits = Arc::new(ConnectionLimits::new(&options));
+    info!(
+        max_connections = limits.max_total,
+        max_connections_per_ip = limits.max_per_ip,
+        "connection limits"
+    );
+    let refusals_in_flight = Arc::new(AtomicUsize::new(0));
     // Ends with this function (dropped, hence aborted, on every return path).
     let _reload = options.tls.clone().map(|tls| {
         let task = tls
@@ -200,6 +380,24 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match limits.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                limits.refused(refusal);
+                debug!(%remote, limit = refusal.label(), "connection refused: limit reached");
+                let answering = refusals_in_flight.fetch_add(1, Ordering::AcqRel);
+                if options.tls.is_none() && answering < MAX_REFUSALS_IN_FLIGHT {
+                    let in_flight = Arc::clone(&refusals_in_flight);
+                    tokio::spawn(async move {
+                        refuse(stream, refusal).await;
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                    });
+                } else {
+                    refusals_in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+                continue;
+            }
+        };
         // Events are small and latency matters; coalescing happens in the stream instead.
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%error, "set_nodelay failed");
@@ -215,15 +413,20 @@ pub async fn serve(
         match &options.tls {
             None => {
                 let io = TimedIo::new(stream, options.write_timeout);
-                connections.spawn(connection.serve_plain(io, options.header_read_timeout));
+                let serving = connection.serve_plain(io, options.header_read_timeout);
+                connections.spawn(async move {
+                    serving.await;
+                    drop(slot);
+                });
             }
             Some(tls) => {
                 let io = TimedIo::new(stream, options.write_timeout);
-                connections.spawn(connection.serve_tls(
-                    io,
-                    tls.acceptor().clone(),
-                    options.header_read_timeout,
-                ));
+                let serving =
+                    connection.serve_tls(io, tls.acceptor().clone(), options.header_read_timeout);
+                connections.spawn(async move {
+                    serving.await;
+                    drop(slot);
+                });
             }
         }
     }
@@ -579,5 +782,24 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GreetingTimeout<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_responses_are_well_formed() {
+        for refusal in [Refusal::Total, Refusal::PerAddress] {
+            let text = std::str::from_utf8(refusal.response()).expect("ascii");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.parse().ok())
+                .expect("content-length");
+            assert_eq!(length, body.len(), "{text}");
+        }
     }
 }

@@ -44,6 +44,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Plain HTTP: scrapers sit next to the hub, and its own listener is for them alone.
         let options = server::ServerOptions {
             tls: None,
+            metrics: Default::default(),
             ..settings.server.clone()
         };
         let (app, stop) = (http::metrics_router(hub.clone()), shutdown.clone());
@@ -69,8 +70,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         app = app.merge(http::demo::router(hub.clone(), signer));
     }
+    let options = server::ServerOptions {
+        metrics: hub.metrics().connections.clone(),
+        ..settings.server
+    };
     // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
-    server::serve(listener, app, settings.server, shutdown.cancelled_owned())
+    server::serve(listener, app, options, shutdown.cancelled_owned())
         .await
         .context("serving")?;
     hub.shutdown().await;

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use ssehub::wire::Parser;
 
 use crate::support::binary::BinaryHub;
-use crate::support::{heavy, publisher_token, SECRET};
+use crate::support::{heavy, metric, proc_status_kib, publisher_token, SECRET};
 
 const CLIENTS: usize = 10_000;
 /// Clients are spread over this many topics, so there are as many distinct `Last-Event-ID`s.
@@ -180,27 +180,6 @@ async fn wait_for(progress: &Progress, target: usize, limit: Duration, what: &st
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     started.elapsed()
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("field")
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
