@@ -318,6 +318,15 @@ impl JwtSigner {
     /// # Errors
     /// [`JwtKeyError::Invalid`] when signing fails.
     pub fn sign(&self, claims: &Claims) -> Result<String, JwtKeyError> {
+        self.sign_json(claims)
+    }
+
+    /// Signs any claims that serialize to a JSON object (for claims [`Claims`] does not carry,
+    /// such as `aud`).
+    ///
+    /// # Errors
+    /// [`JwtKeyError::Invalid`] when signing fails.
+    pub fn sign_json(&self, claims: &impl serde::Serialize) -> Result<String, JwtKeyError> {
         jsonwebtoken::encode(
             &Header::new(self.algorithm.to_jsonwebtoken()),
             claims,

@@ -61,10 +61,11 @@ pub fn extract_token<'a>(
 ) -> Result<Option<(std::borrow::Cow<'a, str>, TokenSource)>, AuthError> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or(AuthError::MalformedHeader)?;
         return Ok(Some((token.into(), TokenSource::Header)));
@@ -259,7 +260,26 @@ mod tests {
 
     #[test]
     fn non_bearer_header_is_rejected() {
-        let h = headers(&[("authorization", "Basic abc")]);
-        assert_eq!(extract_token(&h, None), Err(AuthError::MalformedHeader));
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "bear abc"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(
+                extract_token(&h, None),
+                Err(AuthError::MalformedHeader),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            let h = headers(&[("authorization", value)]);
+            let (token, source) = extract_token(&h, None).expect("ok").expect("a token");
+            assert_eq!(
+                (token.as_ref(), source),
+                ("abc", TokenSource::Header),
+                "{value}"
+            );
+        }
     }
 }

@@ -26,6 +26,9 @@ pub struct TokenArgs {
     /// Lifetime of the token (e.g. 1h); omitted means no expiry.
     #[arg(long, value_parser = parse_duration)]
     pub exp: Option<Duration>,
+    /// Audiences (`aud`; repeatable), for a hub started with `--jwt-audience`.
+    #[arg(long)]
+    pub aud: Vec<String>,
 }
 
 /// Prints the token.
@@ -48,6 +51,15 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
             payload: None,
         }),
     };
-    println!("{}", signer.sign(&claims).context("signing")?);
+    let token = if args.aud.is_empty() {
+        signer.sign(&claims)
+    } else {
+        let mut json = serde_json::to_value(&claims).context("claims")?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("aud".into(), args.aud.into());
+        }
+        signer.sign_json(&json)
+    };
+    println!("{}", token.context("signing")?);
     Ok(())
 }

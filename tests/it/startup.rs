@@ -397,3 +397,26 @@ fn the_token_command_signs_publish_subscribe_and_expiry() {
         "exp {exp} is about an hour away"
     );
 }
+
+#[test]
+fn the_token_command_signs_an_audience_that_an_audience_checking_hub_accepts() {
+    let token = |aud: &[&str]| {
+        let mut args = vec!["token", "--jwt-key", SECRET, "--subscribe", "/b"];
+        for a in aud {
+            args.extend(["--aud", a]);
+        }
+        let output = ssehub().args(&args).output().expect("token");
+        assert!(output.status.success());
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let verifier = ssehub::auth::JwtVerifier::new(ssehub::auth::JwtAlgorithm::HS256, SECRET)
+        .expect("key")
+        .with_audience(&["ssehub"]);
+    assert!(verifier.verify(&token(&["ssehub"])).is_ok());
+    assert!(verifier.verify(&token(&["other", "ssehub"])).is_ok());
+    assert!(verifier.verify(&token(&["other"])).is_err());
+    assert!(verifier.verify(&token(&[])).is_err());
+}
