@@ -33,6 +33,7 @@
 //! client that stops reading the connection altogether trips the write timeout, which closes
 //! the connection and all its streams.
 
+mod direct;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -413,7 +414,11 @@ pub async fn serve(
         match &options.tls {
             None => {
                 let io = TimedIo::new(stream, options.write_timeout);
-                let serving = connection.serve_plain(io, options.header_read_timeout);
+                let serving = connection.serve_plain(
+                    io,
+                    options.header_read_timeout,
+                    options.max_header_bytes.max(8192),
+                );
                 connections.spawn(async move {
                     serving.await;
                     drop(slot);
@@ -486,9 +491,10 @@ struct Connection {
 
 impl Connection {
     /// A plain connection: HTTP/2 if it starts with the preface, else HTTP/1.1; either within
-    /// `greeting_timeout`.
-    async fn serve_plain(self, io: TimedIo, greeting_timeout: Duration) {
-        let (remote, protocols) = (self.remote, Arc::clone(&self.protocols));
+    /// `greeting_timeout`. Over HTTP/1.1, a first request that is a subscription is served by
+    /// [`direct`] (no hyper buffers held for the life of the stream), anything else by hyper.
+    async fn serve_plain(self, mut io: TimedIo, greeting_timeout: Duration, max_head_bytes: usize) {
+        let remote = self.remote;
         let service = self.service();
         let http2 =
             match tokio::time::timeout(greeting_timeout, starts_with_preface(io.stream())).await {
@@ -502,17 +508,37 @@ impl Connection {
                     return;
                 }
             };
-        let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
-        let ended = if http2 {
-            // Boxed, so that this task's state is sized for HTTP/1.1, the common case.
-            let connection = protocols.http2.serve_connection(io, service);
-            Box::pin(self.watcher.watch(connection)).await
-        } else {
-            let connection = protocols.http1.serve_connection(io, service);
-            self.watcher.watch(connection).await
-        };
-        if let Err(error) = ended {
-            debug!(%remote, %error, http2, "connection ended with an error");
+        if http2 {
+            let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
+            // Boxed, as is hyper's HTTP/1.1 connection below, so that this task's state is
+            // sized for a subscription served directly, the common case.
+            let connection = self.protocols.http2.serve_connection(io, service);
+            if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                debug!(%remote, %error, "HTTP/2 connection ended with an error");
+            }
+            return;
+        }
+        let first = tokio::time::timeout(
+            greeting_timeout,
+            direct::read_first_head(&mut io, max_head_bytes),
+        )
+        .await;
+        match first {
+            Ok(Ok(direct::FirstRequest::Subscription(request))) => {
+                // Held until the stream ends, so that graceful shutdown waits for it.
+                let _watcher = self.watcher;
+                direct::serve_subscription(io, request, service).await;
+            }
+            Ok(Ok(direct::FirstRequest::Other(read))) => {
+                let io = TokioIo::new(direct::Rewind::new(io, read));
+                let connection = self.protocols.http1.serve_connection(io, service);
+                if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                    debug!(%remote, %error, "connection ended with an error");
+                }
+            }
+            Ok(Ok(direct::FirstRequest::Closed)) => {}
+            Ok(Err(error)) => debug!(%remote, %error, "connection failed before its first request"),
+            Err(_) => debug!(%remote, "no request within the header read timeout"),
         }
     }
 
@@ -572,17 +598,26 @@ struct RouterService {
     remote: SocketAddr,
 }
 
+impl RouterService {
+    /// Routes one request.
+    fn route(
+        &self,
+        mut request: http::Request<axum::body::Body>,
+    ) -> tower::util::Oneshot<Router, http::Request<axum::body::Body>> {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.remote));
+        self.app.clone().oneshot(request)
+    }
+}
+
 impl hyper::service::Service<http::Request<Incoming>> for RouterService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
     type Future = tower::util::Oneshot<Router, http::Request<axum::body::Body>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(axum::body::Body::new);
-        request
-            .extensions_mut()
-            .insert(ConnectInfo::<SocketAddr>(self.remote));
-        self.app.clone().oneshot(request)
+        self.route(request.map(axum::body::Body::new))
     }
 }
 

@@ -85,3 +85,102 @@ async fn every_subscriber_of_a_topic_sees_the_same_order() {
     published.sort();
     assert_eq!(sorted_first, published);
 }
+
+/// Reads from `stream` until `needle` has arrived (or 5 s passed); returns everything read.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut text = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&text).contains(needle) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Plain HTTP/1.1 subscriptions are written by the hub itself (`server/direct.rs`), not by
+/// hyper: check the wire format and the ways such a stream ends.
+#[tokio::test]
+async fn subscriptions_written_directly_are_well_formed_http() {
+    use tokio::io::AsyncWriteExt;
+    let hub = TestHub::start(config()).await;
+    let mut stream = tokio::net::TcpStream::connect(hub.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let head = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    let (status, _) = hub
+        .publish(&[("topic", "t"), ("id", "e1"), ("data", "hello")])
+        .await;
+    assert_eq!(status, 200);
+    // One chunk: its size in hex, the frame, CRLF.
+    let frame = "id: e1\ndata: hello\n\n";
+    let chunk = read_until(&mut stream, "hello\n\n\r\n").await;
+    assert!(
+        chunk.ends_with(&format!("{:x}\r\n{frame}\r\n", frame.len())),
+        "{chunk:?}"
+    );
+    // A client may not send anything more on an open stream: the hub closes it.
+    assert_eq!(hub.hub.subscriber_count(), 1);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    crate::support::eventually(Duration::from_secs(5), "the stream to close", || {
+        hub.hub.subscriber_count() == 0
+    })
+    .await;
+
+    // An error answer is written whole, with its length, and the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(hub.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let answer = read_until(&mut stream, "\u{0}never").await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}", body.len())),
+        "{head}"
+    );
+
+    // A subscription with a request body is hyper's to answer, and works as well.
+    let mut stream = tokio::net::TcpStream::connect(hub.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",
+        )
+        .await
+        .expect("request");
+    let head = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let (status, _) = hub
+        .publish(&[("topic", "t"), ("id", "e2"), ("data", "again")])
+        .await;
+    assert_eq!(status, 200);
+    assert!(read_until(&mut stream, "again")
+        .await
+        .contains("id: e2\ndata: again\n\n"));
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Did a change make ssehub slower? Builds the release binary of BASE (a git ref, default HEAD~1)
+# and of the working tree, then runs the same `ssehub bench` scenarios against both, interleaved
+# (base, new, base, new, ...) in one run so that both see the same machine noise, and compares
+# the medians. Exits 1 when the working tree is clearly slower:
+#   - delivered events/s (fast mode) below 0.85x the base, or
+#   - p99 latency (paced mode) above 1.3x the base and more than 5 ms worse, or
+#   - idle memory per stream above 1.15x the base and more than 512 bytes worse.
+# The thresholds sit above the run-to-run noise measured on the 2-core machines (BENCHMARKS.md).
+#
+# Usage: bench/regress.sh [BASE_REF] [ROUNDS]   (defaults: HEAD~1, 3)
+# Environment: REGRESS_SUBSCRIBERS (default 2000), REGRESS_EVENTS (default 200).
+# Loopback only; every process started here is stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE_REF=${1:-HEAD~1}
+ROUNDS=${2:-3}
+SUBSCRIBERS=${REGRESS_SUBSCRIBERS:-2000}
+EVENTS=${REGRESS_EVENTS:-200}
+KEY=regress-key
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  git worktree remove --force "$work/base-tree" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -Sn "$(ulimit -Hn)"
+
+base_commit=$(git rev-parse --verify "$BASE_REF^{commit}")
+echo "== building the base ($BASE_REF = ${base_commit:0:10}) and the working tree (release)" >&2
+git worktree add --detach --quiet "$work/base-tree" "$base_commit"
+# One target directory for both: the dependencies are built once.
+CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$work/base-tree/Cargo.toml"
+cp target/release/ssehub "$work/ssehub-base"
+cargo build --release --quiet
+cp target/release/ssehub "$work/ssehub-new"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run_one BIN NAME ROUND RATE: one hub, one bench run, JSON into $work/NAME-RATE-ROUND.json
+run_one() {
+  local bin=$1 name=$2 round=$3 rate=$4 port pid
+  port=$(free_port)
+  "$bin" serve --addr "127.0.0.1:$port" --jwt-key "$KEY" --anonymous --history memory \
+    >"$work/$name.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do grep -q listening "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
+  # The load generator is the same binary (the new one) for both hubs.
+  "$work/ssehub-new" bench --url "http://127.0.0.1:$port/.well-known/mercure" --jwt-key "$KEY" \
+    --subscribers "$SUBSCRIBERS" --events "$EVENTS" --rate "$rate" --server-pid "$pid" \
+    --timeout 60s --json >"$work/$name-$rate-$round.json" 2>/dev/null
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
+for round in $(seq "$ROUNDS"); do
+  for rate in 0 100; do
+    echo "== round $round/$ROUNDS, rate $rate: base, then new" >&2
+    run_one "$work/ssehub-base" base "$round" "$rate"
+    run_one "$work/ssehub-new" new "$round" "$rate"
+  done
+done
+
+python3 - "$work" "$ROUNDS" "$BASE_REF" <<'EOF'
+import json, statistics, sys
+work, rounds, base_ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def runs(name, rate):
+    return [json.load(open(f"{work}/{name}-{rate}-{r}.json")) for r in range(1, rounds + 1)]
+
+def median(values):
+    return statistics.median(values)
+
+rows, failures = [], []
+for name in ("base", "new"):
+    for run in runs(name, 0) + runs(name, 100):
+        if run["lost"] or run["publish_failed"]:
+            failures.append(f"{name}: lost {run['lost']}, failed publishes {run['publish_failed']}")
+
+figures = {}
+for name in ("base", "new"):
+    fast, paced = runs(name, 0), runs(name, 100)
+    figures[name] = {
+        "fast events/s": median(r["delivered_per_second"] for r in fast),
+        "fast p99 ms": median(r["latency_ms"]["p99"] for r in fast),
+        "paced p99 ms": median(r["latency_ms"]["p99"] for r in paced),
+        "paced p50 ms": median(r["latency_ms"]["p50"] for r in paced),
+        "idle bytes/stream": median(r["server"]["idle_bytes_per_connection"] for r in fast + paced),
+    }
+base, new = figures["base"], figures["new"]
+print(f"| figure (median of {rounds}) | base {base_ref} | working tree | new / base |")
+print("|---|---|---|---|")
+for key in base:
+    ratio = new[key] / base[key] if base[key] else float("nan")
+    print(f"| {key} | {base[key]:,.1f} | {new[key]:,.1f} | {ratio:.2f} |")
+
+if new["fast events/s"] < 0.85 * base["fast events/s"]:
+    failures.append("delivered events/s fell below 0.85x the base")
+if new["paced p99 ms"] > 1.3 * base["paced p99 ms"] and new["paced p99 ms"] - base["paced p99 ms"] > 5:
+    failures.append("paced p99 latency rose above 1.3x the base")
+if (new["idle bytes/stream"] > 1.15 * base["idle bytes/stream"]
+        and new["idle bytes/stream"] - base["idle bytes/stream"] > 512):
+    failures.append("idle memory per stream rose above 1.15x the base")
+if failures:
+    print("\nSLOWER: " + "; ".join(failures))
+    sys.exit(1)
+print("\nno regression beyond the thresholds")
+EOF

@@ -1,0 +1,378 @@
+//! Subscriptions over plain HTTP/1.1, written to the socket without hyper's connection buffers.
+//!
+//! Why: a subscription is one `GET` followed by hours of a response body. Served by hyper, every
+//! open stream keeps hyper's 8 KiB read buffer and 8 KiB write buffer for its whole life, which
+//! was most of the hub's memory per idle stream (`BENCHMARKS.md`). A subscription needs neither:
+//! its request has no body, and its frames are already encoded, shared `Bytes` ready for the
+//! socket. So the first request head of a plain connection is read here ([`read_first_head`]);
+//! if it is a subscription (`GET /.well-known/mercure?…`, HTTP/1.1, no body, no upgrade), the
+//! router answers it as usual and an event stream is written here: the head, then each body
+//! frame as one chunk of the chunked transfer coding in one vectored write, then the last chunk
+//! when the stream ends. Everything else (publishes, other paths, HTTP/1.0, odd heads) goes to
+//! hyper with the bytes read so far put back in front ([`Rewind`]), so hyper still parses and
+//! answers every request this module does not fully understand, errors included.
+//!
+//! What this module must get right, and where: the head is read within the header read timeout
+//! and at most the head size limit (the caller's timeout; [`read_first_head`]); a client that
+//! closes or sends anything while its stream is open ends the stream at once (the subscriber
+//! leaves the registry when the body is dropped); a write blocked for longer than the write
+//! timeout ends it ([`super::TimedIo`]); responses that are not event streams (a 401, a 400, a
+//! 503) are written whole with `connection: close`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::{RouterService, TimedIo};
+
+/// The path of subscriptions (its query string carries the topics).
+const SUBSCRIBE_PATH: &[u8] = b"/.well-known/mercure";
+/// What a request line served here starts with.
+const SUBSCRIBE_PREFIX: &[u8] = b"GET /.well-known/mercure";
+/// Most header fields read here (hyper's default is 100 as well); more go to hyper.
+const MAX_HEADERS: usize = 100;
+/// Most bytes of a response that is not an event stream (an error) written here.
+const MAX_PLAIN_BODY_BYTES: usize = 1024 * 1024;
+
+/// The first request of a plain HTTP/1.1 connection, as far as it was read.
+pub(super) enum FirstRequest {
+    /// A subscription, read completely (and nothing after it).
+    Subscription(http::Request<()>),
+    /// Anything else: the bytes read so far, for hyper.
+    Other(Bytes),
+    /// The client closed the connection before sending anything.
+    Closed,
+}
+
+/// Reads the first request head of a connection, stopping as soon as it is clearly not a
+/// subscription. The caller bounds the time; `max_head_bytes` bounds the size.
+pub(super) async fn read_first_head(
+    io: &mut TimedIo,
+    max_head_bytes: usize,
+) -> io::Result<FirstRequest> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() >= max_head_bytes {
+            // hyper answers 431.
+            return Ok(FirstRequest::Other(buf.freeze()));
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(buf.len().min(max_head_bytes - buf.len()).max(1024));
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Ok(if buf.is_empty() {
+                FirstRequest::Closed
+            } else {
+                FirstRequest::Other(buf.freeze())
+            });
+        }
+        let seen = buf.len().min(SUBSCRIBE_PREFIX.len());
+        if buf[..seen] != SUBSCRIBE_PREFIX[..seen] {
+            return Ok(FirstRequest::Other(buf.freeze()));
+        }
+        match parse_subscription(&buf) {
+            Parsed::Subscription(request) => return Ok(FirstRequest::Subscription(request)),
+            Parsed::Other => return Ok(FirstRequest::Other(buf.freeze())),
+            Parsed::Partial => {}
+        }
+    }
+}
+
+// Short-lived (one per read of a head); boxing the request would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Subscription(http::Request<()>),
+    Other,
+    Partial,
+}
+
+/// Whether `bytes` are exactly one complete subscription request head.
+fn parse_subscription(bytes: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let length = match head.parse(bytes) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let path = head.path.unwrap_or_default().as_bytes();
+    let subscribe_path = path
+        .strip_prefix(SUBSCRIBE_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'?');
+    // Bytes after the head would be a pipelined request (or a body): hyper's business.
+    if length != bytes.len()
+        || head.method != Some("GET")
+        || head.version != Some(1)
+        || !subscribe_path
+    {
+        return Parsed::Other;
+    }
+    let mut request = http::Request::builder()
+        .method(http::Method::GET)
+        .version(http::Version::HTTP_11);
+    for header in head.headers.iter() {
+        let name = header.name.as_bytes();
+        let has_body = name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && header.value != b"0");
+        if has_body || name.eq_ignore_ascii_case(b"upgrade") {
+            return Parsed::Other;
+        }
+        request = request.header(header.name, header.value);
+    }
+    match request.uri(head.path.unwrap_or_default()).body(()) {
+        Ok(request) => Parsed::Subscription(request),
+        // A header name, value or URI that `http` refuses: hyper answers it.
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// Answers a subscription request and, if the router opened a stream, writes it until it ends,
+/// the client leaves or a write times out. The connection closes afterwards.
+pub(super) async fn serve_subscription(
+    mut io: TimedIo,
+    request: http::Request<()>,
+    service: RouterService,
+) {
+    let response = match service.route(request.map(|()| Body::empty())).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let event_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    let written = if event_stream {
+        write_stream(&mut io, &parts, body).await
+    } else {
+        write_whole(&mut io, &parts, body).await
+    };
+    if let Err(error) = written {
+        tracing::debug!(%error, "subscription connection ended");
+    }
+    let _ = io.shutdown().await;
+}
+
+/// The status line and header fields, plus `extra` fields, and the blank line.
+fn encode_head(parts: &http::response::Parts, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    for (name, value) in [("date", date.as_bytes())]
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Writes an event stream: the head, then every body frame as one chunk.
+async fn write_stream(
+    io: &mut TimedIo,
+    parts: &http::response::Parts,
+    mut body: Body,
+) -> io::Result<()> {
+    io.write_all(&encode_head(parts, &[("transfer-encoding", b"chunked")]))
+        .await?;
+    // Anything the client sends while its stream is open (it may send nothing: the request
+    // had no body) ends the stream, as does its close.
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            write_chunk(io, data).await?;
+                        }
+                    }
+                }
+                Some(Err(error)) => return Err(io::Error::other(error)),
+                None => return io.write_all(b"0\r\n\r\n").await,
+            },
+            readable = io.stream().readable() => {
+                readable?;
+                match io.stream().try_read(&mut scratch) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the client sent data on an open event stream",
+                        ))
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+}
+
+/// One chunk (`SIZE\r\nDATA\r\n`) in as few writes as the socket takes: one, usually.
+async fn write_chunk(io: &mut TimedIo, data: Bytes) -> io::Result<()> {
+    let mut size = [0u8; 18];
+    let size_len = {
+        use std::io::Write;
+        let mut cursor = io::Cursor::new(&mut size[..]);
+        write!(cursor, "{:x}\r\n", data.len())?;
+        cursor.position() as usize
+    };
+    let mut chunk = Buf::chain(Buf::chain(&size[..size_len], data), &b"\r\n"[..]);
+    while chunk.has_remaining() {
+        io.write_buf(&mut chunk).await?;
+    }
+    Ok(())
+}
+
+/// Writes a response that is not an event stream (an error, usually) with its length.
+async fn write_whole(
+    io: &mut TimedIo,
+    parts: &http::response::Parts,
+    body: Body,
+) -> io::Result<()> {
+    let body = http_body_util::Limited::new(body, MAX_PLAIN_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    let length = body.len().to_string();
+    let head = encode_head(
+        parts,
+        &[
+            ("content-length", length.as_bytes()),
+            ("connection", b"close"),
+        ],
+    );
+    io.write_all(&head).await?;
+    io.write_all(&body).await
+}
+
+/// An IO whose first reads return bytes already read from it.
+pub(super) struct Rewind<I> {
+    prefix: Option<Bytes>,
+    inner: I,
+}
+
+impl<I> Rewind<I> {
+    pub(super) fn new(inner: I, prefix: Bytes) -> Self {
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            inner,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(prefix) = &mut self.prefix {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
+                self.prefix = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Parsed {
+        parse_subscription(text.as_bytes())
+    }
+
+    #[test]
+    fn subscriptions_are_recognized() {
+        let Parsed::Subscription(request) =
+            parse("GET /.well-known/mercure?topic=a&topic=b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e1\r\n\r\n")
+        else {
+            panic!("a subscription");
+        };
+        assert_eq!(request.uri(), "/.well-known/mercure?topic=a&topic=b");
+        assert_eq!(request.headers()["last-event-id"], "e1");
+        assert!(matches!(
+            parse("GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            Parsed::Subscription(_)
+        ));
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for head in [
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercureX HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=a HTTP/1.0\r\nHost: x\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=a HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            "GET /.well-known/mercure?topic=a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /.well-known/mercure?topic=a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            // A pipelined request after the subscription.
+            "GET /.well-known/mercure?topic=a HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercure?topic=a HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(matches!(parse(head), Parsed::Other), "{head}");
+        }
+        assert!(matches!(
+            parse("GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+    }
+}
