@@ -17,6 +17,7 @@ mod ops;
 mod publish;
 mod replay;
 mod shutdown;
+mod soak;
 mod startup;
 mod subscribe;
 mod subscriptions;
