@@ -314,6 +314,8 @@ async fn normal_stream(load: &Load, rng: &mut Rng, stop: &CancellationToken) {
     if let Some(from) = &resume_from {
         request = request.header("last-event-id", from);
     }
+    // The hub starts a stream's lifetime when it registers it, after this.
+    let requested = tokio::time::Instant::now();
     let sent = tokio::select! {
         // The load stops: a request still on its way is abandoned.
         _ = stop.cancelled() => return,
@@ -429,7 +431,7 @@ async fn normal_stream(load: &Load, rng: &mut Rng, stop: &CancellationToken) {
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                return hub_ended(load, plan, clean, opened.elapsed(), &subscribed, start);
+                return hub_ended(load, plan, clean, requested.elapsed(), &subscribed, start);
             }
         };
         let events = match parser.push(&bytes) {
@@ -472,6 +474,7 @@ fn check_event(
 ) -> Result<(), String> {
     let (source, seq) =
         parse_event_id(&event.id).ok_or_else(|| format!("unknown event id {:?}", event.id))?;
+    let first_of_stream = checks.iter().all(|c| c.next.is_none());
     let check = checks
         .iter_mut()
         .find(|c| c.source == source)
@@ -495,9 +498,11 @@ fn check_event(
                     event.id, check.acknowledged_at_open
                 ));
             }
-            load.tally
-                .replayed_from_earliest
-                .fetch_add(1, Ordering::Relaxed);
+            if first_of_stream {
+                load.tally
+                    .replayed_from_earliest
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         None if seq > check.started_at_open + 1 => {
             return Err(format!(
@@ -520,6 +525,7 @@ fn check_event(
 }
 
 /// Records the end of a stream by the hub: expected for lifetime and token plans, only then.
+/// `lived` counts from the request, which the hub's own clock for the lifetime cannot precede.
 fn hub_ended(
     load: &Load,
     plan: Plan,
@@ -530,7 +536,7 @@ fn hub_ended(
 ) {
     let how = if clean { "ended" } else { "broke" };
     match plan {
-        Plan::UntilMaxLifetime if clean && lived + Duration::from_millis(500) >= MAX_LIFETIME => {
+        Plan::UntilMaxLifetime if clean && lived + Duration::from_millis(50) >= MAX_LIFETIME => {
             load.tally.ended_at_lifetime.fetch_add(1, Ordering::Relaxed);
         }
         Plan::UntilTokenExpiry(expiry)
