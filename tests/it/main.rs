@@ -19,6 +19,7 @@ mod ops;
 mod publish;
 mod replay;
 mod shutdown;
+mod soak;
 mod startup;
 mod storm;
 mod subscribe;

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod chromium;
+pub mod observe;
 pub mod redis;
 pub mod sse;
 
