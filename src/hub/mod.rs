@@ -693,15 +693,15 @@ impl Hub {
             hook(&subscriber.info);
         }
         self.inner.shared.announce(&subscriber.info, true);
-        let start = match request.last_event_id.clone() {
+        let from = request
+            .last_event_id
+            .clone()
+            .map(ReplayFrom::from_last_event_id);
+        let from_earliest = from == Some(ReplayFrom::Earliest);
+        let start = match from {
             None => None,
-            Some(last_event_id) => {
-                let located = self
-                    .inner
-                    .history
-                    .clone()
-                    .locate(ReplayFrom::from_last_event_id(last_event_id))
-                    .await;
+            Some(from) => {
+                let located = self.inner.history.clone().locate(from).await;
                 match located {
                     Ok(start) => Some(start),
                     Err(error) => {
@@ -723,6 +723,7 @@ impl Hub {
                     self.inner.replay_reads.clone(),
                     after_seq,
                     through_seq,
+                    from_earliest,
                 )),
                 Some(resumed_after),
             ),

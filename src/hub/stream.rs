@@ -44,15 +44,25 @@ pub(crate) struct ReplayCursor {
     through_seq: u64,
     /// The page being read.
     pending: Option<HistoryFuture<Page>>,
+    /// The client asked for `earliest` and nothing was replayed yet: events that retention
+    /// dropped since the start was located are not a gap for it (it asked for whatever is
+    /// oldest), so a truncated first page is served as it is.
+    from_earliest: bool,
 }
 
 impl ReplayCursor {
-    pub(crate) fn new(history: Arc<SharedReads>, after_seq: u64, through_seq: u64) -> Self {
+    pub(crate) fn new(
+        history: Arc<SharedReads>,
+        after_seq: u64,
+        through_seq: u64,
+        from_earliest: bool,
+    ) -> Self {
         Self {
             history,
             after_seq,
             through_seq,
             pending: None,
+            from_earliest,
         }
     }
 
@@ -220,10 +230,11 @@ impl Stream for SubscriptionStream {
                 pages_read += 1;
                 // Retention dropped events this replay had not reached: end the stream, so the
                 // client reconnects and learns from `Last-Event-ID` what it lost.
-                if page.truncated {
+                if page.truncated && !cursor.from_earliest {
                     this.close_reason = Some(CloseReason::SlowConsumer);
                     return Poll::Ready(None);
                 }
+                cursor.from_earliest = false;
                 match page.events.last() {
                     None => this.replay = None,
                     Some(last) => {

@@ -255,3 +255,55 @@ async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
     );
     hub.shutdown().await;
 }
+
+/// A client resuming from `earliest` asked for whatever is oldest: events that retention drops
+/// between locating the start and reading the first page are not a gap for it, and its stream
+/// must not end (it would retry into the same race on a busy hub).
+#[tokio::test]
+async fn earliest_replay_overtaken_by_retention_still_delivers_what_is_left() {
+    use futures_util::StreamExt;
+    let hub = ssehub::Hub::builder(HubConfig {
+        history_size: 5,
+        ..config()
+    })
+    .build()
+    .await
+    .expect("hub");
+    let publish = |id: &'static str| {
+        let hub = hub.clone();
+        async move {
+            let mut event = ssehub::Event::new("t", id);
+            event.id = id.into();
+            hub.publish(event).await.expect("publish");
+        }
+    };
+    for id in ["e1", "e2", "e3", "e4", "e5"] {
+        publish(id).await;
+    }
+    // Located now (after 0, through e5), read only when first polled.
+    let subscription = hub
+        .subscribe(ssehub::SubscribeRequest {
+            topics: vec!["t".into()],
+            last_event_id: Some("earliest".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    // Retention drops e1 and e2 before the first page is read.
+    publish("e6").await;
+    publish("e7").await;
+    let mut stream = subscription.stream;
+    let mut text = String::new();
+    while !text.contains("id: e7") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(frame)) => text.push_str(&String::from_utf8_lossy(&frame)),
+            // The stream ended (or stalled) before e7.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let ids: Vec<_> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["e3", "e4", "e5", "e6", "e7"], "{text}");
+}

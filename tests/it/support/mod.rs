@@ -238,12 +238,5 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 /// The value of the sample `name` (with its labels, if any, as written) in OpenMetrics `text`;
 /// 0 when absent.
 pub fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0, |v| v as u64)
+    observe::MetricValues::parse(text).get(name) as u64
 }
