@@ -513,6 +513,38 @@ async fn starts_with_preface(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// What the first bytes of a plain connection turned out to be.
+enum Greeting {
+    /// The HTTP/2 preface (nothing consumed).
+    Http2(TimedIo),
+    /// An HTTP/1.1 subscription, read completely.
+    Subscription(TimedIo, Box<http::Request<()>>),
+    /// Another HTTP/1.x request: the bytes read so far.
+    Other(TimedIo, bytes::Bytes),
+    /// Closed, timed out or failed before a request: why, for the log.
+    Failed(String),
+}
+
+/// Finds out what a plain connection speaks, and reads its first HTTP/1.1 request head, within
+/// `timeout` for each.
+async fn greet(mut io: TimedIo, timeout: Duration, max_head_bytes: usize) -> Greeting {
+    match tokio::time::timeout(timeout, starts_with_preface(io.stream())).await {
+        Ok(Ok(true)) => return Greeting::Http2(io),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => return Greeting::Failed(format!("connection failed: {error}")),
+        Err(_) => return Greeting::Failed("no request within the header read timeout".into()),
+    }
+    match tokio::time::timeout(timeout, direct::read_first_head(&mut io, max_head_bytes)).await {
+        Ok(Ok(direct::FirstRequest::Subscription(request))) => {
+            Greeting::Subscription(io, Box::new(request))
+        }
+        Ok(Ok(direct::FirstRequest::Other(read))) => Greeting::Other(io, read),
+        Ok(Ok(direct::FirstRequest::Closed)) => Greeting::Failed("closed before a request".into()),
+        Ok(Err(error)) => Greeting::Failed(format!("connection failed: {error}")),
+        Err(_) => Greeting::Failed("no request within the header read timeout".into()),
+    }
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -535,52 +567,34 @@ impl Connection {
     /// A plain connection: HTTP/2 if it starts with the preface, else HTTP/1.1; either within
     /// `greeting_timeout`. Over HTTP/1.1, a first request that is a subscription is served by
     /// [`direct`] (no hyper buffers held for the life of the stream), anything else by hyper.
-    async fn serve_plain(self, mut io: TimedIo, greeting_timeout: Duration, max_head_bytes: usize) {
+    ///
+    /// This future lives as long as the connection, so its size is memory per open stream: the
+    /// greeting and hyper's connections are boxed, and only a subscription's writer is held in
+    /// place (`connection_state_stays_small`).
+    async fn serve_plain(self, io: TimedIo, greeting_timeout: Duration, max_head_bytes: usize) {
         let remote = self.remote;
-        let service = self.service();
-        let http2 =
-            match tokio::time::timeout(greeting_timeout, starts_with_preface(io.stream())).await {
-                Ok(Ok(http2)) => http2,
-                Ok(Err(error)) => {
-                    debug!(%remote, %error, "connection failed before its first request");
-                    return;
+        match Box::pin(greet(io, greeting_timeout, max_head_bytes)).await {
+            Greeting::Http2(io) => {
+                let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
+                let connection = self.protocols.http2.serve_connection(io, self.service());
+                if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                    debug!(%remote, %error, "HTTP/2 connection ended with an error");
                 }
-                Err(_) => {
-                    debug!(%remote, "no request within the header read timeout");
-                    return;
-                }
-            };
-        if http2 {
-            let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
-            // Boxed, as is hyper's HTTP/1.1 connection below, so that this task's state is
-            // sized for a subscription served directly, the common case.
-            let connection = self.protocols.http2.serve_connection(io, service);
-            if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
-                debug!(%remote, %error, "HTTP/2 connection ended with an error");
             }
-            return;
-        }
-        let first = tokio::time::timeout(
-            greeting_timeout,
-            direct::read_first_head(&mut io, max_head_bytes),
-        )
-        .await;
-        match first {
-            Ok(Ok(direct::FirstRequest::Subscription(request))) => {
+            Greeting::Subscription(io, request) => {
+                let service = self.service();
                 // Held until the stream ends, so that graceful shutdown waits for it.
                 let _watcher = self.watcher;
-                direct::serve_subscription(io, request, service).await;
+                direct::serve_subscription(io, *request, service).await;
             }
-            Ok(Ok(direct::FirstRequest::Other(read))) => {
+            Greeting::Other(io, read) => {
                 let io = TokioIo::new(direct::Rewind::new(io, read));
-                let connection = self.protocols.http1.serve_connection(io, service);
+                let connection = self.protocols.http1.serve_connection(io, self.service());
                 if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
                     debug!(%remote, %error, "connection ended with an error");
                 }
             }
-            Ok(Ok(direct::FirstRequest::Closed)) => {}
-            Ok(Err(error)) => debug!(%remote, %error, "connection failed before its first request"),
-            Err(_) => debug!(%remote, "no request within the header read timeout"),
+            Greeting::Failed(why) => debug!(%remote, "{why}"),
         }
     }
 
@@ -837,6 +851,28 @@ forward_async_write!(GreetingTimeout);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain connection's task lives as long as its stream: its state is memory per open
+    /// stream (the direct path boxes the router's and hyper's futures for this reason).
+    #[tokio::test]
+    async fn connection_state_stays_small() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (stream, remote) = listener.accept().await.expect("accept");
+        let graceful = GracefulShutdown::new();
+        let connection = Connection {
+            remote,
+            app: Router::new(),
+            protocols: Arc::new(Protocols::new(&ServerOptions::default())),
+            watcher: graceful.watcher(),
+        };
+        let io = TimedIo::new(stream, Duration::from_secs(1));
+        let serving = connection.serve_plain(io, Duration::from_secs(1), 8192);
+        let size = std::mem::size_of_val(&serving);
+        eprintln!("plain connection state: {size} bytes");
+        assert!(size <= 1024, "{size} bytes");
+    }
 
     #[test]
     fn refusal_responses_are_well_formed() {

@@ -25,8 +25,9 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{RouterService, TimedIo};
 
@@ -133,11 +134,39 @@ fn parse_subscription(bytes: &[u8]) -> Parsed {
 
 /// Answers a subscription request and, if the router opened a stream, writes it until it ends,
 /// the client leaves or a write times out. The connection closes afterwards.
-pub(super) async fn serve_subscription(
-    mut io: TimedIo,
+pub(super) fn serve_subscription(
+    io: TimedIo,
     request: http::Request<()>,
     service: RouterService,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
+    // Not an `async fn`: routing's state is large, and the request too; boxed here, neither is
+    // part of the future that lives as long as the stream (`connection_state_stays_small`).
+    stream_answer(io, Box::pin(answer(request, service)))
+}
+
+type AnswerFuture = Pin<Box<dyn std::future::Future<Output = io::Result<Answer>> + Send>>;
+
+async fn stream_answer(mut io: TimedIo, answer: AnswerFuture) {
+    let written = match answer.await {
+        Ok(Answer::Stream { head, body }) => write_stream(&mut io, head, body).await,
+        Ok(Answer::Whole(response)) => io.write_all(&response).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = written {
+        tracing::debug!(%error, "subscription connection ended");
+    }
+    let _ = io.shutdown().await;
+}
+
+/// What the router answered, ready to write.
+enum Answer {
+    /// An event stream: its encoded head, and the body to write as chunks.
+    Stream { head: Vec<u8>, body: Body },
+    /// Any other response (an error, usually), encoded whole with its length.
+    Whole(Vec<u8>),
+}
+
+async fn answer(request: http::Request<()>, service: RouterService) -> io::Result<Answer> {
     let response = match service.route(request.map(|()| Body::empty())).await {
         Ok(response) => response,
         Err(never) => match never {},
@@ -147,15 +176,25 @@ pub(super) async fn serve_subscription(
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
-    let written = if event_stream {
-        write_stream(&mut io, &parts, body).await
-    } else {
-        write_whole(&mut io, &parts, body).await
-    };
-    if let Err(error) = written {
-        tracing::debug!(%error, "subscription connection ended");
+    if event_stream {
+        let head = encode_head(&parts, &[("transfer-encoding", b"chunked")]);
+        return Ok(Answer::Stream { head, body });
     }
-    let _ = io.shutdown().await;
+    let body = http_body_util::Limited::new(body, MAX_PLAIN_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    let length = body.len().to_string();
+    let mut response = encode_head(
+        &parts,
+        &[
+            ("content-length", length.as_bytes()),
+            ("connection", b"close"),
+        ],
+    );
+    response.extend_from_slice(&body);
+    Ok(Answer::Whole(response))
 }
 
 /// The status line and header fields, plus `extra` fields, and the blank line.
@@ -187,84 +226,157 @@ fn encode_head(parts: &http::response::Parts, extra: &[(&str, &[u8])]) -> Vec<u8
 }
 
 /// Writes an event stream: the head, then every body frame as one chunk.
-async fn write_stream(
-    io: &mut TimedIo,
-    parts: &http::response::Parts,
-    mut body: Body,
-) -> io::Result<()> {
-    io.write_all(&encode_head(parts, &[("transfer-encoding", b"chunked")]))
-        .await?;
-    // Anything the client sends while its stream is open (it may send nothing: the request
-    // had no body) ends the stream, as does its close.
-    let mut scratch = [0u8; 64];
-    loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
+async fn write_stream(io: &mut TimedIo, head: Vec<u8>, body: Body) -> io::Result<()> {
+    io.write_all(&head).await?;
+    drop(head);
+    StreamBody {
+        io,
+        body,
+        pending: None,
+        finished: false,
+    }
+    .await
+}
+
+/// Writes an event stream's body as chunks until it ends, the client closes or sends anything
+/// (it has nothing to send: the request had no body), or a write fails.
+///
+/// A future written by hand rather than an `async` block: it lives as long as the stream, so
+/// its size is memory per open stream, and this one holds only the socket, the body and the
+/// chunk being written (an `async` version with `select!` held about 600 bytes).
+struct StreamBody<'a> {
+    io: &'a mut TimedIo,
+    body: Body,
+    /// The chunk being written, if the socket did not take all of it at once.
+    pending: Option<Chunk>,
+    /// The last chunk is pending or written: done once it is.
+    finished: bool,
+}
+
+impl std::future::Future for StreamBody<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(chunk) = &mut this.pending {
+                std::task::ready!(chunk.poll_write(this.io, cx))?;
+                this.pending = None;
+                if this.finished {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            match this.io.stream().poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let mut byte = [0u8; 1];
+                    match this.io.stream().try_read(&mut byte) {
+                        Ok(0) => return Poll::Ready(Ok(())),
+                        Ok(_) => {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "the client sent data on an open event stream",
+                            )))
+                        }
+                        // Spurious readiness, now cleared: poll again to wait for the next.
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {}
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
-                            write_chunk(io, data).await?;
+                            this.pending = Some(Chunk::data(data));
                         }
                     }
                 }
-                Some(Err(error)) => return Err(io::Error::other(error)),
-                None => return io.write_all(b"0\r\n\r\n").await,
-            },
-            readable = io.stream().readable() => {
-                readable?;
-                match io.stream().try_read(&mut scratch) {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the client sent data on an open event stream",
-                        ))
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(io::Error::other(error))),
+                Poll::Ready(None) => {
+                    this.pending = Some(Chunk::last());
+                    this.finished = true;
                 }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-/// One chunk (`SIZE\r\nDATA\r\n`) in as few writes as the socket takes: one, usually.
-async fn write_chunk(io: &mut TimedIo, data: Bytes) -> io::Result<()> {
-    let mut size = [0u8; 18];
-    let size_len = {
-        use std::io::Write;
-        let mut cursor = io::Cursor::new(&mut size[..]);
-        write!(cursor, "{:x}\r\n", data.len())?;
-        cursor.position() as usize
-    };
-    let mut chunk = Buf::chain(Buf::chain(&size[..size_len], data), &b"\r\n"[..]);
-    while chunk.has_remaining() {
-        io.write_buf(&mut chunk).await?;
-    }
-    Ok(())
+/// One chunk of the chunked transfer coding (`SIZE\r\nDATA\r\n`), written with one vectored
+/// write when the socket takes it all (it usually does).
+struct Chunk {
+    size_line: [u8; 18],
+    size_line_len: u8,
+    size_line_sent: u8,
+    /// What is left of the data.
+    data: Bytes,
+    /// How much of the closing CRLF was sent.
+    crlf_sent: u8,
 }
 
-/// Writes a response that is not an event stream (an error, usually) with its length.
-async fn write_whole(
-    io: &mut TimedIo,
-    parts: &http::response::Parts,
-    body: Body,
-) -> io::Result<()> {
-    let body = http_body_util::Limited::new(body, MAX_PLAIN_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(io::Error::other)?
-        .to_bytes();
-    let length = body.len().to_string();
-    let head = encode_head(
-        parts,
-        &[
-            ("content-length", length.as_bytes()),
-            ("connection", b"close"),
-        ],
-    );
-    io.write_all(&head).await?;
-    io.write_all(&body).await
+impl Chunk {
+    fn data(data: Bytes) -> Self {
+        let mut size_line = [0u8; 18];
+        let size_line_len = {
+            use std::io::Write;
+            let mut cursor = io::Cursor::new(&mut size_line[..]);
+            // 16 hex digits and CRLF always fit.
+            let _ = write!(cursor, "{:x}\r\n", data.len());
+            cursor.position() as u8
+        };
+        Self {
+            size_line,
+            size_line_len,
+            size_line_sent: 0,
+            data,
+            crlf_sent: 0,
+        }
+    }
+
+    /// The last chunk: `0\r\n\r\n`.
+    fn last() -> Self {
+        let mut size_line = [0u8; 18];
+        size_line[..3].copy_from_slice(b"0\r\n");
+        Self {
+            size_line,
+            size_line_len: 3,
+            size_line_sent: 0,
+            data: Bytes::new(),
+            crlf_sent: 0,
+        }
+    }
+
+    fn poll_write(&mut self, io: &mut TimedIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let parts = [
+                io::IoSlice::new(
+                    &self.size_line[self.size_line_sent.into()..self.size_line_len.into()],
+                ),
+                io::IoSlice::new(&self.data),
+                io::IoSlice::new(&b"\r\n"[self.crlf_sent.into()..]),
+            ];
+            if parts.iter().all(|part| part.is_empty()) {
+                return Poll::Ready(Ok(()));
+            }
+            let written = std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &parts))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+        }
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        let from_size_line = written.min(usize::from(self.size_line_len - self.size_line_sent));
+        self.size_line_sent += from_size_line as u8;
+        written -= from_size_line;
+        let from_data = written.min(self.data.len());
+        self.data.advance(from_data);
+        written -= from_data;
+        self.crlf_sent += written as u8;
+    }
 }
 
 /// An IO whose first reads return bytes already read from it.
