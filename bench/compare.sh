@@ -13,17 +13,23 @@
 # Loopback only; every process started here is stopped by its PID.
 #
 # Usage: bench/compare.sh [--skip-10k | --smoke]   (--smoke: 50 subscribers, 20 events, to try it)
+# ROUNDS=N (default 3): every scenario runs N times on both servers, alternating which goes first;
+# the table gives the median of the rounds (and the worst delivery count).
 # With COMPARE_JSON_DIR=DIR, every run's `ssehub bench --json` report is also copied to DIR
-# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD.json), for bench/plot_compare.py.
+# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD-rROUND.json); `python3 bench/compare_report.py plots DIR`
+# then draws docs/compare-*.png (needs matplotlib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
+ROUNDS=${ROUNDS:-3}
 KEY=k
 BIN=./target/release/ssehub
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
 if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
-  if ! apt-cache policy libnginx-mod-nchan | grep -q 'Candidate: [0-9]'; then
+  # Read whole first: with pipefail, `grep -q` closing the pipe early would fail apt-cache.
+  policy=$(apt-cache policy libnginx-mod-nchan)
+  if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
     echo "libnginx-mod-nchan is not available from apt here; nothing to compare" >&2
     exit 1
   fi
@@ -110,11 +116,11 @@ CONF
     --publish-content-type text/plain --publish-body '{payload}')
 }
 
-# run SERVER SUBS EVENTS RATE PAYLOAD -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD.json
+# run SERVER SUBS EVENTS RATE PAYLOAD ROUND -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD-rROUND.json
 run() {
-  local server=$1 subs=$2 events=$3 rate=$4 payload=$5
+  local server=$1 subs=$2 events=$3 rate=$4 payload=$5 round=$6
   "start_$server"
-  local out="$work/$server-$subs-$events-$rate-$payload.json"
+  local out="$work/$server-$subs-$events-$rate-$payload-r$round.json"
   sleep 1
   $BIN bench "${EXTRA[@]}" --subscribers "$subs" --events "$events" --rate "$rate" \
     --payload-bytes "$payload" --server-pid "$SERVER_PID" --timeout 60s --json \
@@ -134,69 +140,36 @@ elif [ "$MODE" != --skip-10k ]; then
   scenarios+=(
     "10000 200 0 100 fast"
     "10000 20 1 100 paced 1 event/s"
+    "19000 50 0 100 fast"
+    "19000 10 1 100 paced 1 event/s"
   )
 fi
 
 i=0
-for s in "${scenarios[@]}"; do
-  read -r subs events rate payload _ <<<"$s"
-  # Alternate which server goes first, so drift on the machine spreads over both.
-  if [ $((i % 2)) = 0 ]; then order="ssehub nchan"; else order="nchan ssehub"; fi
-  for server in $order; do run "$server" "$subs" "$events" "$rate" "$payload"; done
-  i=$((i + 1))
+for round in $(seq "$ROUNDS"); do
+  for s in "${scenarios[@]}"; do
+    read -r subs events rate payload _ <<<"$s"
+    # Alternate which server goes first, so drift on the machine spreads over both.
+    if [ $((i % 2)) = 0 ]; then order="ssehub nchan"; else order="nchan ssehub"; fi
+    echo "== round $round/$ROUNDS: $s ($order)" >&2
+    for server in $order; do run "$server" "$subs" "$events" "$rate" "$payload" "$round"; done
+    i=$((i + 1))
+  done
 done
 
 if [ -n "${COMPARE_JSON_DIR:-}" ]; then
   mkdir -p "$COMPARE_JSON_DIR"
   cp "$work"/*.json "$COMPARE_JSON_DIR"/
+  # The plots, with a python3 that has matplotlib (Debian's, installed if need be).
+  plotter=""
+  for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -c 'import matplotlib' 2>/dev/null; then plotter=$candidate; break; fi
+  done
+  if [ -z "$plotter" ]; then
+    apt-get install -y -qq python3-matplotlib >&2
+    plotter=/usr/bin/python3
+  fi
+  "$plotter" bench/compare_report.py plots "$COMPARE_JSON_DIR" docs
 fi
 
-python3 - "$work" "${scenarios[@]}" <<'PY'
-import json, os, sys
-work, scenarios = sys.argv[1], sys.argv[2:]
-
-def load(server, subs, events, rate, payload):
-    path = os.path.join(work, f"{server}-{subs}-{events}-{rate}-{payload}.json")
-    try:
-        return json.load(open(path))
-    except (OSError, ValueError):
-        return None
-
-def fmt(v, digits=1):
-    if v is None:
-        return "–"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) < 10:
-        digits = 2
-    return f"{v:.{digits}f}"
-
-metrics = [
-    ("delivered", lambda r: f"{r['delivered']:,}/{r['expected']:,}", None),
-    ("delivered events/s", lambda r: r["delivered_per_second"], "higher"),
-    ("latency p50 ms", lambda r: (r.get("latency_ms") or {}).get("p50"), "lower"),
-    ("latency p99 ms", lambda r: (r.get("latency_ms") or {}).get("p99"), "lower"),
-    ("latency max ms", lambda r: (r.get("latency_ms") or {}).get("max"), "lower"),
-    ("publish p99 ms", lambda r: (r.get("publish_latency_ms") or {}).get("p99"), "lower"),
-    ("server CPU s", lambda r: (r.get("server") or {}).get("publish_phase_cpu_seconds"), "lower"),
-    ("idle KB/connection", lambda r: (r.get("server") or {}).get("idle_kb_per_connection"), "lower"),
-    ("RSS end MiB", lambda r: ((r.get("server") or {}).get("rss_end_kib") or 0) / 1024, "lower"),
-]
-print("| scenario | figure | ssehub | Nchan | ssehub / Nchan |")
-print("|---|---|---|---|---|")
-for s in scenarios:
-    subs, events, rate, payload, *label = s.split()
-    name = f"{int(subs):,} subs, {events} events, {' '.join(label)}, {payload} B"
-    a, b = load("ssehub", subs, events, rate, payload), load("nchan", subs, events, rate, payload)
-    for fig, get, _ in metrics:
-        va = get(a) if a else None
-        vb = get(b) if b else None
-        if isinstance(va, str) or isinstance(vb, str):
-            ratio = ""
-            ca, cb = va or "failed", vb or "failed"
-        else:
-            ratio = f"{va / vb:.2f}" if va is not None and vb else "–"
-            ca, cb = fmt(va), fmt(vb)
-        print(f"| {name} | {fig} | {ca} | {cb} | {ratio} |")
-        name = ""
-PY
+python3 bench/compare_report.py table "$work" "$ROUNDS" "${scenarios[@]}"
