@@ -452,6 +452,11 @@ const JWT_SECRET: &str = "fuzzing-secret-fuzzing-secret-32";
 /// algorithm are refused, even with a correct HMAC); a verified `exp` has not passed; the claims
 /// returned are those in the token; the grants built from verified claims answer for any topic.
 pub fn jwt(bytes: &[u8]) {
+    jwt_verified(bytes);
+}
+
+/// [`jwt`], telling whether the token verified (for the unit tests of the target itself).
+fn jwt_verified(bytes: &[u8]) -> bool {
     let mut input = Input::new(bytes);
     let mode = input.byte();
     let verifier = JwtVerifier::new(JwtAlgorithm::HS256, JWT_SECRET).expect("a valid secret");
@@ -557,6 +562,7 @@ pub fn jwt(bytes: &[u8]) {
         }
         Err(error) => assert!(verified.is_err(), "{error}"),
     }
+    verified.is_ok()
 }
 
 /// base64url without padding (RFC 7515 §2), as JWS compact serialization writes its parts.
@@ -615,19 +621,33 @@ mod tests {
     }
 
     #[test]
-    fn a_correct_hs256_token_verifies_in_the_jwt_target() {
-        // Mode 1: canned HS256 header, claims field, HS256 signature; then no more fields.
+    fn the_jwt_target_reaches_verified_tokens_and_refuses_other_algorithms() {
         let claims = br#"{"mercure":{"publish":["*"]}}"#;
-        let header = br#"{"alg":"HS256","typ":"JWT"}"#;
-        let message = format!("{}.{}", base64url(header), base64url(claims));
+        // Mode bit 0: built token; bits 1-3: canned header; bits 4-5: signature algorithm.
+        let built = |header: u8, signature: u8| {
+            let mut input = vec![1 | (header << 1) | (signature << 4)];
+            input.extend_from_slice(claims);
+            input
+        };
+        assert!(jwt_verified(&built(0, 0)), "HS256 header, HS256 signature");
+        assert!(!jwt_verified(&built(1, 0)), "alg none");
+        assert!(!jwt_verified(&built(2, 1)), "HS384 header and signature");
+        assert!(!jwt_verified(&built(6, 0)), "alg hs256 in lower case");
+        assert!(
+            !jwt_verified(&built(0, 2)),
+            "HS512 signature under an HS256 header"
+        );
+        // The same token as a raw string.
+        let message = format!(
+            "{}.{}",
+            base64url(br#"{"alg":"HS256","typ":"JWT"}"#),
+            base64url(claims)
+        );
         let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("key");
         let signature =
             jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
                 .expect("sign");
-        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, JWT_SECRET).expect("key");
-        assert!(verifier.verify(&format!("{message}.{signature}")).is_ok());
-        let mut input = vec![1u8];
-        input.extend_from_slice(claims);
-        jwt(&input);
+        let raw = format!("\0{message}.{signature}");
+        assert!(jwt_verified(raw.as_bytes()));
     }
 }

@@ -12,6 +12,7 @@ mod demo;
 mod durable;
 mod embedded_db;
 mod embedding;
+mod fuzz_regressions;
 mod lifecycle;
 mod ops;
 mod publish;
