@@ -105,7 +105,7 @@ impl<'a> Input<'a> {
 
 /// `sse_parser`: the WHATWG parser on arbitrary bytes.
 ///
-/// Input: a flags byte (bit 0: a small line limit of `16 + (flags >> 1)` bytes instead of the
+/// Input: a flags byte (bit 0: a line limit of `flags >> 1` bytes, 0 to 127, instead of the
 /// default), a count `n` (mod 16) of chunk sizes, `n` chunk-size bytes, then the stream.
 ///
 /// Properties: the stream fed whole, in the given chunks and one byte at a time gives the same
@@ -115,7 +115,7 @@ pub fn sse_parser(bytes: &[u8]) {
     let mut input = Input::new(bytes);
     let flags = input.byte();
     let max_line_bytes = if flags & 1 == 1 {
-        16 + usize::from(flags >> 1)
+        usize::from(flags >> 1)
     } else {
         16 * 1024 * 1024
     };

@@ -69,7 +69,7 @@ fn every_seed_and_regression_input_passes_its_fuzz_target() {
         failures.extend(panicked);
         let (regressions, panicked) = replay(*target, &fuzz.join("regressions").join(name));
         failures.extend(panicked);
-        eprintln!("fuzz target {name}: {seeds} seeds, {regressions} regression inputs passed");
+        eprintln!("fuzz target {name}: replayed {seeds} seeds and {regressions} regression inputs");
     }
     assert!(failures.is_empty(), "inputs that panicked: {failures:#?}");
 }
