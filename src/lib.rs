@@ -72,6 +72,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod history;
 pub mod http;
 pub mod hub;

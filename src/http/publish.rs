@@ -75,7 +75,7 @@ pub async fn publish(
 
 /// Mercure §Publication form fields to an [`Event`]. The first `topic` is canonical; the first
 /// occurrence of every other field wins.
-fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
     let mut topics = Vec::new();
     let (mut data, mut id, mut event_type, mut retry, mut private) =
         (None, None, None, None, false);

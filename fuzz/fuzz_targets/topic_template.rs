@@ -1,0 +1,5 @@
+//! Fuzz target `topic_template`: the body and its properties are `ssehub::fuzzing::topic_template`, shared with the
+//! regression test (`tests/it/fuzz_regressions.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ssehub::fuzzing::topic_template(data));
