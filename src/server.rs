@@ -148,7 +148,7 @@ pub struct ServerOptions {
     /// `0` (the default): no limit. Behind a reverse proxy every client shares the proxy's
     /// address: leave it off there and limit at the proxy.
     pub max_connections_per_ip: usize,
-    /// Where connection figures go (the hub's [`crate::Metrics::connections`]); unregistered
+    /// Where connection figures go (the hub's [`crate::metrics::Metrics::connections`]); unregistered
     /// handles by default.
     pub metrics: ConnectionMetrics,
 }
