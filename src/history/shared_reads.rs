@@ -16,11 +16,13 @@
 //! than a fresh read would give, never less. Failed reads are not kept.
 //!
 //! Memory is bounded: at most [`MAX_PAGES`] pages and [`MAX_BYTES`] of their frames stay
-//! cached, least recently used first out. The lock is held for a map lookup only, never across
-//! a store read.
+//! cached, least recently used first out, and a page nobody asked for during [`IDLE_EXPIRY`]
+//! is dropped ([`SharedReads::expire_idle`], called every second by the hub), so a quiet hub
+//! holds no cached pages. The lock is held for a map lookup only, never across a store read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use prometheus_client::metrics::counter::Counter;
@@ -30,7 +32,9 @@ use super::{History, HistoryError, HistoryFuture, Page};
 /// Most pages kept.
 pub const MAX_PAGES: usize = 256;
 /// Most frame bytes kept across the cached pages (a page being read counts once it is read).
-pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_BYTES: usize = 8 * 1024 * 1024;
+/// A cached page not asked for during this long is dropped.
+pub const IDLE_EXPIRY: Duration = Duration::from_secs(5);
 
 type PageRead = Shared<BoxFuture<'static, Result<Arc<Page>, HistoryError>>>;
 
@@ -43,6 +47,8 @@ struct Entry {
     bytes: usize,
     /// When it was last asked for (a tick of [`Pages::clock`]).
     last_used: u64,
+    /// The same, in time (for [`SharedReads::expire_idle`]).
+    last_used_at: Instant,
     /// Tells this read apart from a later one under the same key.
     generation: u64,
 }
@@ -121,6 +127,7 @@ impl SharedReads {
             match pages.entries.get_mut(&key) {
                 Some(entry) if entry.through_seq >= through_seq => {
                     entry.last_used = now;
+                    entry.last_used_at = Instant::now();
                     (entry.read.clone(), entry.generation)
                 }
                 _ => {
@@ -137,6 +144,7 @@ impl SharedReads {
                         read: read.clone(),
                         bytes: 0,
                         last_used: now,
+                        last_used_at: Instant::now(),
                         generation: now,
                     };
                     if let Some(replaced) = pages.entries.insert(key, entry) {
@@ -193,6 +201,20 @@ impl SharedReads {
                 pages.entries.remove(&key);
             }
         }
+    }
+
+    /// Drops the pages nobody asked for during `idle`.
+    pub fn expire_idle(&self, idle: Duration) {
+        let mut pages = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut freed = 0;
+        pages.entries.retain(|_, entry| {
+            let keep = entry.last_used_at.elapsed() < idle;
+            if !keep {
+                freed += entry.bytes;
+            }
+            keep
+        });
+        pages.bytes -= freed;
     }
 
     /// Pages cached now (read or in flight).
@@ -269,6 +291,18 @@ mod tests {
         let third = reads.read_page(0, 10, 256).await.expect("page");
         assert_eq!(third.events.len(), 10);
         assert_eq!(store_reads.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_pages_expire() {
+        let (reads, store_reads, _) = shared(history_with(10).await);
+        reads.read_page(0, 10, 256).await.expect("page");
+        reads.expire_idle(Duration::from_secs(60));
+        assert_eq!(reads.cached_pages(), 1);
+        reads.expire_idle(Duration::ZERO);
+        assert_eq!(reads.cached_pages(), 0);
+        reads.read_page(0, 10, 256).await.expect("page");
+        assert_eq!(store_reads.get(), 2, "an expired page is read again");
     }
 
     #[tokio::test]

@@ -415,12 +415,16 @@ impl HubBuilder {
         tasks.spawn(
             run_dispatcher(dispatch_rx, shared.clone()).instrument(info_span!("hub_dispatcher")),
         );
-        tasks.close();
         let replay_reads = Arc::new(SharedReads::new(
             history.clone(),
             shared.metrics.history_page_reads.clone(),
             shared.metrics.replay_pages.clone(),
         ));
+        tasks.spawn(
+            expire_replay_pages(replay_reads.clone(), shutdown.clone())
+                .instrument(info_span!("hub_replay_pages")),
+        );
+        tasks.close();
         Ok(Hub {
             inner: Arc::new(HubInner {
                 config,
@@ -434,6 +438,15 @@ impl HubBuilder {
                 tasks,
             }),
         })
+    }
+}
+
+/// Drops cached replay pages nobody asked for lately, every second, until shutdown.
+async fn expire_replay_pages(reads: Arc<SharedReads>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
+        reads.expire_idle(crate::history::shared_reads::IDLE_EXPIRY);
     }
 }
 
