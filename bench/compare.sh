@@ -13,6 +13,9 @@
 # Loopback only; every process started here is stopped by its PID.
 #
 # Usage: bench/compare.sh [--skip-10k | --smoke]   (--smoke: 50 subscribers, 20 events, to try it)
+# ONLY="SUBS EVENTS RATE PAYLOAD" runs only the scenarios starting with that text (e.g.
+# ONLY="10000 200 0" for 10,000 subscribers, fast).
+# PUBLISH_CONCURRENCY=N (default 4, `ssehub bench`'s): concurrent publishers, for both servers.
 # ROUNDS=N (default 3): every scenario runs N times on both servers, alternating which goes first;
 # the table gives the median of the rounds (and the worst delivery count).
 # With COMPARE_JSON_DIR=DIR, every run's `ssehub bench --json` report is also copied to DIR
@@ -124,6 +127,7 @@ run() {
   sleep 1
   $BIN bench "${EXTRA[@]}" --subscribers "$subs" --events "$events" --rate "$rate" \
     --payload-bytes "$payload" --server-pid "$SERVER_PID" --timeout 60s --json \
+    --publish-concurrency "${PUBLISH_CONCURRENCY:-4}" \
     >"$out" 2>"$work/bench.err" || { echo "bench failed ($server $subs $rate $payload):" >&2; tail -5 "$work/bench.err" >&2; }
   stop_all
 }
@@ -143,6 +147,12 @@ elif [ "$MODE" != --skip-10k ]; then
     "19000 50 0 100 fast"
     "19000 10 1 100 paced 1 event/s"
   )
+fi
+
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for s in "${scenarios[@]}"; do [[ $s == "$ONLY"* ]] && kept+=("$s"); done
+  scenarios=("${kept[@]}")
 fi
 
 i=0
