@@ -171,7 +171,15 @@ async fn answer(request: http::Request<()>, service: RouterService) -> io::Resul
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    // Framing is this module's to write, once.
+    for framing in [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+        http::header::CONNECTION,
+    ] {
+        parts.headers.remove(framing);
+    }
     let event_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)

@@ -163,6 +163,9 @@ async fn subscriptions_written_directly_are_well_formed_http() {
         head.contains(&format!("\r\ncontent-length: {}", body.len())),
         "{head}"
     );
+    // Framing fields once each (the router's own content-length is replaced, not repeated).
+    assert_eq!(head.matches("content-length").count(), 1, "{head}");
+    assert_eq!(head.matches("connection").count(), 1, "{head}");
 
     // A subscription with a request body is hyper's to answer, and works as well.
     let mut stream = tokio::net::TcpStream::connect(hub.addr)
