@@ -19,8 +19,9 @@
 # ROUNDS=N (default 3): every scenario runs N times on both servers, alternating which goes first;
 # the table gives the median of the rounds (and the worst delivery count).
 # With COMPARE_JSON_DIR=DIR, every run's `ssehub bench --json` report is also copied to DIR
-# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD-rROUND.json); `python3 bench/compare_report.py plots DIR`
-# then draws docs/compare-*.png (needs matplotlib).
+# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD-rROUND.json) and the plots are drawn into
+# COMPARE_PLOTS_DIR (default docs: set it elsewhere for partial runs with ONLY) with
+# `bench/compare_report.py plots` (matplotlib, installed from apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
@@ -179,7 +180,7 @@ if [ -n "${COMPARE_JSON_DIR:-}" ]; then
     apt-get install -y -qq python3-matplotlib >&2
     plotter=/usr/bin/python3
   fi
-  "$plotter" bench/compare_report.py plots "$COMPARE_JSON_DIR" docs
+  "$plotter" bench/compare_report.py plots "$COMPARE_JSON_DIR" "${COMPARE_PLOTS_DIR:-docs}"
 fi
 
 python3 bench/compare_report.py table "$work" "$ROUNDS" "${scenarios[@]}"
