@@ -452,28 +452,24 @@ pub async fn serve(
             // Taken now, so that graceful shutdown also waits for connections still in their
             // TLS handshake.
             watcher: graceful.watcher(),
+            _slot: slot,
         };
         match &options.tls {
             None => {
                 let io = TimedIo::new(stream, options.write_timeout);
-                let serving = connection.serve_plain(
+                connections.spawn(connection.serve_plain(
                     io,
                     options.header_read_timeout,
                     options.max_header_bytes.max(8192),
-                );
-                connections.spawn(async move {
-                    serving.await;
-                    drop(slot);
-                });
+                ));
             }
             Some(tls) => {
                 let io = TimedIo::new(stream, options.write_timeout);
-                let serving =
-                    connection.serve_tls(io, tls.acceptor().clone(), options.header_read_timeout);
-                connections.spawn(async move {
-                    serving.await;
-                    drop(slot);
-                });
+                connections.spawn(connection.serve_tls(
+                    io,
+                    tls.acceptor().clone(),
+                    options.header_read_timeout,
+                ));
             }
         }
     }
@@ -561,6 +557,8 @@ struct Connection {
     protocols: Arc<Protocols>,
     /// Tells the connection when the server shuts down, and keeps the shutdown waiting for it.
     watcher: Watcher,
+    /// Its place under the connection limits, freed when the connection's task ends.
+    _slot: ConnectionSlot,
 }
 
 impl Connection {
@@ -866,6 +864,9 @@ mod tests {
             app: Router::new(),
             protocols: Arc::new(Protocols::new(&ServerOptions::default())),
             watcher: graceful.watcher(),
+            _slot: Arc::new(ConnectionLimits::new(&ServerOptions::default()))
+                .admit(remote.ip())
+                .expect("a place"),
         };
         let io = TimedIo::new(stream, Duration::from_secs(1));
         let serving = connection.serve_plain(io, Duration::from_secs(1), 8192);

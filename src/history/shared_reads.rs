@@ -45,11 +45,9 @@ struct Entry {
     read: PageRead,
     /// Frame bytes of the page once read (0 while in flight).
     bytes: usize,
-    /// When it was last asked for (a tick of [`Pages::clock`]).
-    last_used: u64,
-    /// The same, in time (for [`SharedReads::expire_idle`]).
+    /// When it was last asked for (least recently used goes first; idle ones expire).
     last_used_at: Instant,
-    /// Tells this read apart from a later one under the same key.
+    /// Tells this read apart from a later one under the same key (a tick of [`Pages::clock`]).
     generation: u64,
 }
 
@@ -73,7 +71,7 @@ impl Pages {
             let Some(oldest) = self
                 .entries
                 .iter()
-                .min_by_key(|(_, entry)| entry.last_used)
+                .min_by_key(|(_, entry)| entry.last_used_at)
                 .map(|(key, _)| *key)
             else {
                 break;
@@ -121,45 +119,51 @@ impl SharedReads {
         max_events: usize,
     ) -> HistoryFuture<Page> {
         let key = (after_seq, max_events);
-        let (read, generation) = {
+        let read = {
             let mut pages = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = pages.tick();
             match pages.entries.get_mut(&key) {
                 Some(entry) if entry.through_seq >= through_seq => {
-                    entry.last_used = now;
                     entry.last_used_at = Instant::now();
-                    (entry.read.clone(), entry.generation)
+                    entry.read.clone()
                 }
                 _ => {
                     self.store_reads.inc();
+                    let generation = pages.tick();
+                    // Settled once, by the read itself, not by each stream that shares it. Weak:
+                    // the entry holds this future, and must not keep the cache alive.
+                    let this = Arc::downgrade(self);
                     let read = self
                         .history
                         .clone()
                         .read_page(after_seq, through_seq, max_events)
-                        .map(|page| page.map(Arc::new))
+                        .map(move |page| {
+                            let page = page.map(Arc::new);
+                            if let Some(this) = this.upgrade() {
+                                this.settle(key, generation, &page);
+                            }
+                            page
+                        })
                         .boxed()
                         .shared();
                     let entry = Entry {
                         through_seq,
                         read: read.clone(),
                         bytes: 0,
-                        last_used: now,
                         last_used_at: Instant::now(),
-                        generation: now,
+                        generation,
                     };
                     if let Some(replaced) = pages.entries.insert(key, entry) {
                         pages.bytes -= replaced.bytes;
                     }
                     pages.evict();
-                    (read, now)
+                    read
                 }
             }
         };
-        let this = Arc::clone(self);
+        let pages_served = self.pages_served.clone();
         Box::pin(async move {
             let result = read.await;
-            this.settle(key, generation, &result);
-            this.pages_served.inc();
+            pages_served.inc();
             let page = result?;
             let events = page
                 .events
@@ -185,7 +189,7 @@ impl SharedReads {
             return;
         }
         match result {
-            Ok(page) if entry.bytes == 0 => {
+            Ok(page) => {
                 let bytes = page
                     .events
                     .iter()
@@ -196,7 +200,6 @@ impl SharedReads {
                 pages.bytes += bytes;
                 pages.evict();
             }
-            Ok(_) => {}
             Err(_) => {
                 pages.entries.remove(&key);
             }
