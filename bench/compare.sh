@@ -128,7 +128,7 @@ run() {
   sleep 1
   $BIN bench "${EXTRA[@]}" --subscribers "$subs" --events "$events" --rate "$rate" \
     --payload-bytes "$payload" --server-pid "$SERVER_PID" --timeout 60s --json \
-    --publish-concurrency "${PUBLISH_CONCURRENCY:-4}" \
+    --publishers "${PUBLISHERS:-${PUBLISH_CONCURRENCY:-1}}" \
     >"$out" 2>"$work/bench.err" || { echo "bench failed ($server $subs $rate $payload):" >&2; tail -5 "$work/bench.err" >&2; }
   stop_all
 }

@@ -120,11 +120,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     pub events: u64,
     /// Events per second in total; 0 publishes as fast as the publishers can. When the achieved
-    /// rate falls short, raise `--publish-concurrency`.
+    /// rate falls short, raise `--publishers`.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Concurrent publishers (each waits for its previous publish to be answered).
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent publishers, each in a closed loop: it waits for its previous publish to be
+    /// answered before it sends the next. The default, one, is how most applications publish.
+    #[arg(
+        long = "publishers",
+        visible_alias = "publish-concurrency",
+        default_value_t = 1
+    )]
     pub publish_concurrency: usize,
     /// Size of each payload in bytes (at least the ~45 bytes of its sequence number and
     /// timestamp; at most 1 MiB).
@@ -448,7 +453,7 @@ impl Plan {
         );
         ensure!(
             (1..=1024).contains(&args.publish_concurrency),
-            "--publish-concurrency must be between 1 and 1024"
+            "--publishers must be between 1 and 1024"
         );
         ensure!(
             args.rate.is_finite() && args.rate >= 0.0,
@@ -1619,7 +1624,10 @@ fn print_summary(report: &Report) {
         report
             .publish_latency_ms
             .as_ref()
-            .map(|p| format!(" (round trip p50 {:.2} ms, p99 {:.2} ms)", p.p50, p.p99))
+            .map(|p| format!(
+                " (round trip p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+                p.p50, p.p99, p.max
+            ))
             .unwrap_or_default()
     );
     if let Some(error) = &report.first_publish_error {
@@ -1661,8 +1669,13 @@ fn print_summary(report: &Report) {
             server.idle_kb_per_connection,
             mib(server.rss_end_kib)
         );
+        let per_delivery_us = if report.delivered > 0 {
+            server.publish_phase_cpu_seconds * 1e6 / report.delivered as f64
+        } else {
+            0.0
+        };
         println!(
-            "  server CPU  {:.2} s from the first publish to the end",
+            "  server CPU  {:.2} s from the first publish to the end ({per_delivery_us:.2} µs per delivery)",
             server.publish_phase_cpu_seconds
         );
     }
