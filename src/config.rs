@@ -253,6 +253,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_QUEUE_CAPACITY", default_value_t = 4096)]
     pub queue_capacity: usize,
 
+    /// Bytes of events queued for streams not yet woken to write them, each subscriber's copy
+    /// counted, beyond which the hub paces publishers (their answers wait) instead of letting
+    /// every subscriber's delay grow.
+    #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 32 << 20)]
+    pub max_queued_bytes: usize,
+
     /// Most streams open at once; more get 503 with Retry-After.
     #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
@@ -395,6 +401,7 @@ impl ServeArgs {
             max_lifetime: (!self.max_lifetime.is_zero()).then_some(self.max_lifetime),
             history_size: self.history_size,
             queue_capacity: positive("--queue-capacity", self.queue_capacity)?,
+            max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
             max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
             max_topics_per_subscription: self.max_topics,
             event_limits,

@@ -197,15 +197,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let publishing = Arc::new(Publishing::new(&plan)?);
     let publish_started = Instant::now();
     shared.publish_started_at(publish_started);
-    let publishers: Vec<_> = (0..plan.publish_concurrency)
-        .map(|_| {
-            tokio::spawn(run_publisher(
-                Arc::clone(&publishing),
-                publish_started,
-                shared.cancel.clone(),
-            ))
-        })
-        .collect();
+    let publishers = spawn_publishers(
+        Arc::clone(&publishing),
+        plan.publish_concurrency,
+        publish_started,
+        shared.cancel.clone(),
+    )?;
     let expected = plan.subscribers as u64 * plan.events;
     let timed_out = wait_for_deliveries(&shared, &publishing, &plan, progress_target()).await?;
     let run_end = Instant::now();
@@ -222,9 +219,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // A task that panicked has nothing left to report; its events are simply not counted.
         let _ = stream.await;
     }
-    for publisher in publishers {
-        let _ = publisher.await;
-    }
+    // The publishers end once cancelled; a thread that panicked has nothing left to report.
+    let _ = tokio::task::spawn_blocking(move || publishers.join()).await;
     let publish_seconds = publishing.last_answer_us.load(Ordering::Relaxed).max(1) as f64 / 1e6;
 
     let delivered = shared.delivered.load(Ordering::Relaxed);
@@ -1271,6 +1267,42 @@ type PublishSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// One publisher: takes the next sequence number until all are taken (at most `--events`
 /// requests in total, each bounded by `--timeout`), waiting for its slot when paced.
+/// Starts `count` publishers on a runtime and thread of their own. A real publisher is another
+/// process than the browsers; in this one, the answers to the publishers would otherwise be
+/// read behind the wakes of thousands of subscriber tasks, and the round trips measured would
+/// be this load generator's delay as much as the server's.
+fn spawn_publishers(
+    publishing: Arc<Publishing>,
+    count: usize,
+    started: Instant,
+    cancel: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the publishers' runtime")?;
+    std::thread::Builder::new()
+        .name("bench-publishers".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let tasks: Vec<_> = (0..count)
+                    .map(|_| {
+                        tokio::spawn(run_publisher(
+                            Arc::clone(&publishing),
+                            started,
+                            cancel.clone(),
+                        ))
+                    })
+                    .collect();
+                for task in tasks {
+                    // A publisher that panicked has nothing left to report.
+                    let _ = task.await;
+                }
+            });
+        })
+        .context("starting the publishers' thread")
+}
+
 async fn run_publisher(publishing: Arc<Publishing>, started: Instant, cancel: CancellationToken) {
     let mut connection = None;
     loop {

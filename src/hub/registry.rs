@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::Waker;
 
 use super::subscriber::{PushOutcome, Subscriber, SubscriberId};
 use crate::history::StoredEvent;
@@ -146,12 +147,15 @@ impl Registry {
         Some(subscriber)
     }
 
-    /// Pushes one event to every subscriber that wants it. Returns the ids whose queue
-    /// overflowed; the caller removes them (not here: we hold a read lock while iterating).
+    /// Pushes one event to every subscriber that wants it. Adds the ids whose queue overflowed
+    /// to `overflowed` (the caller removes them: we hold a read lock while iterating) and the
+    /// wakers of the streams that were waiting to `wakers` (the caller wakes them, a slice at a
+    /// time).
     pub(crate) fn dispatch(
         &self,
         stored: &StoredEvent,
         overflowed: &mut Vec<SubscriberId>,
+        wakers: &mut Vec<Waker>,
     ) -> FanOut {
         let mut fan_out = FanOut::default();
         let topics = &stored.topics;
@@ -160,10 +164,11 @@ impl Registry {
             if shard.by_id.is_empty() {
                 continue;
             }
-            let mut deliver = |subscriber: &Arc<Subscriber>| match subscriber
-                .queue
-                .push(stored.seq, stored.frame.clone())
-            {
+            let mut deliver = |subscriber: &Arc<Subscriber>| match subscriber.queue.push(
+                stored.seq,
+                stored.frame.clone(),
+                wakers,
+            ) {
                 PushOutcome::Queued => fan_out.delivered += 1,
                 PushOutcome::Overflowed => {
                     fan_out.overflowed += 1;

@@ -165,29 +165,28 @@ impl SubscriberQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a frame without blocking.
-    pub(crate) fn push(&self, seq: u64, frame: Bytes) -> PushOutcome {
-        let waker = {
-            let mut state = self.lock();
-            if state.closed.is_some() {
-                return PushOutcome::Closed;
-            }
-            if state.frames.len() >= self.capacity {
-                state.closed = Some(CloseReason::SlowConsumer);
-                state.frames = VecDeque::new();
-                if let Some(waker) = state.waker.take() {
-                    drop(state);
-                    waker.wake();
-                }
-                return PushOutcome::Overflowed;
-            }
-            state.frames.push_back((seq, frame));
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Queues a frame without blocking. The stream's waker, when it was waiting, is handed to
+    /// `wakers` rather than woken here: the dispatcher wakes streams a slice at a time, so that
+    /// the tasks it wakes never pile up in front of a publisher's answer.
+    pub(crate) fn push(&self, seq: u64, frame: Bytes, wakers: &mut Vec<Waker>) -> PushOutcome {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return PushOutcome::Closed;
         }
-        PushOutcome::Queued
+        let outcome = if state.frames.len() >= self.capacity {
+            state.closed = Some(CloseReason::SlowConsumer);
+            state.frames = VecDeque::new();
+            PushOutcome::Overflowed
+        } else {
+            state.frames.push_back((seq, frame));
+            PushOutcome::Queued
+        };
+        // A stream that is not waiting (its waker already taken) drains this frame with the
+        // ones before it: one wake, and one write, for all of them.
+        if let Some(waker) = state.waker.take() {
+            wakers.push(waker);
+        }
+        outcome
     }
 
     /// Closes the queue; the stream ends after it sees this. The first reason wins.
@@ -241,14 +240,14 @@ mod tests {
     #[test]
     fn overflow_closes_and_drops_the_backlog() {
         let queue = SubscriberQueue::new(2);
-        assert_eq!(queue.push(1, Bytes::from_static(b"a")), PushOutcome::Queued);
-        assert_eq!(queue.push(2, Bytes::from_static(b"b")), PushOutcome::Queued);
-        assert_eq!(
-            queue.push(3, Bytes::from_static(b"c")),
-            PushOutcome::Overflowed
-        );
+        let mut wakers = Vec::new();
+        let mut push =
+            |seq, frame: &'static [u8]| queue.push(seq, Bytes::from_static(frame), &mut wakers);
+        assert_eq!(push(1, b"a"), PushOutcome::Queued);
+        assert_eq!(push(2, b"b"), PushOutcome::Queued);
+        assert_eq!(push(3, b"c"), PushOutcome::Overflowed);
+        assert_eq!(push(4, b"d"), PushOutcome::Closed);
         assert_eq!(queue.len(), 0);
-        assert_eq!(queue.push(4, Bytes::from_static(b"d")), PushOutcome::Closed);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
@@ -260,8 +259,9 @@ mod tests {
     #[test]
     fn drain_takes_everything_in_order() {
         let queue = SubscriberQueue::new(8);
+        let mut wakers = Vec::new();
         for seq in 1..=3 {
-            queue.push(seq, Bytes::from(seq.to_string()));
+            queue.push(seq, Bytes::from(seq.to_string()), &mut wakers);
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

@@ -1,0 +1,181 @@
+//! Building a [`Hub`]: its store, its shutdown token, the lifecycle hooks, and the tasks it
+//! starts (writer, dispatcher, feed of a shared log, subscription events, replay-page expiry).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info_span, Instrument};
+
+use super::dispatcher::run_dispatcher;
+use super::registry::Registry;
+use super::writer::{run_subscription_events, run_writer};
+use super::{CloseReason, Hub, HubConfig, HubInner, Shared, SubscriberInfo};
+use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, SharedReads, StoredEvent};
+use crate::metrics::Metrics;
+use crate::topic::SelectorCache;
+
+/// Stored events waiting between the writer (or a shared log's feed) and the dispatcher.
+const DISPATCH_QUEUE_EVENTS: usize = 2;
+
+/// A hook called when a stream opens.
+pub type OpenHook = Arc<dyn Fn(&SubscriberInfo) + Send + Sync>;
+/// A hook called once when a stream ends, with why and how long it lived.
+pub type CloseHook = Arc<dyn Fn(&SubscriberInfo, CloseReason, Duration) + Send + Sync>;
+
+/// Emitter lifecycle callbacks. They run on the hub's own paths (the dispatcher, or the task
+/// that dropped the stream), so they must be quick and must not block.
+#[derive(Clone, Default)]
+pub(super) struct Hooks {
+    pub(super) on_open: Vec<OpenHook>,
+    pub(super) on_close: Vec<CloseHook>,
+}
+
+/// Builds a [`Hub`].
+pub struct HubBuilder {
+    pub(super) config: HubConfig,
+    pub(super) history: Option<Arc<dyn History>>,
+    pub(super) shutdown: Option<CancellationToken>,
+    pub(super) hooks: Hooks,
+}
+
+impl HubBuilder {
+    /// Uses this history store instead of the default in-memory one of `history_size` events.
+    pub fn history(mut self, history: Arc<dyn History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Ends every stream and stops the hub when `token` is cancelled.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
+    }
+
+    /// Calls `hook` when a stream opens.
+    pub fn on_open(mut self, hook: impl Fn(&SubscriberInfo) + Send + Sync + 'static) -> Self {
+        self.hooks.on_open.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` once when a stream ends: timeout ([`CloseReason::Timeout`],
+    /// [`CloseReason::TokenExpired`]), completion ([`CloseReason::Closed`],
+    /// [`CloseReason::Shutdown`]) or error ([`CloseReason::ClientDisconnected`],
+    /// [`CloseReason::SlowConsumer`]).
+    pub fn on_close(
+        mut self,
+        hook: impl Fn(&SubscriberInfo, CloseReason, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_close.push(Arc::new(hook));
+        self
+    }
+
+    /// Starts the hub's writer and dispatcher tasks. Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// None with the in-memory history; stores that open files or connections report failures
+    /// here.
+    pub async fn build(self) -> Result<Hub, HistoryError> {
+        let config = self.config;
+        let history = self
+            .history
+            .unwrap_or_else(|| Arc::new(MemoryHistory::new(config.history_size)));
+        let shutdown = self.shutdown.unwrap_or_default();
+        let (subscription_tx, subscription_rx) = if config.subscriptions {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let shared = Arc::new(Shared {
+            registry: Registry::new(64, config.max_subscribers),
+            hooks: self.hooks,
+            metrics: Metrics::new(),
+            subscription_events: subscription_tx,
+            last_dispatched: Mutex::new(newest_stored(&history).await),
+        });
+        let (writer_tx, writer_rx) = mpsc::channel(4096);
+        // Stored events on their way to the fan-out. Few: when the fan-out lags, the writer
+        // waits here rather than acknowledging publishes whose delivery would lag further.
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE_EVENTS);
+        let tasks = TaskTracker::new();
+        // A shared log feeds this instance every event, its own included; otherwise the writer
+        // passes on what it appended.
+        let writer_dispatch = match history.clone().feed(dispatch_tx.clone(), shutdown.clone()) {
+            Some(feed) => {
+                tasks.spawn(feed.instrument(info_span!("hub_feed")));
+                None
+            }
+            None => Some(dispatch_tx),
+        };
+        tasks.spawn(
+            run_writer(
+                writer_rx,
+                history.clone(),
+                writer_dispatch,
+                shutdown.clone(),
+            )
+            .instrument(info_span!("hub_writer")),
+        );
+        if let Some(events) = subscription_rx {
+            tasks.spawn(
+                run_subscription_events(events, writer_tx.clone(), shutdown.clone())
+                    .instrument(info_span!("hub_subscription_events")),
+            );
+        }
+        tasks.spawn(
+            run_dispatcher(dispatch_rx, shared.clone(), config.max_queued_bytes)
+                .instrument(info_span!("hub_dispatcher")),
+        );
+        let replay_reads = Arc::new(SharedReads::new(
+            history.clone(),
+            shared.metrics.history_page_reads.clone(),
+            shared.metrics.replay_pages.clone(),
+        ));
+        tasks.spawn(
+            expire_replay_pages(replay_reads.clone(), shutdown.clone())
+                .instrument(info_span!("hub_replay_pages")),
+        );
+        tasks.close();
+        Ok(Hub {
+            inner: Arc::new(HubInner {
+                config,
+                shared,
+                history,
+                replay_reads,
+                writer: writer_tx,
+                selectors: SelectorCache::new(1024),
+                next_subscriber_id: AtomicU64::new(1),
+                shutdown,
+                tasks,
+            }),
+        })
+    }
+}
+
+/// Drops cached replay pages nobody asked for lately, every second, until shutdown.
+async fn expire_replay_pages(reads: Arc<SharedReads>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.run_until_cancelled(tick.tick()).await.is_some() {
+        reads.expire_idle(crate::history::shared_reads::IDLE_EXPIRY);
+    }
+}
+
+/// The newest event the history holds (after a restart, what `lastEventID` starts from).
+async fn newest_stored(history: &Arc<dyn History>) -> Option<Arc<StoredEvent>> {
+    let start = history.clone().locate(ReplayFrom::Earliest).await.ok()?;
+    if start.through_seq == 0 {
+        return None;
+    }
+    // Sequence numbers only grow, so the page just before `through_seq` holds that event alone.
+    let page = history
+        .clone()
+        .read_page(start.through_seq - 1, start.through_seq, 1)
+        .await
+        .ok()?;
+    page.events.last().cloned()
+}

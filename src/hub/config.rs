@@ -1,0 +1,74 @@
+//! The hub's settings: what a [`crate::Hub`] is built with, and their defaults.
+//!
+//! Settings of the HTTP layer that the hub reads back (keys, CORS, publish origins, the body
+//! limit) still live here until they move to `http`; the command line fills this struct in
+//! `config`.
+
+use std::time::Duration;
+
+use crate::auth::AuthConfig;
+use crate::event::EventLimits;
+
+/// Settings of a hub. `Default` gives the values documented on each field.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Idle time after which a stream gets a heartbeat comment (default 15 s; zero disables).
+    pub heartbeat: Duration,
+    /// The longest a stream stays open before the hub ends it cleanly and the client
+    /// reconnects with `Last-Event-ID` (default 1 h; `None` for no limit).
+    pub max_lifetime: Option<Duration>,
+    /// Events kept by the default in-memory history, when the builder is given no other store
+    /// (default 100,000).
+    pub history_size: usize,
+    /// Events queued for one subscriber before it counts as too slow and is disconnected
+    /// (default 4,096).
+    pub queue_capacity: usize,
+    /// Bytes of events the fan-out queues for streams that have not been woken to write them
+    /// yet, each subscriber's copy counted (default 32 MiB). Beyond it the hub takes no new
+    /// event into the fan-out until streams caught up: publishers wait for their answers
+    /// instead of every subscriber's delay growing. The frames themselves are shared, so this
+    /// bounds delay, not memory.
+    pub max_queued_bytes: usize,
+    /// Open streams allowed at once; more are refused with `503` (default 100,000).
+    pub max_subscribers: usize,
+    /// `topic` selectors allowed in one subscription (default 64).
+    pub max_topics_per_subscription: usize,
+    /// Limits on published events.
+    pub event_limits: EventLimits,
+    /// Largest publish request body in bytes (default 1 MiB); larger ones get `413`.
+    pub max_publish_bytes: usize,
+    /// Keys and the anonymous-subscriber policy.
+    pub auth: AuthConfig,
+    /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
+    /// but then without credentials (cookies).
+    pub cors_origins: Vec<String>,
+    /// Origins allowed to publish with the `mercureAuthorization` cookie (CSRF protection);
+    /// empty refuses cookie-authorized publishes.
+    pub publish_origins: Vec<String>,
+    /// Whether subscription events are published and the subscriptions API is served.
+    pub subscriptions: bool,
+    /// Whether [`crate::http::router`] serves `/metrics` (off when metrics have a listener of
+    /// their own, or are disabled).
+    pub metrics_on_router: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            max_lifetime: Some(Duration::from_secs(3600)),
+            history_size: 100_000,
+            queue_capacity: 4096,
+            max_queued_bytes: 32 * 1024 * 1024,
+            max_subscribers: 100_000,
+            max_topics_per_subscription: 64,
+            event_limits: EventLimits::default(),
+            max_publish_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
+            cors_origins: Vec::new(),
+            publish_origins: Vec::new(),
+            subscriptions: false,
+            metrics_on_router: true,
+        }
+    }
+}

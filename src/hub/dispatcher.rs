@@ -1,0 +1,379 @@
+//! The dispatcher task: fans stored events out to subscribers, in log order, and wakes their
+//! streams a slice at a time.
+//!
+//! Why slices: pushing one event into 10,000 queues takes well under a millisecond, but waking
+//! 10,000 stream tasks at once puts 10,000 tasks in the runtime's queues (they overflow the
+//! workers' local queues into the global one), and everything woken after them — the writer, a
+//! publisher's connection waiting for its answer — waits until every one of them has written to
+//! its socket: tens of milliseconds on two cores. So a push only *collects* the waker of a
+//! stream that was waiting ([`SubscriberQueue::push`](super::subscriber::SubscriberQueue)), and
+//! this task wakes at most [`WAKE_SLICE`] of them, then yields, so that whatever else is ready
+//! runs before the next slice. Between two slices it takes the next stored event, if there is
+//! one: a stream not yet woken gets it queued behind the ones it already has, and writes them
+//! all at once when its turn comes (one write for many events: under load the per-delivery cost
+//! falls to about a microsecond). A stream is woken once per pass, whatever it has queued, so
+//! the lag of the slowest stream stays about one pass over the subscribers, and the
+//! events queued for one stream stay far below its queue capacity (a pass over N streams takes
+//! N / [`WAKE_SLICE`] slices, with at most one new event each).
+//!
+//! Pacing: the dispatcher takes a new event only while the bytes it queued and has not yet
+//! handed to a woken stream (each subscriber's copy counted) stay under
+//! [`HubConfig::max_queued_bytes`](super::HubConfig). Beyond that, stored events wait in the
+//! small channel from the writer, then the writer waits, and publishers get their answers
+//! later: a burst of large events slows its publishers down instead of growing every
+//! subscriber's delay (or queue, until it is dropped as too slow). Streams that are not waiting
+//! for a wake (one blocked on a full socket) are not counted: a client that stops reading
+//! never holds the publishers back; its own queue fills and it alone is dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use tracing::debug;
+
+use super::{CloseReason, Shared};
+use crate::history::StoredEvent;
+
+/// Streams woken before the dispatcher lets other tasks run. Small enough that a task woken
+/// after a slice (a publisher's answer) waits for about a millisecond of socket writes at most;
+/// large enough that the yields cost nothing next to the writes.
+pub(super) const WAKE_SLICE: usize = 128;
+
+/// The state of the fan-out between two slices.
+struct FanOut {
+    /// Streams with frames queued and not yet woken, oldest first.
+    ready: VecDeque<Waker>,
+    /// Wakers ever added to `ready`, and ever woken from it: positions in one endless queue.
+    added: u64,
+    woken: u64,
+    /// Events whose wakes are not all done yet: (the value of `added` after the event's last
+    /// waker, the bytes it queued counting each subscriber's copy), oldest first.
+    unwoken: VecDeque<(u64, u64)>,
+    /// The sum of the bytes in `unwoken`.
+    unwoken_bytes: u64,
+    /// Take no new event while `unwoken_bytes` is at or above this.
+    max_queued_bytes: u64,
+    /// Scratch space of one dispatch: wakers it collected, subscribers whose queue overflowed.
+    collected: Vec<Waker>,
+    overflowed: Vec<u64>,
+}
+
+impl FanOut {
+    fn new(max_queued_bytes: usize) -> Self {
+        Self {
+            ready: VecDeque::new(),
+            added: 0,
+            woken: 0,
+            unwoken: VecDeque::new(),
+            unwoken_bytes: 0,
+            max_queued_bytes: max_queued_bytes as u64,
+            collected: Vec::new(),
+            overflowed: Vec::new(),
+        }
+    }
+
+    /// Whether the fan-out may take another event now.
+    fn has_room(&self) -> bool {
+        self.unwoken_bytes < self.max_queued_bytes
+    }
+
+    /// Queues `stored` for every subscriber that wants it; closes the ones too slow for it.
+    fn dispatch(&mut self, shared: &Shared, stored: Arc<StoredEvent>) {
+        let fan_out = shared
+            .registry
+            .dispatch(&stored, &mut self.overflowed, &mut self.collected);
+        self.added += self.collected.len() as u64;
+        self.ready.extend(self.collected.drain(..));
+        let bytes = (fan_out.delivered as u64).saturating_mul(stored.frame.len() as u64);
+        if bytes > 0 {
+            self.unwoken.push_back((self.added, bytes));
+            self.unwoken_bytes += bytes;
+        }
+        *shared
+            .last_dispatched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(stored);
+        shared
+            .metrics
+            .events_delivered
+            .inc_by(fan_out.delivered as u64);
+        for id in self.overflowed.drain(..) {
+            debug!(subscriber = id, "queue full: disconnecting slow subscriber");
+            shared.release(id, CloseReason::SlowConsumer);
+        }
+    }
+
+    /// Wakes the oldest [`WAKE_SLICE`] waiting streams; returns whether more are waiting.
+    fn wake_slice(&mut self) -> bool {
+        let count = self.ready.len().min(WAKE_SLICE);
+        for waker in self.ready.drain(..count) {
+            waker.wake();
+        }
+        self.woken += count as u64;
+        self.retire();
+        !self.ready.is_empty()
+    }
+
+    fn wake_all(&mut self) {
+        self.woken += self.ready.len() as u64;
+        for waker in self.ready.drain(..) {
+            waker.wake();
+        }
+        self.retire();
+    }
+
+    /// Forgets the bytes of the events whose every waiting stream has been woken. (A stream
+    /// that was not waiting when an event reached it got the event behind frames it had not
+    /// written yet: it writes them all when it runs, woken by an earlier event's slice.)
+    fn retire(&mut self) {
+        while let Some(&(last, bytes)) = self.unwoken.front() {
+            if last > self.woken {
+                break;
+            }
+            self.unwoken.pop_front();
+            self.unwoken_bytes -= bytes;
+        }
+    }
+}
+
+/// Fans stored events out to subscribers, in log order.
+///
+/// It ends when the writer does (shutdown, or every `Hub` handle dropped), after queueing
+/// every event already acknowledged, and then closes every stream.
+pub(super) async fn run_dispatcher(
+    mut events: mpsc::Receiver<Arc<StoredEvent>>,
+    shared: Arc<Shared>,
+    max_queued_bytes: usize,
+) {
+    let mut fan_out = FanOut::new(max_queued_bytes);
+    loop {
+        if fan_out.ready.is_empty() {
+            // Every stream with something queued was woken: wait for the next event.
+            match events.recv().await {
+                Some(stored) => fan_out.dispatch(&shared, stored),
+                None => break,
+            }
+        } else if fan_out.has_room() {
+            // Streams are still waiting for their turn: take one more event if it is there,
+            // but never wait for one while they do.
+            match events.try_recv() {
+                Ok(stored) => fan_out.dispatch(&shared, stored),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        if fan_out.wake_slice() {
+            // Let the streams just woken, and anything else that is ready, run first.
+            tokio::task::yield_now().await;
+        }
+    }
+    fan_out.wake_all();
+    for subscriber in shared.registry.close() {
+        subscriber.queue.close(CloseReason::Shutdown);
+        shared.closed(&subscriber, CloseReason::Shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::task::{Context, Wake};
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::auth::SubscriberGrant;
+    use crate::event::Event;
+    use crate::hub::registry::Registry;
+    use crate::hub::subscriber::{Subscriber, SubscriberInfo, SubscriberQueue};
+    use crate::metrics::Metrics;
+    use crate::topic::TopicSelector;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared(subscribers: usize) -> (Arc<Shared>, Vec<Arc<Subscriber>>) {
+        let shared = Arc::new(Shared {
+            registry: Registry::new(8, usize::MAX),
+            hooks: Default::default(),
+            metrics: Metrics::new(),
+            subscription_events: None,
+            last_dispatched: Mutex::new(None),
+        });
+        let subscribers = (0..subscribers as u64)
+            .map(|id| {
+                let subscriber = Arc::new(Subscriber {
+                    info: SubscriberInfo {
+                        id,
+                        uri: format!("urn:test:{id}"),
+                        topics: vec!["t".into()],
+                        remote_addr: None,
+                        payload: None,
+                        connected_at: SystemTime::now(),
+                    },
+                    selectors: vec![TopicSelector::parse_mercure07("t")],
+                    exact_only: true,
+                    grant: SubscriberGrant::default(),
+                    queue: SubscriberQueue::new(1024),
+                });
+                shared.registry.insert(subscriber.clone()).expect("room");
+                subscriber
+            })
+            .collect();
+        (shared, subscribers)
+    }
+
+    /// Every subscriber's stream waits on its queue with a waker of its own.
+    fn wait_on_queues(subscribers: &[Arc<Subscriber>]) -> Vec<Arc<CountingWaker>> {
+        subscribers
+            .iter()
+            .map(|subscriber| {
+                let counter = Arc::new(CountingWaker::default());
+                let waker = Waker::from(counter.clone());
+                let mut cx = Context::from_waker(&waker);
+                assert!(subscriber.queue.poll_drain(&mut cx).is_pending());
+                counter
+            })
+            .collect()
+    }
+
+    fn woken(counters: &[Arc<CountingWaker>]) -> usize {
+        counters
+            .iter()
+            .map(|c| c.0.load(Ordering::SeqCst))
+            .sum::<usize>()
+    }
+
+    fn stored(seq: u64) -> Arc<StoredEvent> {
+        Arc::new(StoredEvent::new(seq, Event::new("t", "x".repeat(100))))
+    }
+
+    #[test]
+    fn a_dispatch_wakes_no_stream_itself_and_each_slice_wakes_at_most_a_slice() {
+        let (shared, subscribers) = shared(WAKE_SLICE * 2 + 10);
+        let counters = wait_on_queues(&subscribers);
+        let mut fan_out = FanOut::new(usize::MAX);
+        fan_out.dispatch(&shared, stored(1));
+        assert_eq!(woken(&counters), 0, "the dispatch itself wakes nobody");
+        assert!(fan_out.wake_slice());
+        assert_eq!(woken(&counters), WAKE_SLICE);
+        assert!(fan_out.wake_slice());
+        assert_eq!(woken(&counters), WAKE_SLICE * 2);
+        assert!(!fan_out.wake_slice(), "the last slice empties the list");
+        assert_eq!(woken(&counters), subscribers.len());
+        assert!(counters.iter().all(|c| c.0.load(Ordering::SeqCst) == 1));
+    }
+
+    #[test]
+    fn a_stream_not_yet_woken_gets_the_next_event_without_a_second_wake() {
+        let (shared, subscribers) = shared(WAKE_SLICE + 1);
+        let counters = wait_on_queues(&subscribers);
+        let mut fan_out = FanOut::new(usize::MAX);
+        fan_out.dispatch(&shared, stored(1));
+        fan_out.dispatch(&shared, stored(2));
+        while fan_out.wake_slice() {}
+        assert!(counters.iter().all(|c| c.0.load(Ordering::SeqCst) == 1));
+        // Each stream finds both events in its queue, for one write.
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for subscriber in &subscribers {
+            match subscriber.queue.poll_drain(&mut cx) {
+                std::task::Poll::Ready(crate::hub::subscriber::Drained::Frames(frames)) => {
+                    assert_eq!(
+                        frames.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+                        [1, 2]
+                    );
+                }
+                _ => panic!("both events are queued"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_budget_stops_new_events_until_the_streams_they_reach_were_woken() {
+        let (shared, subscribers) = shared(WAKE_SLICE * 3);
+        let counters = wait_on_queues(&subscribers);
+        let frame_bytes = stored(1).frame.len();
+        // Room for two events' worth of copies, not three.
+        let mut fan_out = FanOut::new(frame_bytes * subscribers.len() * 2);
+        assert!(fan_out.has_room());
+        fan_out.dispatch(&shared, stored(1));
+        assert!(fan_out.has_room());
+        fan_out.dispatch(&shared, stored(2));
+        assert!(!fan_out.has_room(), "two events' copies fill the budget");
+        // Waking part of the streams the events reach does not free it...
+        assert!(fan_out.wake_slice());
+        assert!(!fan_out.has_room());
+        assert!(fan_out.wake_slice());
+        assert!(!fan_out.has_room());
+        // ...waking the last of them does.
+        assert!(!fan_out.wake_slice());
+        assert!(fan_out.has_room());
+        assert_eq!(fan_out.unwoken_bytes, 0);
+        assert_eq!(woken(&counters), subscribers.len());
+    }
+
+    #[test]
+    fn streams_that_are_not_waiting_do_not_hold_the_budget() {
+        // Nobody polls these streams (a client blocked on a full socket): they are never in the
+        // ready list, so their queued frames are theirs to overflow, not the publishers' to wait
+        // for.
+        let (shared, _subscribers) = shared(WAKE_SLICE);
+        let mut fan_out = FanOut::new(1);
+        fan_out.dispatch(&shared, stored(1));
+        assert!(!fan_out.wake_slice());
+        assert!(fan_out.has_room());
+    }
+
+    /// The whole hub on one thread: a publish is answered after at most about one slice of
+    /// stream wakes, not after the whole fan-out of the event before it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_publish_is_answered_before_the_fan_out_of_the_previous_event_ends() {
+        use futures_util::StreamExt;
+        let hub = crate::Hub::builder(crate::HubConfig::default())
+            .build()
+            .await
+            .expect("hub");
+        let streams = WAKE_SLICE * 8;
+        let received = Arc::new(AtomicUsize::new(0));
+        for _ in 0..streams {
+            let mut subscription = hub
+                .subscribe(crate::SubscribeRequest {
+                    topics: vec!["t".into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("subscribe");
+            let received = received.clone();
+            tokio::spawn(async move {
+                if subscription.stream.next().await.is_some() {
+                    received.fetch_add(1, Ordering::SeqCst);
+                }
+                // Keep the stream open until the test ends.
+                std::future::pending::<()>().await;
+            });
+        }
+        // Every stream task runs once and waits on its queue.
+        tokio::task::yield_now().await;
+        hub.publish(Event::new("t", "first")).await.expect("first");
+        hub.publish(Event::new("t", "second"))
+            .await
+            .expect("second");
+        let when_answered = received.load(Ordering::SeqCst);
+        assert!(
+            when_answered < streams / 2,
+            "the second publish was answered after {when_answered} of {streams} streams got the first"
+        );
+        while received.load(Ordering::SeqCst) < streams {
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Why a publish or a subscription failed: the errors [`crate::Hub`] returns, which `http`
+//! maps to statuses.
+
+use thiserror::Error;
+
+use crate::event::EventError;
+use crate::history::HistoryError;
+
+/// Why a publish failed.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// The event breaks a rule (400).
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    /// The history store refused it (503); nothing was delivered.
+    #[error(transparent)]
+    Unavailable(#[from] HistoryError),
+    /// The hub is shutting down (503).
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Error)]
+pub enum SubscribeError {
+    /// No `topic` selector (400).
+    #[error("missing topic: subscribe with at least one `topic` query parameter")]
+    NoTopics,
+    /// More selectors than allowed (400).
+    #[error("too many topics: {count} given, at most {max} allowed")]
+    TooManyTopics {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The maximum number of open streams is reached (503, retry later).
+    #[error("too many open streams: the hub allows {max}")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// The hub is shutting down (503).
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    /// History could not be read (503).
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}

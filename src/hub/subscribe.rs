@@ -1,0 +1,204 @@
+//! Opening a subscription: validate and compile the selectors, register the subscriber first,
+//! locate the replay's start in history, and hand the stream its registration.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::info;
+
+use super::registry::RegisterError;
+use super::stream::{ReplayCursor, SubscriptionStream};
+use super::subscriber::{Subscriber, SubscriberQueue};
+use super::{
+    CloseReason, Hub, Shared, SubscribeError, SubscribeRequest, SubscriberId, SubscriberInfo,
+    Subscription,
+};
+use crate::auth::SubscriberGrant;
+use crate::history::{HistoryError, ReplayFrom, ReplayStart};
+
+/// Unregisters a subscriber that never got its stream (and runs its close hooks).
+struct Registration<'a> {
+    shared: &'a Shared,
+    id: SubscriberId,
+    armed: bool,
+    /// The close reason if it never gets a stream: the caller gave up, unless set otherwise.
+    reason: CloseReason,
+}
+
+impl Registration<'_> {
+    /// The stream owns the registration from now on.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.release(self.id, self.reason);
+        }
+    }
+}
+
+impl Hub {
+    /// Registers a subscriber, then replays history after its `Last-Event-ID`.
+    ///
+    /// # Errors
+    /// See [`SubscribeError`]; nothing stays registered on error.
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<Subscription, SubscribeError> {
+        let config = &self.inner.config;
+        if request.topics.is_empty() {
+            return Err(SubscribeError::NoTopics);
+        }
+        if request.topics.len() > config.max_topics_per_subscription {
+            return Err(SubscribeError::TooManyTopics {
+                count: request.topics.len(),
+                max: config.max_topics_per_subscription,
+            });
+        }
+        // Compiling URI templates costs up to milliseconds each: off the async workers.
+        let (topics, selectors) = if request.topics.iter().any(|t| t.contains('{')) {
+            let hub = self.clone();
+            let topics = request.topics;
+            tokio::task::spawn_blocking(move || {
+                let selectors: Vec<_> = topics.iter().map(|t| hub.inner.selectors.get(t)).collect();
+                (topics, selectors)
+            })
+            .await
+            .map_err(|e| SubscribeError::History(HistoryError::Unavailable(e.to_string())))?
+        } else {
+            let selectors = request
+                .topics
+                .iter()
+                .map(|t| self.inner.selectors.get(t))
+                .collect();
+            (request.topics, selectors)
+        };
+        let exact_only = selectors.iter().all(|s| s.as_exact().is_some());
+        let id = self
+            .inner
+            .next_subscriber_id
+            .fetch_add(1, Ordering::Relaxed);
+        let ends_at = self.stream_deadline(&request.grant);
+        let subscriber = Arc::new(Subscriber {
+            info: SubscriberInfo {
+                id,
+                uri: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+                topics,
+                remote_addr: request.remote_addr,
+                payload: request.grant.payload.clone(),
+                connected_at: SystemTime::now(),
+            },
+            selectors,
+            exact_only,
+            grant: request.grant,
+            queue: SubscriberQueue::new(config.queue_capacity),
+        });
+        // Register first: events published from now on are queued for this subscriber, so the
+        // history read below cannot miss one.
+        self.inner
+            .shared
+            .registry
+            .insert(subscriber.clone())
+            .map_err(|e| match e {
+                RegisterError::Full => SubscribeError::Full {
+                    max: config.max_subscribers,
+                },
+                RegisterError::ShuttingDown => SubscribeError::ShuttingDown,
+            })?;
+        // Until the stream owns the registration, this guard does: an error, a panicking hook or
+        // the caller dropping this future (the client left during the history read) unregisters.
+        let mut registration = Registration {
+            shared: &self.inner.shared,
+            id,
+            armed: true,
+            reason: CloseReason::ClientDisconnected,
+        };
+        // Open hooks run as soon as the subscriber is registered, so that any close (which can
+        // come from the dispatcher from now on) follows its open.
+        for hook in &self.inner.shared.hooks.on_open {
+            hook(&subscriber.info);
+        }
+        self.inner.shared.announce(&subscriber.info, true);
+        let from = request
+            .last_event_id
+            .clone()
+            .map(ReplayFrom::from_last_event_id);
+        let from_earliest = from == Some(ReplayFrom::Earliest);
+        let start = match from {
+            None => None,
+            Some(from) => {
+                let located = self.inner.history.clone().locate(from).await;
+                match located {
+                    Ok(start) => Some(start),
+                    Err(error) => {
+                        registration.reason = CloseReason::HistoryUnavailable;
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
+        let skip_through_seq = start.as_ref().map_or(0, |s| s.through_seq);
+        let (replay, resumed_after) = match start {
+            None => (None, None),
+            Some(ReplayStart {
+                after_seq,
+                through_seq,
+                resumed_after,
+            }) => (
+                Some(ReplayCursor::new(
+                    self.inner.replay_reads.clone(),
+                    after_seq,
+                    through_seq,
+                    from_earliest,
+                )),
+                Some(resumed_after),
+            ),
+        };
+        info!(
+            subscriber = id,
+            remote = ?subscriber.info.remote_addr,
+            topics = subscriber.info.topics.len(),
+            resumed_after = resumed_after.as_deref().unwrap_or("-"),
+            "stream opened"
+        );
+        registration.disarm();
+        let stream = SubscriptionStream::new(
+            self.inner.shared.clone(),
+            subscriber,
+            replay,
+            skip_through_seq,
+            config.heartbeat,
+            ends_at,
+        );
+        Ok(Subscription {
+            resumed_after,
+            stream,
+        })
+    }
+
+    /// The earlier of the maximum lifetime and the token's expiry.
+    fn stream_deadline(
+        &self,
+        grant: &SubscriberGrant,
+    ) -> Option<(tokio::time::Instant, CloseReason)> {
+        let now = tokio::time::Instant::now();
+        let lifetime = self
+            .inner
+            .config
+            .max_lifetime
+            .filter(|d| !d.is_zero())
+            .map(|d| (now + d, CloseReason::Timeout));
+        let expiry = grant
+            .time_left()
+            .map(|d| (now + d, CloseReason::TokenExpired));
+        match (lifetime, expiry) {
+            (Some(l), Some(e)) => Some(if e.0 <= l.0 { e } else { l }),
+            (l, e) => l.or(e),
+        }
+    }
+}
