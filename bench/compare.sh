@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # ssehub beside Nchan (nginx + nchan_module), the same `ssehub bench` scenarios against both in one
-# run: 1,000 and 10,000 subscribers, fast (--rate 0) and paced (about 10,000 deliveries/s in
-# total), 100-byte payloads, plus 4 KB payloads at 1,000 fast. Each run gets a freshly started
-# server, so its RSS figures start from a fresh process. Prints a Markdown table to stdout.
+# run. The common case first: ONE publisher in a closed loop (it sends the next event when the
+# previous one is answered), fast, at 1,000, 5,000, 10,000 and 19,000 subscribers; then 16
+# publishers at 10,000; light load (1 event/s) at 1,000 and 10,000; 4 KB payloads at 1,000.
+# 100-byte payloads unless said. ssehub runs with `--history memory` like Nchan's in-memory
+# buffer, and the one-publisher scenarios at 10,000 also run it with its default durable
+# history ("ssehub-durable"). Each run gets a freshly started server, so its RSS figures start
+# from a fresh process. Prints a Markdown table to stdout.
 #
 # Nchan runs in Debian's nginx (`nginx`, `libnginx-mod-nchan`, installed with apt-get when
 # missing) with a config of its own in a temporary directory: `worker_processes 1`, one channel
@@ -13,13 +17,12 @@
 # Loopback only; every process started here is stopped by its PID.
 #
 # Usage: bench/compare.sh [--skip-10k | --smoke]   (--smoke: 50 subscribers, 20 events, to try it)
-# ONLY="SUBS EVENTS RATE PAYLOAD" runs only the scenarios starting with that text (e.g.
-# ONLY="10000 200 0" for 10,000 subscribers, fast).
-# PUBLISH_CONCURRENCY=N (default 4, `ssehub bench`'s): concurrent publishers, for both servers.
+# ONLY="SUBS EVENTS RATE PAYLOAD PUBLISHERS" runs only the scenarios starting with that text
+# (e.g. ONLY="10000 200 0 100 1" for 10,000 subscribers, fast, one publisher).
 # ROUNDS=N (default 3): every scenario runs N times on both servers, alternating which goes first;
 # the table gives the median of the rounds (and the worst delivery count).
 # With COMPARE_JSON_DIR=DIR, every run's `ssehub bench --json` report is also copied to DIR
-# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD-rROUND.json) and the plots are drawn into
+# (SERVER-SUBSCRIBERS-EVENTS-RATE-PAYLOAD-PUBLISHERS-rROUND.json) and the plots are drawn into
 # COMPARE_PLOTS_DIR (default docs: set it elsewhere for partial runs with ONLY) with
 # `bench/compare_report.py plots` (matplotlib, installed from apt when missing).
 set -euo pipefail
@@ -56,16 +59,24 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_ssehub -> sets URL_SUB, URL_PUB, SERVER_PID, EXTRA
+# start_ssehub [HISTORY FLAGS...] -> sets URL_SUB, URL_PUB, SERVER_PID, EXTRA
 start_ssehub() {
   local port; port=$(free_port)
-  $BIN serve --addr "127.0.0.1:$port" --jwt-key "$KEY" --anonymous --history memory \
+  local history=("$@")
+  [ ${#history[@]} -gt 0 ] || history=(--history memory)
+  $BIN serve --addr "127.0.0.1:$port" --jwt-key "$KEY" --anonymous "${history[@]}" \
     >"$work/ssehub.log" 2>&1 &
   SERVER_PID=$!
   pids+=("$SERVER_PID")
   for _ in $(seq 100); do grep -q "listening" "$work/ssehub.log" 2>/dev/null && break; sleep 0.1; done
   URL_SUB="http://127.0.0.1:$port/.well-known/mercure"
   EXTRA=(--url "$URL_SUB" --jwt-key "$KEY")
+}
+
+# start_ssehub-durable: the default durable history, in a fresh directory.
+start_ssehub-durable() {
+  rm -rf "$work/data"
+  start_ssehub --data-dir "$work/data"
 }
 
 # start_nchan -> sets SERVER_PID (the worker), EXTRA
@@ -120,33 +131,35 @@ CONF
     --publish-content-type text/plain --publish-body '{payload}')
 }
 
-# run SERVER SUBS EVENTS RATE PAYLOAD ROUND -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD-rROUND.json
+# run SERVER SUBS EVENTS RATE PAYLOAD PUBLISHERS ROUND
+#   -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD-PUBLISHERS-rROUND.json
 run() {
-  local server=$1 subs=$2 events=$3 rate=$4 payload=$5 round=$6
+  local server=$1 subs=$2 events=$3 rate=$4 payload=$5 publishers=$6 round=$7
   "start_$server"
-  local out="$work/$server-$subs-$events-$rate-$payload-r$round.json"
+  local out="$work/$server-$subs-$events-$rate-$payload-$publishers-r$round.json"
   sleep 1
   $BIN bench "${EXTRA[@]}" --subscribers "$subs" --events "$events" --rate "$rate" \
-    --payload-bytes "$payload" --server-pid "$SERVER_PID" --timeout 60s --json \
-    --publishers "${PUBLISHERS:-${PUBLISH_CONCURRENCY:-1}}" \
-    >"$out" 2>"$work/bench.err" || { echo "bench failed ($server $subs $rate $payload):" >&2; tail -5 "$work/bench.err" >&2; }
+    --payload-bytes "$payload" --publishers "$publishers" --server-pid "$SERVER_PID" \
+    --timeout 60s --json \
+    >"$out" 2>"$work/bench.err" || { echo "bench failed ($server $subs $rate $payload $publishers):" >&2; tail -5 "$work/bench.err" >&2; }
   stop_all
 }
 
-# subscribers events rate payload label
+# subscribers events rate payload publishers label
 scenarios=(
-  "1000 200 0 100 fast"
-  "1000 200 0 4000 fast"
-  "1000 100 10 100 paced 10 events/s"
+  "1000 200 0 100 1 fast, 1 publisher"
+  "1000 200 0 4000 1 fast, 1 publisher"
+  "1000 20 1 100 1 paced 1 event/s"
 )
 if [ "$MODE" = --smoke ]; then
-  scenarios=("50 20 0 100 smoke")
+  scenarios=("50 20 0 100 1 smoke")
 elif [ "$MODE" != --skip-10k ]; then
   scenarios+=(
-    "10000 200 0 100 fast"
-    "10000 20 1 100 paced 1 event/s"
-    "19000 50 0 100 fast"
-    "19000 10 1 100 paced 1 event/s"
+    "5000 200 0 100 1 fast, 1 publisher"
+    "10000 200 0 100 1 fast, 1 publisher"
+    "10000 400 0 100 16 fast, 16 publishers"
+    "10000 20 1 100 1 paced 1 event/s"
+    "19000 200 0 100 1 fast, 1 publisher"
   )
 fi
 
@@ -159,11 +172,17 @@ fi
 i=0
 for round in $(seq "$ROUNDS"); do
   for s in "${scenarios[@]}"; do
-    read -r subs events rate payload _ <<<"$s"
+    read -r subs events rate payload publishers _ <<<"$s"
     # Alternate which server goes first, so drift on the machine spreads over both.
     if [ $((i % 2)) = 0 ]; then order="ssehub nchan"; else order="nchan ssehub"; fi
+    # The durable default beside them, where the issue of one publisher is sharpest.
+    if [ "$subs" = 10000 ] && [ "$rate" = 0 ] && [ "$publishers" = 1 ]; then
+      order="$order ssehub-durable"
+    fi
     echo "== round $round/$ROUNDS: $s ($order)" >&2
-    for server in $order; do run "$server" "$subs" "$events" "$rate" "$payload" "$round"; done
+    for server in $order; do
+      run "$server" "$subs" "$events" "$rate" "$payload" "$publishers" "$round"
+    done
     i=$((i + 1))
   done
 done
