@@ -43,6 +43,12 @@ pub struct Metrics {
     pub events_published: Counter<u64, AtomicU64>,
     /// Frames queued to subscribers by the fan-out (one per subscriber per event).
     pub events_delivered: Counter<u64, AtomicU64>,
+    /// Bytes the fan-out queued for streams not yet woken to write them, each subscriber's
+    /// copy counted: at `max_queued_bytes` the hub paces publishers.
+    pub fanout_pending_bytes: Gauge<i64, AtomicI64>,
+    /// Times the fan-out stopped taking events because [`Self::fanout_pending_bytes`]
+    /// reached `max_queued_bytes` (publishers were paced).
+    pub fanout_paced: Counter<u64, AtomicU64>,
     /// Events sent from history to reconnecting subscribers.
     pub events_replayed: Counter<u64, AtomicU64>,
     /// Replay pages read from the history store.
@@ -81,6 +87,8 @@ impl Metrics {
             subscriptions: Gauge::default(),
             events_published: Counter::default(),
             events_delivered: Counter::default(),
+            fanout_pending_bytes: Gauge::default(),
+            fanout_paced: Counter::default(),
             events_replayed: Counter::default(),
             history_page_reads: Counter::default(),
             replay_pages: Counter::default(),
@@ -113,6 +121,16 @@ impl Metrics {
             "events_delivered",
             "Frames queued to subscribers by the fan-out",
             metrics.events_delivered.clone(),
+        );
+        metrics.registry.register(
+            "fanout_pending_bytes",
+            "Bytes queued by the fan-out for streams not yet woken, each subscriber's copy counted",
+            metrics.fanout_pending_bytes.clone(),
+        );
+        metrics.registry.register(
+            "fanout_paced",
+            "Times the fan-out stopped taking events at max_queued_bytes (publishers paced)",
+            metrics.fanout_paced.clone(),
         );
         metrics.registry.register(
             "events_replayed",

@@ -147,6 +147,9 @@ pub(super) async fn run_dispatcher(
     max_queued_bytes: usize,
 ) {
     let mut fan_out = FanOut::new(max_queued_bytes);
+    let metrics = &shared.metrics;
+    // Whether the last round found the budget full (the pacing counter counts each start).
+    let mut paced = false;
     loop {
         if fan_out.ready.is_empty() {
             // Every stream with something queued was woken: wait for the next event.
@@ -155,6 +158,7 @@ pub(super) async fn run_dispatcher(
                 None => break,
             }
         } else if fan_out.has_room() {
+            paced = false;
             // Streams are still waiting for their turn: take one more event if it is there,
             // but never wait for one while they do.
             match events.try_recv() {
@@ -162,8 +166,15 @@ pub(super) async fn run_dispatcher(
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => break,
             }
+        } else if !paced {
+            paced = true;
+            metrics.fanout_paced.inc();
         }
-        if fan_out.wake_slice() {
+        let more = fan_out.wake_slice();
+        metrics
+            .fanout_pending_bytes
+            .set(i64::try_from(fan_out.unwoken_bytes).unwrap_or(i64::MAX));
+        if more {
             // Let the streams just woken, and anything else that is ready, run first.
             tokio::task::yield_now().await;
         }

@@ -13,6 +13,7 @@ mod demo;
 mod durable;
 mod embedded_db;
 mod embedding;
+mod fanout;
 mod fuzz_regressions;
 mod hostile;
 mod lifecycle;
