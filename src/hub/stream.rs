@@ -312,3 +312,70 @@ impl Drop for SubscriptionStream {
         self.shared.release(self.subscriber.info.id, reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use crate::{Event, Hub, HubConfig, SubscribeRequest};
+
+    async fn hub_and_stream() -> (Hub, super::SubscriptionStream) {
+        let hub = Hub::builder(HubConfig::default())
+            .build()
+            .await
+            .expect("hub");
+        let subscription = hub
+            .subscribe(SubscribeRequest {
+                topics: vec!["t".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("subscribe");
+        (hub, subscription.stream)
+    }
+
+    /// Publishes `data` and waits until the fan-out queued it (without polling the stream).
+    async fn publish_queued(hub: &Hub, data: &str) {
+        let before = hub.metrics().events_delivered.get();
+        hub.publish(Event::new("t", data)).await.expect("publish");
+        while hub.metrics().events_delivered.get() == before {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_queued_meanwhile_leave_as_one_item_for_one_write() {
+        let (hub, mut stream) = hub_and_stream().await;
+        for data in ["one", "two", "three"] {
+            publish_queued(&hub, data).await;
+        }
+        let item = stream.next().await.expect("an item");
+        let text = std::str::from_utf8(&item).expect("utf-8");
+        assert_eq!(text.matches("data: ").count(), 3, "{text}");
+        assert!(text.ends_with("data: three\n\n"));
+    }
+
+    #[tokio::test]
+    async fn one_item_holds_at_most_64_kib_of_frames() {
+        let (hub, mut stream) = hub_and_stream().await;
+        let big = "x".repeat(40 * 1024);
+        for _ in 0..3 {
+            publish_queued(&hub, &big).await;
+        }
+        for _ in 0..3 {
+            let item = stream.next().await.expect("an item");
+            assert!(
+                item.len() <= super::MAX_COALESCED_BYTES,
+                "{} bytes",
+                item.len()
+            );
+            assert_eq!(
+                std::str::from_utf8(&item)
+                    .unwrap()
+                    .matches("data: ")
+                    .count(),
+                1
+            );
+        }
+    }
+}

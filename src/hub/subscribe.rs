@@ -202,3 +202,64 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::HubConfig;
+
+    async fn hub(max_lifetime: Option<Duration>) -> Hub {
+        Hub::builder(HubConfig {
+            max_lifetime,
+            ..HubConfig::default()
+        })
+        .build()
+        .await
+        .expect("hub")
+    }
+
+    fn expiring_in(seconds: u64) -> SubscriberGrant {
+        SubscriberGrant {
+            expires_at: Some(SystemTime::now() + Duration::from_secs(seconds)),
+            ..SubscriberGrant::default()
+        }
+    }
+
+    /// `(seconds from now, reason)` of the stream's end.
+    fn deadline(hub: &Hub, grant: &SubscriberGrant) -> Option<(u64, CloseReason)> {
+        let now = tokio::time::Instant::now();
+        hub.stream_deadline(grant)
+            .map(|(at, reason)| ((at - now).as_secs_f64().round() as u64, reason))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_at_the_earlier_of_its_lifetime_and_its_token_expiry() {
+        let hub = hub(Some(Duration::from_secs(3600))).await;
+        assert_eq!(
+            deadline(&hub, &SubscriberGrant::default()),
+            Some((3600, CloseReason::Timeout))
+        );
+        assert_eq!(
+            deadline(&hub, &expiring_in(60)),
+            Some((60, CloseReason::TokenExpired))
+        );
+        assert_eq!(
+            deadline(&hub, &expiring_in(7200)),
+            Some((3600, CloseReason::Timeout))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_lifetime_only_the_token_ends_a_stream() {
+        for lifetime in [None, Some(Duration::ZERO)] {
+            let hub = hub(lifetime).await;
+            assert_eq!(deadline(&hub, &SubscriberGrant::default()), None);
+            assert_eq!(
+                deadline(&hub, &expiring_in(60)),
+                Some((60, CloseReason::TokenExpired))
+            );
+        }
+    }
+}

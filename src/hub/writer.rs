@@ -99,3 +99,157 @@ pub(super) async fn run_subscription_events(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::history::{HistoryFuture, MemoryHistory, Page, ReplayFrom, ReplayStart};
+
+    /// The in-memory store, recording the size of each append; or failing every append.
+    struct Recording {
+        store: Arc<MemoryHistory>,
+        appends: Mutex<Vec<usize>>,
+        fail: bool,
+    }
+
+    impl Recording {
+        fn new(fail: bool) -> Arc<Self> {
+            Arc::new(Self {
+                store: Arc::new(MemoryHistory::new(1000)),
+                appends: Mutex::new(Vec::new()),
+                fail,
+            })
+        }
+    }
+
+    impl History for Recording {
+        fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+            self.appends.lock().unwrap().push(events.len());
+            if self.fail {
+                return Box::pin(std::future::ready(Err(HistoryError::Unavailable(
+                    "disk full".into(),
+                ))));
+            }
+            self.store.clone().append(events)
+        }
+        fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+            self.store.clone().locate(from)
+        }
+        fn read_page(
+            self: Arc<Self>,
+            after_seq: u64,
+            through_seq: u64,
+            max_events: usize,
+        ) -> HistoryFuture<Page> {
+            self.store
+                .clone()
+                .read_page(after_seq, through_seq, max_events)
+        }
+        fn len(&self) -> usize {
+            self.store.len()
+        }
+    }
+
+    fn request(data: &str) -> (PublishRequest, oneshot::Receiver<Result<u64, PublishError>>) {
+        let (ack, acked) = oneshot::channel();
+        let event = Event::new("t", data);
+        (PublishRequest { event, ack }, acked)
+    }
+
+    #[tokio::test]
+    async fn publishes_queued_meanwhile_are_one_append_acknowledged_and_dispatched_in_order() {
+        let history = Recording::new(false);
+        let (requests, requests_rx) = mpsc::channel(16);
+        let (dispatch, mut dispatched) = mpsc::channel(16);
+        let mut acks = Vec::new();
+        for i in 0..5 {
+            let (request, acked) = request(&format!("e{i}"));
+            requests.send(request).await.unwrap();
+            acks.push(acked);
+        }
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            requests_rx,
+            history.clone(),
+            Some(dispatch),
+            shutdown.clone(),
+        ));
+        let mut seqs = Vec::new();
+        for acked in acks {
+            seqs.push(acked.await.unwrap().unwrap());
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            *history.appends.lock().unwrap(),
+            [5],
+            "one append for the batch"
+        );
+        for (i, seq) in seqs.iter().enumerate() {
+            let event = dispatched.recv().await.unwrap();
+            assert_eq!(event.seq, *seq);
+            assert!(std::str::from_utf8(&event.frame)
+                .unwrap()
+                .ends_with(&format!("data: e{i}\n\n")));
+        }
+        shutdown.cancel();
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_fails_every_publish_of_the_batch_and_dispatches_nothing() {
+        let history = Recording::new(true);
+        let (requests, requests_rx) = mpsc::channel(16);
+        let (dispatch, mut dispatched) = mpsc::channel(16);
+        let mut acks = Vec::new();
+        for i in 0..3 {
+            let (request, acked) = request(&format!("e{i}"));
+            requests.send(request).await.unwrap();
+            acks.push(acked);
+        }
+        drop(requests);
+        run_writer(
+            requests_rx,
+            history,
+            Some(dispatch),
+            CancellationToken::new(),
+        )
+        .await;
+        for acked in acks {
+            assert!(matches!(
+                acked.await.unwrap(),
+                Err(PublishError::Unavailable(HistoryError::Unavailable(_)))
+            ));
+        }
+        assert!(dispatched.recv().await.is_none(), "nothing was dispatched");
+    }
+
+    #[tokio::test]
+    async fn with_a_shared_log_the_writer_appends_but_does_not_dispatch() {
+        // The feed of a shared log dispatches every instance's events, these included.
+        let history = Recording::new(false);
+        let (requests, requests_rx) = mpsc::channel(16);
+        let (request, acked) = request("e");
+        requests.send(request).await.unwrap();
+        drop(requests);
+        run_writer(requests_rx, history.clone(), None, CancellationToken::new()).await;
+        assert_eq!(acked.await.unwrap().unwrap(), 1);
+        assert_eq!(history.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn publishes_still_queued_at_shutdown_fail_as_shutting_down() {
+        let history = Recording::new(false);
+        let (requests, requests_rx) = mpsc::channel(16);
+        let (request, acked) = request("late");
+        requests.send(request).await.unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        run_writer(requests_rx, history.clone(), None, shutdown).await;
+        drop(requests);
+        // The request was never taken: its acknowledgement sender went with the channel.
+        assert!(acked.await.is_err());
+        assert!(history.appends.lock().unwrap().is_empty());
+    }
+}
