@@ -235,8 +235,16 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .expect("field")
 }
 
-/// The value of the sample `name` (with its labels, if any, as written) in OpenMetrics `text`;
-/// 0 when absent.
-pub fn metric(text: &str, name: &str) -> u64 {
-    observe::MetricValues::parse(text).get(name) as u64
+/// The value of the sample `name` (with its labels, if any, as written) in OpenMetrics `text`,
+/// or `None` when the page does not have it (see [`observe::MetricValues::get`]: an unwritten
+/// label of a declared family is 0, a missing metric is `None`).
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    observe::MetricValues::parse(text)
+        .get(name)
+        .map(|value| value as u64)
+}
+
+/// Like [`metric`], failing the test (with the page) when the metric is missing.
+pub fn expect_metric(text: &str, name: &str) -> u64 {
+    metric(text, name).unwrap_or_else(|| panic!("metric {name} is not on the page:\n{text}"))
 }
