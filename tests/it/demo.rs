@@ -318,7 +318,7 @@ async fn demo_refuses_to_start_without_an_hmac_key() {
         "-out".as_ref(),
         public.as_os_str(),
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let mut child = crate::support::binary::ssehub_command()
         .args(["serve", "--addr", "127.0.0.1:0", "--history", "memory"])
         .args(["--jwt-algorithm", "ES256", "--demo", "--publisher-jwt-key"])
         .arg(&public)
