@@ -122,13 +122,25 @@ async fn ten_thousand_streams_opened_and_dropped_leave_an_empty_registry() {
             .await;
         // A third reads the event first; the last third leaves it unread.
         let unread = rest.split_off(PER_WAVE / 3);
+        // The event itself, not just any byte (a heartbeat or the end of the stream would be
+        // bytes too).
+        let frame = format!("data: wave {wave}\n\n");
         for stream in &mut rest {
-            let mut buf = [0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-                .await
-                .expect("event within 10 s")
-                .expect("read");
-            assert!(n > 0);
+            let mut read = Vec::new();
+            let arrived = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut buf = [0u8; 256];
+                while !String::from_utf8_lossy(&read).contains(&frame) {
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "the stream ended before the event: {read:?}");
+                    read.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await;
+            assert!(
+                arrived.is_ok(),
+                "no {frame:?} within 10 s; read {:?}",
+                String::from_utf8_lossy(&read)
+            );
         }
         drop(rest);
         drop(unread);
