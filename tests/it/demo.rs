@@ -1,8 +1,9 @@
 //! `ssehub serve --demo`: the demo page in a real headless Chromium, its token and polling
 //! endpoints, and its refusal to start without an HMAC key.
 //!
-//! Chromium is driven through the DevTools protocol over a minimal WebSocket client written here
-//! ([`DevTools`]): `--dump-dom` and `--screenshot` capture the page at its load event, before any
+//! Chromium is driven through the DevTools protocol over a WebSocket (`tokio-tungstenite`, in
+//! `support::chromium`; `scripts/test` installs Chromium, and the test fails without it):
+//! `--dump-dom` and `--screenshot` capture the page at its load event, before any
 //! event arrives, and `--virtual-time-budget` never returns while an `EventSource` is open.
 //!
 //! Set `SSEHUB_DEMO_SCREENSHOT=docs/demo.png` to have the page test save a screenshot of what it
