@@ -239,16 +239,20 @@ async fn stream_ends_when_the_token_expires() {
     let (status, mut body) = subscribe_in_process(&hub, "topic=t", &token).await;
     assert_eq!(status, 200);
     let opened = Instant::now();
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                let data = frame.into_data().expect("a data frame");
-                assert_eq!(&data[..], b":\n\n", "only heartbeats on an idle stream");
+    let ended = tokio::time::timeout(LIFETIME * 2, async {
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    let data = frame.into_data().expect("a data frame");
+                    assert_eq!(&data[..], b":\n\n", "only heartbeats on an idle stream");
+                }
+                Some(Err(error)) => panic!("the body failed instead of ending: {error}"),
             }
-            Some(Err(error)) => panic!("the body failed instead of ending: {error}"),
         }
-    }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token twice over");
     assert_ended_at_expiry(opened.elapsed(), LIFETIME);
     // The close is recorded when the body (which owns the registration) goes.
     drop(body);
@@ -361,16 +365,23 @@ async fn token_expiry_ends_even_a_busy_stream() {
     };
     let mut events = 0;
     let mut last_event_at = Duration::ZERO;
-    while let Some(frame) = body.frame().await {
-        let data = frame
-            .expect("the body ends rather than failing")
-            .into_data()
-            .expect("a data frame");
-        if data.ends_with(b"\n\n") && data.windows(5).any(|w| w == b"data:") {
-            events += 1;
-            last_event_at = opened.elapsed();
+    let ended = tokio::time::timeout(LIFETIME * 2, async {
+        while let Some(frame) = body.frame().await {
+            let data = frame
+                .expect("the body ends rather than failing")
+                .into_data()
+                .expect("a data frame");
+            if data.ends_with(b"\n\n") && data.windows(5).any(|w| w == b"data:") {
+                events += 1;
+                last_event_at = opened.elapsed();
+            }
         }
-    }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream outlived its token twice over ({events} events)"
+    );
     let lived = opened.elapsed();
     drop(body);
     publisher.abort();

@@ -25,9 +25,13 @@ fn request(topics: &[&str]) -> SubscribeRequest {
     }
 }
 
-/// The next frame of `stream`; fails the test if the stream ended instead.
+/// The next frame of `stream`; fails the test if the stream ended instead, or if nothing came
+/// within a day (of paused time: a broken timer fails the test rather than hanging it).
 async fn next_frame(stream: &mut SubscriptionStream) -> Bytes {
-    stream.next().await.expect("a frame, but the stream ended")
+    tokio::time::timeout(Duration::from_secs(86_400), stream.next())
+        .await
+        .expect("a frame within a day")
+        .expect("a frame, but the stream ended")
 }
 
 /// Asserts that `stream` neither yields a frame nor ends for `limit`.
@@ -121,9 +125,10 @@ async fn max_lifetime_ends_the_stream_at_its_deadline_and_the_client_resumes() {
         .expect("publish");
     assert!(next_frame(&mut stream).await.ends_with(b"data: before\n\n"));
     assert_silent(&mut stream, LIFETIME / 2 - Duration::from_secs(1)).await;
+    let end = tokio::time::timeout(Duration::from_secs(60), stream.next()).await;
     assert!(
-        stream.next().await.is_none(),
-        "the stream ends at its deadline"
+        matches!(end, Ok(None)),
+        "the stream ends at its deadline: {end:?}"
     );
     assert_eq!(opened.elapsed(), LIFETIME);
     drop(stream);
