@@ -71,9 +71,11 @@ impl MetricValues {
     }
 
     /// The value of the sample `name` (with its labels, as written), or `None` when the page
-    /// does not have it. A labelled sample of a family the page declares reads as 0 when it is
-    /// not written yet (prometheus-client writes a label's sample on its first increment), but a
-    /// renamed or missing metric is `None`: a test must not mistake "gone" for "zero".
+    /// does not have it: a test must not mistake "gone" for "zero". A labelled sample of a
+    /// family the page declares reads as 0 when it is not written yet. prometheus-client writes
+    /// a labelled family (`# TYPE` included) only once it has a sample, so before that the
+    /// whole family is `None`; a caller that means "0 until the first one" says so at the call
+    /// site, where a positive check (it grew) still fails on a renamed metric.
     pub fn get(&self, name: &str) -> Option<f64> {
         if let Some(value) = self.samples.get(name) {
             return Some(*value);
@@ -97,20 +99,20 @@ impl MetricValues {
         })
     }
 
-    /// The sum of every sample of the labelled family `name` (`x_total`); fails the test when
-    /// the page does not declare the family.
-    pub fn sum_of_family(&self, name: &str) -> f64 {
+    /// The sum of every sample of the labelled family `name` (`x_total`), or `None` when the
+    /// page has none (a labelled family appears with its first sample).
+    pub fn sum_of_family(&self, name: &str) -> Option<f64> {
         let family = name.strip_suffix("_total").unwrap_or(name);
-        assert!(
-            self.families.contains(family),
-            "metric family {family} is not on the page"
-        );
+        if !self.families.contains(family) {
+            return None;
+        }
         let prefix = format!("{name}{{");
         self.samples
             .iter()
             .filter(|(sample, _)| sample.starts_with(&prefix))
             .map(|(_, value)| value)
-            .sum()
+            .sum::<f64>()
+            .into()
     }
 }
 
