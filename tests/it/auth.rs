@@ -1,11 +1,19 @@
-//! Authorization (Mercure §Authorization).
+//! Authorization (Mercure §Authorization). The token-expiry tests run on paused time, through
+//! the router in this process (no socket), so a stream's deadline is exact and costs no time.
 
 use std::time::Duration;
 
+use axum::body::Body;
+use http_body_util::BodyExt;
 use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
 use ssehub::HubConfig;
+use tokio::time::Instant;
+use tower::ServiceExt;
 
-use crate::support::{config, publish_with, publisher_token, subscriber_token, SseClient, TestHub};
+use crate::support::{
+    config, hub_without_server, publish_with, publisher_token, reasons, subscriber_token,
+    SseClient, TestHub,
+};
 
 fn no_anonymous() -> HubConfig {
     let mut config = config();
@@ -194,26 +202,64 @@ async fn publishing_by_cookie_needs_an_allowed_origin() {
     assert_eq!(post("https://app.example.com").await, 200);
 }
 
-#[tokio::test]
-async fn stream_ends_when_the_token_expires() {
-    let hub = TestHub::start(config()).await;
-    let token = subscriber_token(&["*"], Some(Duration::from_secs(2)));
-    let mut sub = SseClient::open(
-        &format!("{}?topic=t", hub.url),
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await;
-    assert_eq!(sub.status, 200);
-    assert_eq!(
-        sub.wait_end(Duration::from_secs(6)).await,
-        Some(crate::support::sse::End::Clean)
-    );
-    crate::support::eventually(Duration::from_secs(2), "close hook", || {
-        hub.close_reasons() == [ssehub::CloseReason::TokenExpired]
-    })
-    .await;
+/// Opens `/.well-known/mercure?QUERY` on the router of `hub` in this process (no socket), with
+/// `token` as a bearer token; returns the status and the response body.
+async fn subscribe_in_process(hub: &ssehub::Hub, query: &str, token: &str) -> (u16, Body) {
+    let request = http::Request::get(format!("/.well-known/mercure?{query}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = ssehub::http::router(hub.clone())
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    (response.status().as_u16(), response.into_body())
 }
 
+/// The token's `exp` is in whole seconds: a token made to last `lifetime` has between
+/// `lifetime - 1 s` and `lifetime` left when the hub reads it.
+fn assert_ended_at_expiry(lived: Duration, lifetime: Duration) {
+    assert!(
+        lived + Duration::from_secs(1) >= lifetime && lived <= lifetime,
+        "the stream lived {lived:?} with a token for {lifetime:?}"
+    );
+}
+
+/// Paused time, through the router (token parsing included): an idle stream ends, cleanly (the
+/// body finishes rather than failing), when its token expires, with the `TokenExpired` reason.
+#[tokio::test(start_paused = true)]
+async fn stream_ends_when_the_token_expires() {
+    const LIFETIME: Duration = Duration::from_secs(120);
+    let (hub, closes) = hub_without_server(HubConfig {
+        max_lifetime: None,
+        ..config()
+    })
+    .await;
+    let token = subscriber_token(&["*"], Some(LIFETIME));
+    let (status, mut body) = subscribe_in_process(&hub, "topic=t", &token).await;
+    assert_eq!(status, 200);
+    let opened = Instant::now();
+    let ended = tokio::time::timeout(LIFETIME * 2, async {
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    let data = frame.into_data().expect("a data frame");
+                    assert_eq!(&data[..], b":\n\n", "only heartbeats on an idle stream");
+                }
+                Some(Err(error)) => panic!("the body failed instead of ending: {error}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token twice over");
+    assert_ended_at_expiry(opened.elapsed(), LIFETIME);
+    // The close is recorded when the body (which owns the registration) goes.
+    drop(body);
+    assert_eq!(reasons(&closes), [ssehub::CloseReason::TokenExpired]);
+    assert_eq!(hub.subscriber_count(), 0);
+    hub.shutdown().await;
+}
 /// Generates a key pair with the openssl command line; returns (private PEM, public PEM).
 pub(crate) fn openssl_key_pair(dir: &std::path::Path, algorithm: &[&str]) -> (String, String) {
     let private = dir.join("private.pem");
@@ -292,33 +338,61 @@ async fn rs256_and_es256_public_keys_verify_tokens() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
+/// Paused time, through the router: events every second do not keep a stream open past its
+/// token's expiry (Mercure §Subscribers: close the connection when the token expires).
+#[tokio::test(start_paused = true)]
 async fn token_expiry_ends_even_a_busy_stream() {
-    let hub = std::sync::Arc::new(TestHub::start(config()).await);
-    let token = subscriber_token(&["*"], Some(Duration::from_secs(2)));
-    let mut sub = SseClient::open(
-        &format!("{}?topic=t", hub.url),
-        &[("authorization", &format!("Bearer {token}"))],
-    )
+    const LIFETIME: Duration = Duration::from_secs(60);
+    let (hub, closes) = hub_without_server(HubConfig {
+        max_lifetime: None,
+        ..config()
+    })
     .await;
+    let token = subscriber_token(&["*"], Some(LIFETIME));
+    let (status, mut body) = subscribe_in_process(&hub, "topic=t", &token).await;
+    assert_eq!(status, 200);
+    let opened = Instant::now();
     let publisher = {
         let hub = hub.clone();
         tokio::spawn(async move {
-            for _ in 0..200 {
-                hub.publish(&[("topic", "t"), ("data", "busy")]).await;
-                tokio::time::sleep(Duration::from_millis(25)).await;
+            for i in 0.. {
+                hub.publish(ssehub::Event::new("t", format!("busy {i}")))
+                    .await
+                    .expect("publish");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
     };
-    assert_eq!(
-        sub.wait_end(Duration::from_secs(5)).await,
-        Some(crate::support::sse::End::Clean),
-        "events kept flowing, yet the stream ended when the token expired"
+    let mut events = 0;
+    let mut last_event_at = Duration::ZERO;
+    let ended = tokio::time::timeout(LIFETIME * 2, async {
+        while let Some(frame) = body.frame().await {
+            let data = frame
+                .expect("the body ends rather than failing")
+                .into_data()
+                .expect("a data frame");
+            if data.ends_with(b"\n\n") && data.windows(5).any(|w| w == b"data:") {
+                events += 1;
+                last_event_at = opened.elapsed();
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream outlived its token twice over ({events} events)"
     );
+    let lived = opened.elapsed();
+    drop(body);
     publisher.abort();
-    assert!(hub
-        .close_reasons()
-        .contains(&ssehub::CloseReason::TokenExpired));
+    assert_ended_at_expiry(lived, LIFETIME);
+    assert!(
+        events >= 58 && last_event_at + Duration::from_secs(2) >= lived,
+        "events flowed until the end: {events} events, the last at {last_event_at:?}, end at \
+         {lived:?}"
+    );
+    assert_eq!(reasons(&closes), [ssehub::CloseReason::TokenExpired]);
+    hub.shutdown().await;
 }
 
 #[tokio::test]

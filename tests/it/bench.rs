@@ -2,8 +2,6 @@
 //! the JSON report holds together, over plain HTTP and over HTTPS (HTTP/1.1 and HTTP/2 by ALPN,
 //! with a test CA made by rcgen). No assertion on timing.
 
-use std::process::Command;
-
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::support::binary::BinaryHub;
@@ -16,7 +14,7 @@ fn bench_delivers_every_event_to_every_subscriber_and_reports_json() {
         &[],
     );
     let pid = hub.child.id().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let output = crate::support::binary::ssehub_command()
         .args(["bench", "--url", &hub.url, "--jwt-key", SECRET])
         .args(["--subscribers", "50", "--events", "20", "--json"])
         .args(["--server-pid", &pid, "--timeout", "30s"])
@@ -95,7 +93,7 @@ fn test_certificates() -> (String, String, String) {
 
 /// Runs `ssehub bench ARGS --json` and returns its report, failing on a non-zero exit.
 fn bench_json(args: &[&str]) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let output = crate::support::binary::ssehub_command()
         .arg("bench")
         .args(args)
         .args(["--json", "--timeout", "30s"])
@@ -183,7 +181,7 @@ fn bench_over_https_delivers_every_event_with_http1_and_http2() {
     }
 
     // The CA is required: an https:// URL without it is refused before connecting.
-    let output = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let output = crate::support::binary::ssehub_command()
         .args([
             "bench",
             "--url",

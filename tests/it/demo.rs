@@ -1,8 +1,9 @@
 //! `ssehub serve --demo`: the demo page in a real headless Chromium, its token and polling
 //! endpoints, and its refusal to start without an HMAC key.
 //!
-//! Chromium is driven through the DevTools protocol over a minimal WebSocket client written here
-//! ([`DevTools`]): `--dump-dom` and `--screenshot` capture the page at its load event, before any
+//! Chromium is driven through the DevTools protocol over a WebSocket (`tokio-tungstenite`, in
+//! `support::chromium`; `scripts/test` installs Chromium, and the test fails without it):
+//! `--dump-dom` and `--screenshot` capture the page at its load event, before any
 //! event arrives, and `--virtual-time-budget` never returns while an `EventSource` is open.
 //!
 //! Set `SSEHUB_DEMO_SCREENSHOT=docs/demo.png` to have the page test save a screenshot of what it
@@ -318,7 +319,7 @@ async fn demo_refuses_to_start_without_an_hmac_key() {
         "-out".as_ref(),
         public.as_os_str(),
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let mut child = crate::support::binary::ssehub_command()
         .args(["serve", "--addr", "127.0.0.1:0", "--history", "memory"])
         .args(["--jwt-algorithm", "ES256", "--demo", "--publisher-jwt-key"])
         .arg(&public)

@@ -10,7 +10,7 @@ use crate::support::{publish_with, publisher_token, SseClient, SECRET};
 const ARGS: &[&str] = &["--jwt-key", SECRET, "--anonymous"];
 
 /// Every event a fresh subscriber to `*` gets when resuming from `from`, until the stream
-/// goes quiet.
+/// goes quiet (failing the test if it ends instead).
 async fn replay_all(url: &str, from: &str) -> (Vec<(String, String)>, Option<String>) {
     let mut sub = SseClient::open(&format!("{url}?topic=*"), &[("last-event-id", from)]).await;
     assert_eq!(sub.status, 200);
@@ -19,6 +19,12 @@ async fn replay_all(url: &str, from: &str) -> (Vec<(String, String)>, Option<Str
     while let Some(event) = sub.next_event_within(Duration::from_millis(1500)).await {
         events.push((event.id, event.data));
     }
+    // Quiet, not over: a stream that ended early would look like a short replay.
+    assert!(
+        sub.ended.is_none(),
+        "the replay stream ended ({:?}) after {events:?}",
+        sub.ended
+    );
     (events, header)
 }
 
@@ -182,7 +188,7 @@ async fn a_last_event_id_older_than_retention_gets_what_is_left_and_says_so() {
 }
 
 fn start_fails(data_dir: &std::path::Path) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let output = crate::support::binary::ssehub_command()
         .args(["serve", "--addr", "127.0.0.1:0", "--jwt-key", SECRET])
         .env("SSEHUB_DATA_DIR", data_dir)
         .output()

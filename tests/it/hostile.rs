@@ -11,7 +11,9 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::binary::BinaryHub;
 use crate::support::sse::SseClient;
-use crate::support::{heavy, metric, proc_status_kib, publish_with, publisher_token, SECRET};
+use crate::support::{
+    expect_metric, heavy, proc_status_kib, publish_with, publisher_token, SECRET,
+};
 
 /// Connects to `addr` from the loopback address `source` (127.0.0.0/8 is all loopback).
 async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -135,7 +137,7 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_others_ke
         );
     }
     closed_after.sort();
-    let open_after = metric(&scrape(&hub).await, "ssehub_connections_open");
+    let open_after = expect_metric(&scrape(&hub).await, "ssehub_connections_open");
     eprintln!(
         "slowloris: {SLOW} connections closed after {:?} (median) to {:?} (max); hub RSS {} KiB \
          before, {} KiB at most ({} bytes per slow connection); publish-to-delivery at most \
@@ -204,14 +206,18 @@ async fn connections_over_the_per_address_limit_get_429_and_other_addresses_are_
     }
     let metrics = scrape(&hub).await;
     assert!(
-        metric(
+        expect_metric(
             &metrics,
             "ssehub_connections_rejected_total{reason=\"per_address\"}"
         ) >= 1,
         "{metrics}"
     );
     // 20 from the attacker, one from 127.0.0.2, the scrape.
-    assert_eq!(metric(&metrics, "ssehub_connections_open"), 22, "{metrics}");
+    assert_eq!(
+        expect_metric(&metrics, "ssehub_connections_open"),
+        22,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +258,7 @@ async fn connections_over_the_total_limit_get_503_until_one_closes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = scrape(&hub).await;
     assert!(
-        metric(
+        expect_metric(
             &metrics,
             "ssehub_connections_rejected_total{reason=\"total\"}"
         ) >= 1,
@@ -260,15 +266,30 @@ async fn connections_over_the_total_limit_get_503_until_one_closes() {
     );
 }
 
-/// Sends `request` on a fresh connection and returns the whole answer (until the hub closes
-/// or 5 s pass).
+/// Sends `request` on a fresh connection and returns the whole answer, read until the hub
+/// closes the connection; fails the test if it is still open after 5 s.
 async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The hub may answer and close before it read everything: ignore write errors.
     let _ = stream.write_all(request).await;
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                // EOF, or a reset after an answer to a request the hub did not read whole.
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        read.is_ok(),
+        "the hub did not close the connection within 5 s; answer so far: {answer:.300}"
+    );
+    answer
 }
 
 #[tokio::test]

@@ -1,47 +1,160 @@
 //! The emitter lifecycle: heartbeats, maximum lifetime, and leaving the registry at once on
-//! timeout, completion, error or disconnect.
+//! timeout, completion, error or disconnect. Heartbeats and the lifetime deadline run on paused
+//! time (a hub in this process read through `Hub::subscribe`); what the wire shows of them runs
+//! over TCP.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use ssehub::{CloseReason, HubConfig, SubscribeRequest};
+use ssehub::hub::SubscriptionStream;
+use ssehub::{CloseReason, Event, HubConfig, SubscribeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
-use crate::support::{config, eventually, heavy, open_raw_streams, sse::End, TestHub};
+use crate::support::{
+    config, eventually, heavy, hub_without_server, open_raw_streams, reasons, sse::End, TestHub,
+};
 
-#[tokio::test]
-async fn idle_stream_gets_heartbeats() {
-    let hub = TestHub::start(HubConfig {
-        heartbeat: Duration::from_millis(100),
-        ..config()
-    })
-    .await;
-    let mut sub = hub.subscribe("topic=t").await;
-    sub.assert_no_event(Duration::from_millis(550)).await;
-    assert!(
-        sub.comments_seen() >= 3,
-        "saw {} heartbeats",
-        sub.comments_seen()
-    );
-    assert!(String::from_utf8_lossy(&sub.raw).starts_with(":\n\n"));
-}
-
-#[tokio::test]
-async fn heartbeat_waits_while_events_flow() {
-    let hub = TestHub::start(HubConfig {
-        heartbeat: Duration::from_millis(400),
-        ..config()
-    })
-    .await;
-    let mut sub = hub.subscribe("topic=t").await;
-    for _ in 0..6 {
-        hub.publish(&[("topic", "t")]).await;
-        sub.next_event().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A subscription request for exact `topics` (no template: compiling one runs on the blocking
+/// pool, which would hold paused time still).
+fn request(topics: &[&str]) -> SubscribeRequest {
+    SubscribeRequest {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        ..SubscribeRequest::default()
     }
-    assert_eq!(sub.comments_seen(), 0, "no heartbeat on a busy stream");
 }
 
+/// The next frame of `stream`; fails the test if the stream ended instead, or if nothing came
+/// within a day (of paused time: a broken timer fails the test rather than hanging it).
+async fn next_frame(stream: &mut SubscriptionStream) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(86_400), stream.next())
+        .await
+        .expect("a frame within a day")
+        .expect("a frame, but the stream ended")
+}
+
+/// Asserts that `stream` neither yields a frame nor ends for `limit`.
+async fn assert_silent(stream: &mut SubscriptionStream, limit: Duration) {
+    if let Ok(item) = tokio::time::timeout(limit, stream.next()).await {
+        panic!("expected nothing for {limit:?}, got {item:?}");
+    }
+}
+
+/// Paused time: an idle stream gets a heartbeat comment exactly every period, and nothing in
+/// between.
+#[tokio::test(start_paused = true)]
+async fn idle_stream_gets_a_heartbeat_every_period() {
+    const PERIOD: Duration = Duration::from_secs(15);
+    let (hub, _) = hub_without_server(HubConfig {
+        heartbeat: PERIOD,
+        max_lifetime: None,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut stream = hub
+        .subscribe(request(&["t"]))
+        .await
+        .expect("subscribe")
+        .stream;
+    let opened = Instant::now();
+    for n in 1..=4 {
+        assert_silent(&mut stream, PERIOD - Duration::from_millis(1)).await;
+        assert_eq!(&next_frame(&mut stream).await[..], b":\n\n");
+        assert_eq!(opened.elapsed(), PERIOD * n, "heartbeat {n}");
+    }
+    hub.shutdown().await;
+}
+
+/// Paused time: each event restarts the heartbeat period, so a stream with an event at least
+/// every period never gets a heartbeat; the first comes one period after the last event.
+#[tokio::test(start_paused = true)]
+async fn heartbeat_waits_while_events_flow() {
+    const PERIOD: Duration = Duration::from_secs(15);
+    let (hub, _) = hub_without_server(HubConfig {
+        heartbeat: PERIOD,
+        max_lifetime: None,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut stream = hub
+        .subscribe(request(&["t"]))
+        .await
+        .expect("subscribe")
+        .stream;
+    for i in 0..6 {
+        // Polled all along: a heartbeat due in this time would show up here.
+        assert_silent(&mut stream, PERIOD - Duration::from_secs(1)).await;
+        hub.publish(Event::new("t", format!("e{i}")))
+            .await
+            .expect("publish");
+        let frame = next_frame(&mut stream).await;
+        assert!(
+            frame.ends_with(format!("data: e{i}\n\n").as_bytes()),
+            "{frame:?}"
+        );
+    }
+    let last_event = Instant::now();
+    assert_eq!(&next_frame(&mut stream).await[..], b":\n\n");
+    assert_eq!(last_event.elapsed(), PERIOD);
+    hub.shutdown().await;
+}
+
+/// Paused time: the maximum lifetime ends a stream at its deadline, an hour after it opened,
+/// with the `Timeout` reason and nothing left in the registry; resuming from the last id seen
+/// replays what was published after the end.
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_ends_the_stream_at_its_deadline_and_the_client_resumes() {
+    const LIFETIME: Duration = Duration::from_secs(3600);
+    let (hub, closes) = hub_without_server(HubConfig {
+        heartbeat: Duration::ZERO,
+        max_lifetime: Some(LIFETIME),
+        ..HubConfig::default()
+    })
+    .await;
+    let mut stream = hub
+        .subscribe(request(&["t"]))
+        .await
+        .expect("subscribe")
+        .stream;
+    let opened = Instant::now();
+    assert_silent(&mut stream, LIFETIME / 2).await;
+    let before = hub
+        .publish(Event::new("t", "before"))
+        .await
+        .expect("publish");
+    assert!(next_frame(&mut stream).await.ends_with(b"data: before\n\n"));
+    assert_silent(&mut stream, LIFETIME / 2 - Duration::from_secs(1)).await;
+    let end = tokio::time::timeout(Duration::from_secs(60), stream.next()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream ends at its deadline: {end:?}"
+    );
+    assert_eq!(opened.elapsed(), LIFETIME);
+    drop(stream);
+    assert_eq!(reasons(&closes), [CloseReason::Timeout]);
+    assert_eq!(hub.subscriber_count(), 0);
+    // Like EventSource: reconnect with the last id, get what was published in between.
+    hub.publish(Event::new("t", "while away"))
+        .await
+        .expect("publish");
+    let mut again = hub
+        .subscribe(SubscribeRequest {
+            last_event_id: Some(before.id),
+            ..request(&["t"])
+        })
+        .await
+        .expect("resume")
+        .stream;
+    assert!(next_frame(&mut again)
+        .await
+        .ends_with(b"data: while away\n\n"));
+    hub.shutdown().await;
+}
+
+/// Over TCP, on the real clock: the stream that the maximum lifetime ends is finished properly
+/// (the chunked terminator, which EventSource treats as "reconnect"), and the client resumes over
+/// HTTP with `lastEventID`. The deadline itself is tested on paused time above.
 #[tokio::test]
 async fn max_lifetime_ends_the_stream_cleanly_and_the_client_resumes() {
     let hub = TestHub::start(HubConfig {
@@ -122,13 +235,25 @@ async fn ten_thousand_streams_opened_and_dropped_leave_an_empty_registry() {
             .await;
         // A third reads the event first; the last third leaves it unread.
         let unread = rest.split_off(PER_WAVE / 3);
+        // The event itself, not just any byte (a heartbeat or the end of the stream would be
+        // bytes too).
+        let frame = format!("data: wave {wave}\n\n");
         for stream in &mut rest {
-            let mut buf = [0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-                .await
-                .expect("event within 10 s")
-                .expect("read");
-            assert!(n > 0);
+            let mut read = Vec::new();
+            let arrived = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut buf = [0u8; 256];
+                while !String::from_utf8_lossy(&read).contains(&frame) {
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "the stream ended before the event: {read:?}");
+                    read.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await;
+            assert!(
+                arrived.is_ok(),
+                "no {frame:?} within 10 s; read {:?}",
+                String::from_utf8_lossy(&read)
+            );
         }
         drop(rest);
         drop(unread);

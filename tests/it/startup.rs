@@ -7,7 +7,7 @@ use crate::support::binary::BinaryHub;
 use crate::support::{config, SseClient, TestHub, SECRET};
 
 fn ssehub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    crate::support::binary::ssehub_command()
 }
 
 #[tokio::test]
@@ -17,7 +17,7 @@ async fn binary_on_port_zero_works_with_its_own_cli_clients() {
         &[],
     );
     assert_ne!(hub.addr.port(), 0);
-    let subscriber = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let subscriber = crate::support::binary::ssehub_command()
         .args([
             "subscribe",
             "--url",
@@ -317,7 +317,7 @@ async fn the_cli_subscriber_reconnects_and_resumes() {
         ],
         &[],
     );
-    let subscriber = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let subscriber = crate::support::binary::ssehub_command()
         .args([
             "subscribe",
             "--url",

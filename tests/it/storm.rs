@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use ssehub::wire::Parser;
 
 use crate::support::binary::BinaryHub;
-use crate::support::{heavy, metric, proc_status_kib, publisher_token, SECRET};
+use crate::support::{expect_metric, heavy, proc_status_kib, publisher_token, SECRET};
 
 const CLIENTS: usize = 10_000;
 /// Clients are spread over this many topics, so there are as many distinct `Last-Event-ID`s.
@@ -314,9 +314,9 @@ async fn ten_thousand_clients_resume_at_once_after_a_restart_and_miss_nothing() 
         .text()
         .await
         .expect("metrics body");
-    let reads = metric(&metrics, "ssehub_history_page_reads_total");
-    let pages = metric(&metrics, "ssehub_replay_pages_total");
-    let replayed = metric(&metrics, "ssehub_events_replayed_total");
+    let reads = expect_metric(&metrics, "ssehub_history_page_reads_total");
+    let pages = expect_metric(&metrics, "ssehub_replay_pages_total");
+    let replayed = expect_metric(&metrics, "ssehub_events_replayed_total");
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     eprintln!(

@@ -1,10 +1,30 @@
-//! The real `ssehub` binary, started on port 0 and stopped by its PID.
+//! The real `ssehub` binary, started on port 0 and stopped by its PID, with an environment of
+//! the test's making (no `SSEHUB_*` variable of the caller's shell gets through).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// Removes every `SSEHUB_*` variable of this process's environment from `command`, so that a
+/// developer's shell (`SSEHUB_HISTORY`, `SSEHUB_CONFIG`, …) cannot change what a test starts:
+/// the binary sees only the variables the test sets.
+pub fn clear_ssehub_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SSEHUB_") {
+            command.env_remove(name);
+        }
+    }
+}
+
+/// `ssehub` (the binary under test) with [`clear_ssehub_env`] applied: every test that runs the
+/// binary starts it through this.
+pub fn ssehub_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssehub"));
+    clear_ssehub_env(&mut command);
+    command
+}
 
 pub struct BinaryHub {
     pub child: Child,
@@ -29,7 +49,7 @@ impl BinaryHub {
 
     /// Like [`Self::start`], with the data directory `data_dir` (kept after drop).
     pub fn start_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ssehub"));
+        let mut command = ssehub_command();
         command
             .arg("serve")
             .args(args)

@@ -1,30 +1,30 @@
 //! Headless Chromium (Debian's `chromium`) driven over the DevTools protocol, for the tests of
-//! pages: a minimal WebSocket client (RFC 6455), since `--dump-dom` and `--screenshot` capture a
-//! page at its load event, before any event has arrived.
+//! pages: JSON messages over a WebSocket (`tokio-tungstenite`), since `--dump-dom` and
+//! `--screenshot` capture a page at its load event, before any event has arrived. Chromium is
+//! installed by `scripts/test` (as CI runs it); a test that finds none fails rather than skips.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Installs Debian's `chromium` unless it is already there.
-pub fn ensure_chromium() {
+/// Fails the test unless Debian's `chromium` runs: `scripts/test` installs it, and a browser
+/// test that skipped itself on a machine without it would pass having tested nothing.
+pub fn require_chromium() {
     let present = Command::new("chromium")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !present {
-        let status = Command::new("apt-get")
-            .args(["install", "-y", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .expect("apt-get");
-        assert!(status.success(), "apt-get install -y chromium failed");
-    }
+    assert!(
+        present,
+        "chromium is not installed: run scripts/test (it installs it) or apt-get install chromium"
+    );
 }
 
 /// A headless Chromium with remote debugging, killed (by its own PID) on drop.
@@ -38,7 +38,7 @@ pub struct Chromium {
 impl Chromium {
     /// Opens `url` in a new headless Chromium, with `extra_args` on its command line.
     pub async fn open(url: &str, extra_args: &[&str]) -> Self {
-        ensure_chromium();
+        require_chromium();
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new("chromium")
             .args([
@@ -115,91 +115,32 @@ impl Drop for Chromium {
     }
 }
 
-/// A DevTools protocol session over a WebSocket (RFC 6455): text frames out (masked, as a
-/// client must), text frames in (possibly fragmented); no extensions.
+/// A DevTools protocol session: one WebSocket, requests matched to answers by `id`.
 pub struct DevTools {
-    socket: TcpStream,
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
 }
 
 impl DevTools {
     async fn connect(url: &str) -> Self {
-        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
-        let (host, path) = rest.split_once('/').expect("a path");
-        let mut socket = TcpStream::connect(host).await.expect("connect to DevTools");
-        // No Origin header: DevTools only checks the origins of browser pages.
-        let request = format!(
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: c3NlaHViLWRlbW8tdGVzdA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        socket
-            .write_all(request.as_bytes())
+        // No Origin header (tungstenite sends none): DevTools only checks the origins of pages.
+        let (socket, _response) = tokio_tungstenite::connect_async(url)
             .await
-            .expect("handshake");
-        // Read the response head byte by byte, so no frame byte is consumed with it.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(socket.read_u8().await.expect("handshake response"));
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            .expect("connect to DevTools");
         Self { socket, next_id: 0 }
     }
 
-    async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81]; // FIN, text
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [0x5a, 0x17, 0xc3, 0x9e];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.socket.write_all(&frame).await.expect("send frame");
-    }
-
+    /// The next text message; pings are answered by tungstenite.
     async fn read_message(&mut self) -> String {
-        let mut message = Vec::new();
         loop {
-            let first = self.socket.read_u8().await.expect("frame");
-            let second = self.socket.read_u8().await.expect("frame");
-            let len = match second & 0x7f {
-                126 => u64::from(self.socket.read_u16().await.expect("length")),
-                127 => self.socket.read_u64().await.expect("length"),
-                n => u64::from(n),
-            };
-            let mut mask = [0; 4];
-            if second & 0x80 != 0 {
-                self.socket.read_exact(&mut mask).await.expect("mask");
-            }
-            let mut payload = vec![0; len as usize];
-            self.socket.read_exact(&mut payload).await.expect("payload");
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
-            match first & 0x0f {
-                0x0..=0x2 => {
-                    message.extend_from_slice(&payload);
-                    if first & 0x80 != 0 {
-                        return String::from_utf8(message).expect("UTF-8 message");
-                    }
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                Some(Ok(Message::Close(frame))) => {
+                    panic!("DevTools closed the connection: {frame:?}")
                 }
-                0x9 => {
-                    // Ping: answer with a pong carrying the same payload.
-                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(&payload);
-                    self.socket.write_all(&pong).await.expect("pong");
-                }
-                0x8 => panic!("DevTools closed the connection"),
-                _ => {}
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("DevTools connection failed: {error}"),
+                None => panic!("DevTools closed the connection"),
             }
         }
     }
@@ -209,7 +150,10 @@ impl DevTools {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
-        self.send_text(&request.to_string()).await;
+        self.socket
+            .send(Message::text(request.to_string()))
+            .await
+            .expect("send to DevTools");
         loop {
             let message: Value =
                 serde_json::from_str(&self.read_message().await).expect("JSON message");

@@ -83,6 +83,33 @@ pub fn subscriber_token(selectors: &[&str], lifetime: Option<Duration>) -> Strin
 /// Close events recorded by the hub's `on_close` hook.
 pub type Closes = Arc<Mutex<Vec<(u64, CloseReason)>>>;
 
+/// A hub in this process with no server, for tests on paused time
+/// (`#[tokio::test(start_paused = true)]`). Its streams are read straight from
+/// [`Hub::subscribe`] or from the body of a router response (`tower::ServiceExt::oneshot`),
+/// with no socket in between: whenever the hub waits, the runtime is idle and tokio moves its
+/// clock to the next timer, so an hour of lifetime takes no time and happens at an exact instant.
+/// Returns the hub and the record of its close hook.
+pub async fn hub_without_server(config: HubConfig) -> (Hub, Closes) {
+    let closes: Closes = Arc::default();
+    let c = closes.clone();
+    let hub = Hub::builder(config)
+        .on_close(move |info, reason, _| c.lock().expect("lock").push((info.id, reason)))
+        .build()
+        .await
+        .expect("hub");
+    (hub, closes)
+}
+
+/// The reasons recorded in `closes`, in order.
+pub fn reasons(closes: &Closes) -> Vec<CloseReason> {
+    closes
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, r)| *r)
+        .collect()
+}
+
 /// A hub served in this process on 127.0.0.1:0.
 pub struct TestHub {
     pub hub: Hub,
@@ -235,8 +262,16 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .expect("field")
 }
 
-/// The value of the sample `name` (with its labels, if any, as written) in OpenMetrics `text`;
-/// 0 when absent.
-pub fn metric(text: &str, name: &str) -> u64 {
-    observe::MetricValues::parse(text).get(name) as u64
+/// The value of the sample `name` (with its labels, if any, as written) in OpenMetrics `text`,
+/// or `None` when the page does not have it (see [`observe::MetricValues::get`]: an unwritten
+/// label of a declared family is 0, a missing metric is `None`).
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    observe::MetricValues::parse(text)
+        .get(name)
+        .map(|value| value as u64)
+}
+
+/// Like [`metric`], failing the test (with the page) when the metric is missing.
+pub fn expect_metric(text: &str, name: &str) -> u64 {
+    metric(text, name).unwrap_or_else(|| panic!("metric {name} is not on the page:\n{text}"))
 }

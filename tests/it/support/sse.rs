@@ -102,11 +102,18 @@ impl SseClient {
         ids
     }
 
-    /// Asserts that no event arrives within `limit`.
+    /// Asserts that the stream stays open and sends no event for `limit`: an event fails the
+    /// test, and so does the stream ending or breaking before the deadline (a closed stream
+    /// delivers nothing, which proves nothing about filtering).
     pub async fn assert_no_event(&mut self, limit: Duration) {
         if let Some(event) = self.next_event_within(limit).await {
             panic!("unexpected event {event:?}");
         }
+        assert!(
+            self.ended.is_none(),
+            "the stream ended ({:?}) within {limit:?}: expected it open and silent",
+            self.ended
+        );
     }
 
     /// Reads until the stream ends (at most `limit`), returning how.
