@@ -256,7 +256,7 @@ pub struct ServeArgs {
     /// Bytes of events queued for streams not yet woken to write them, each subscriber's copy
     /// counted, beyond which the hub paces publishers (their answers wait) instead of letting
     /// every subscriber's delay grow.
-    #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 32 << 20)]
+    #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
     pub max_queued_bytes: usize,
 
     /// Most streams open at once; more get 503 with Retry-After.

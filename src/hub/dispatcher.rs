@@ -16,9 +16,10 @@
 //! events queued for one stream stay far below its queue capacity (a pass over N streams takes
 //! N / [`WAKE_SLICE`] slices, with at most one new event each).
 //!
-//! Pacing: the dispatcher takes a new event only while the bytes it queued and has not yet
-//! handed to a woken stream (each subscriber's copy counted) stay under
-//! [`HubConfig::max_queued_bytes`](super::HubConfig). Beyond that, stored events wait in the
+//! Pacing: the dispatcher takes a new event only while the bytes queued for the streams it
+//! has not woken yet (each subscriber's copy counted) stay under
+//! [`HubConfig::max_queued_bytes`](super::HubConfig). That count falls slice by slice as
+//! streams are woken, so new events are taken at the pace the streams write them, evenly. Beyond that, stored events wait in the
 //! small channel from the writer, then the writer waits, and publishers get their answers
 //! later: a burst of large events slows its publishers down instead of growing every
 //! subscriber's delay (or queue, until it is dropped as too slow). Streams that are not waiting
@@ -27,11 +28,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::Waker;
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tracing::debug;
 
+use super::subscriber::Subscriber;
 use super::{CloseReason, Shared};
 use crate::history::StoredEvent;
 
@@ -42,20 +43,16 @@ pub(super) const WAKE_SLICE: usize = 128;
 
 /// The state of the fan-out between two slices.
 struct FanOut {
-    /// Streams with frames queued and not yet woken, oldest first.
-    ready: VecDeque<Waker>,
-    /// Wakers ever added to `ready`, and ever woken from it: positions in one endless queue.
-    added: u64,
-    woken: u64,
-    /// Events whose wakes are not all done yet: (the value of `added` after the event's last
-    /// waker, the bytes it queued counting each subscriber's copy), oldest first.
-    unwoken: VecDeque<(u64, u64)>,
-    /// The sum of the bytes in `unwoken`.
-    unwoken_bytes: u64,
-    /// Take no new event while `unwoken_bytes` is at or above this.
+    /// Subscribers whose stream has frames queued and was not woken yet, oldest first.
+    ready: VecDeque<Arc<Subscriber>>,
+    /// Bytes queued for the streams in `ready`, each subscriber's copy counted (exact: each
+    /// queue counts what was pushed while it was scheduled, and hands the count over when it
+    /// is woken).
+    pending_bytes: u64,
+    /// Take no new event while `pending_bytes` is at or above this.
     max_queued_bytes: u64,
-    /// Scratch space of one dispatch: wakers it collected, subscribers whose queue overflowed.
-    collected: Vec<Waker>,
+    /// Scratch space of one dispatch: streams it scheduled, subscribers whose queue overflowed.
+    scheduled: Vec<Arc<Subscriber>>,
     overflowed: Vec<u64>,
 }
 
@@ -63,33 +60,25 @@ impl FanOut {
     fn new(max_queued_bytes: usize) -> Self {
         Self {
             ready: VecDeque::new(),
-            added: 0,
-            woken: 0,
-            unwoken: VecDeque::new(),
-            unwoken_bytes: 0,
+            pending_bytes: 0,
             max_queued_bytes: max_queued_bytes as u64,
-            collected: Vec::new(),
+            scheduled: Vec::new(),
             overflowed: Vec::new(),
         }
     }
 
     /// Whether the fan-out may take another event now.
     fn has_room(&self) -> bool {
-        self.unwoken_bytes < self.max_queued_bytes
+        self.pending_bytes < self.max_queued_bytes
     }
 
     /// Queues `stored` for every subscriber that wants it; closes the ones too slow for it.
     fn dispatch(&mut self, shared: &Shared, stored: Arc<StoredEvent>) {
         let fan_out = shared
             .registry
-            .dispatch(&stored, &mut self.overflowed, &mut self.collected);
-        self.added += self.collected.len() as u64;
-        self.ready.extend(self.collected.drain(..));
-        let bytes = (fan_out.delivered as u64).saturating_mul(stored.frame.len() as u64);
-        if bytes > 0 {
-            self.unwoken.push_back((self.added, bytes));
-            self.unwoken_bytes += bytes;
-        }
+            .dispatch(&stored, &mut self.overflowed, &mut self.scheduled);
+        self.ready.extend(self.scheduled.drain(..));
+        self.pending_bytes += fan_out.counted_bytes;
         *shared
             .last_dispatched
             .lock()
@@ -104,36 +93,22 @@ impl FanOut {
         }
     }
 
-    /// Wakes the oldest [`WAKE_SLICE`] waiting streams; returns whether more are waiting.
+    /// Wakes the oldest [`WAKE_SLICE`] scheduled streams; returns whether more are waiting.
     fn wake_slice(&mut self) -> bool {
         let count = self.ready.len().min(WAKE_SLICE);
-        for waker in self.ready.drain(..count) {
-            waker.wake();
+        for subscriber in self.ready.drain(..count) {
+            let (waker, bytes) = subscriber.queue.take_schedule();
+            self.pending_bytes -= bytes;
+            // None: the stream ran meanwhile (its timer) and drained its frames itself.
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
-        self.woken += count as u64;
-        self.retire();
         !self.ready.is_empty()
     }
 
     fn wake_all(&mut self) {
-        self.woken += self.ready.len() as u64;
-        for waker in self.ready.drain(..) {
-            waker.wake();
-        }
-        self.retire();
-    }
-
-    /// Forgets the bytes of the events whose every waiting stream has been woken. (A stream
-    /// that was not waiting when an event reached it got the event behind frames it had not
-    /// written yet: it writes them all when it runs, woken by an earlier event's slice.)
-    fn retire(&mut self) {
-        while let Some(&(last, bytes)) = self.unwoken.front() {
-            if last > self.woken {
-                break;
-            }
-            self.unwoken.pop_front();
-            self.unwoken_bytes -= bytes;
-        }
+        while self.wake_slice() {}
     }
 }
 
@@ -173,7 +148,7 @@ pub(super) async fn run_dispatcher(
         let more = fan_out.wake_slice();
         metrics
             .fanout_pending_bytes
-            .set(i64::try_from(fan_out.unwoken_bytes).unwrap_or(i64::MAX));
+            .set(i64::try_from(fan_out.pending_bytes).unwrap_or(i64::MAX));
         if more {
             // Let the streams just woken, and anything else that is ready, run first.
             tokio::task::yield_now().await;
@@ -190,7 +165,7 @@ pub(super) async fn run_dispatcher(
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use std::task::{Context, Wake};
+    use std::task::{Context, Wake, Waker};
     use std::time::SystemTime;
 
     use super::*;
@@ -309,26 +284,26 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_stops_new_events_until_the_streams_they_reach_were_woken() {
+    fn the_budget_stops_new_events_until_streams_were_woken_and_frees_as_they_are() {
         let (shared, subscribers) = shared(WAKE_SLICE * 3);
         let counters = wait_on_queues(&subscribers);
-        let frame_bytes = stored(1).frame.len();
+        let frame_bytes = stored(1).frame.len() as u64;
+        let per_stream = 2 * frame_bytes;
         // Room for two events' worth of copies, not three.
-        let mut fan_out = FanOut::new(frame_bytes * subscribers.len() * 2);
+        let mut fan_out = FanOut::new(subscribers.len() * per_stream as usize);
         assert!(fan_out.has_room());
         fan_out.dispatch(&shared, stored(1));
         assert!(fan_out.has_room());
         fan_out.dispatch(&shared, stored(2));
         assert!(!fan_out.has_room(), "two events' copies fill the budget");
-        // Waking part of the streams the events reach does not free it...
+        assert_eq!(fan_out.pending_bytes, subscribers.len() as u64 * per_stream);
+        // Each slice woken hands its streams' bytes over: room again, in proportion.
         assert!(fan_out.wake_slice());
-        assert!(!fan_out.has_room());
-        assert!(fan_out.wake_slice());
-        assert!(!fan_out.has_room());
-        // ...waking the last of them does.
-        assert!(!fan_out.wake_slice());
         assert!(fan_out.has_room());
-        assert_eq!(fan_out.unwoken_bytes, 0);
+        assert_eq!(fan_out.pending_bytes, 2 * WAKE_SLICE as u64 * per_stream);
+        assert!(fan_out.wake_slice());
+        assert!(!fan_out.wake_slice());
+        assert_eq!(fan_out.pending_bytes, 0);
         assert_eq!(woken(&counters), subscribers.len());
     }
 

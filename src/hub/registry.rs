@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::task::Waker;
 
 use super::subscriber::{PushOutcome, Subscriber, SubscriberId};
 use crate::history::StoredEvent;
@@ -39,6 +38,8 @@ struct Shard {
 pub(crate) struct FanOut {
     pub(crate) delivered: usize,
     pub(crate) overflowed: usize,
+    /// Bytes queued for streams scheduled and not yet woken (see `SubscriberQueue::push`).
+    pub(crate) counted_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -149,13 +150,13 @@ impl Registry {
 
     /// Pushes one event to every subscriber that wants it. Adds the ids whose queue overflowed
     /// to `overflowed` (the caller removes them: we hold a read lock while iterating) and the
-    /// wakers of the streams that were waiting to `wakers` (the caller wakes them, a slice at a
+    /// subscribers whose stream was waiting to `scheduled` (the caller wakes them, a slice at a
     /// time).
     pub(crate) fn dispatch(
         &self,
         stored: &StoredEvent,
         overflowed: &mut Vec<SubscriberId>,
-        wakers: &mut Vec<Waker>,
+        scheduled: &mut Vec<Arc<Subscriber>>,
     ) -> FanOut {
         let mut fan_out = FanOut::default();
         let topics = &stored.topics;
@@ -164,17 +165,20 @@ impl Registry {
             if shard.by_id.is_empty() {
                 continue;
             }
-            let mut deliver = |subscriber: &Arc<Subscriber>| match subscriber.queue.push(
-                stored.seq,
-                stored.frame.clone(),
-                wakers,
-            ) {
-                PushOutcome::Queued => fan_out.delivered += 1,
-                PushOutcome::Overflowed => {
-                    fan_out.overflowed += 1;
-                    overflowed.push(subscriber.info.id);
+            let mut deliver = |subscriber: &Arc<Subscriber>| {
+                let pushed = subscriber.queue.push(stored.seq, stored.frame.clone());
+                match pushed.outcome {
+                    PushOutcome::Queued => fan_out.delivered += 1,
+                    PushOutcome::Overflowed => {
+                        fan_out.overflowed += 1;
+                        overflowed.push(subscriber.info.id);
+                    }
+                    PushOutcome::Closed => {}
                 }
-                PushOutcome::Closed => {}
+                fan_out.counted_bytes += pushed.counted_bytes;
+                if pushed.schedule {
+                    scheduled.push(subscriber.clone());
+                }
             };
             for (index, topic) in topics.iter().enumerate() {
                 let Some(list) = shard.by_topic.get(topic.as_str()) else {

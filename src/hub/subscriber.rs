@@ -132,6 +132,12 @@ struct QueueState {
     frames: VecDeque<(u64, Bytes)>,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
+    /// Whether the dispatcher has this stream in its list of streams to wake: set by the push
+    /// that found the stream waiting, cleared when the dispatcher wakes it.
+    scheduled: bool,
+    /// Bytes pushed while `scheduled`: what the dispatcher counts as not yet handed to the
+    /// stream, and forgets when it wakes it.
+    scheduled_bytes: u64,
 }
 
 /// The result of [`SubscriberQueue::push`].
@@ -142,6 +148,16 @@ pub(crate) enum PushOutcome {
     Overflowed,
     /// Already closed; nothing was queued.
     Closed,
+}
+
+/// The result of [`SubscriberQueue::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Pushed {
+    pub(crate) outcome: PushOutcome,
+    /// The stream was waiting: the dispatcher must add it to the streams it will wake.
+    pub(crate) schedule: bool,
+    /// Bytes now queued for a stream that is scheduled and not yet woken.
+    pub(crate) counted_bytes: u64,
 }
 
 /// What the stream gets from [`SubscriberQueue::poll_drain`].
@@ -165,14 +181,19 @@ impl SubscriberQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a frame without blocking. The stream's waker, when it was waiting, is handed to
-    /// `wakers` rather than woken here: the dispatcher wakes streams a slice at a time, so that
-    /// the tasks it wakes never pile up in front of a publisher's answer.
-    pub(crate) fn push(&self, seq: u64, frame: Bytes, wakers: &mut Vec<Waker>) -> PushOutcome {
+    /// Queues a frame without blocking, and never wakes the stream itself: the dispatcher
+    /// wakes streams a slice at a time ([`Self::take_schedule`]), so that the tasks it wakes
+    /// never pile up in front of a publisher's answer.
+    pub(crate) fn push(&self, seq: u64, frame: Bytes) -> Pushed {
         let mut state = self.lock();
         if state.closed.is_some() {
-            return PushOutcome::Closed;
+            return Pushed {
+                outcome: PushOutcome::Closed,
+                schedule: false,
+                counted_bytes: 0,
+            };
         }
+        let bytes = frame.len() as u64;
         let outcome = if state.frames.len() >= self.capacity {
             state.closed = Some(CloseReason::SlowConsumer);
             state.frames = VecDeque::new();
@@ -181,12 +202,34 @@ impl SubscriberQueue {
             state.frames.push_back((seq, frame));
             PushOutcome::Queued
         };
-        // A stream that is not waiting (its waker already taken) drains this frame with the
-        // ones before it: one wake, and one write, for all of them.
-        if let Some(waker) = state.waker.take() {
-            wakers.push(waker);
+        // A stream waiting for frames is scheduled for a wake, once; one already scheduled gets
+        // this frame with the ones before it: one wake, and one write, for all of them. A
+        // stream that is neither (running, or blocked on its socket) finds the frame when it
+        // next drains, and it is not counted: nobody waits on it.
+        let schedule = !state.scheduled && state.waker.is_some();
+        if schedule {
+            state.scheduled = true;
         }
-        outcome
+        let counted_bytes = if state.scheduled && outcome == PushOutcome::Queued {
+            state.scheduled_bytes += bytes;
+            bytes
+        } else {
+            0
+        };
+        Pushed {
+            outcome,
+            schedule,
+            counted_bytes,
+        }
+    }
+
+    /// For the dispatcher, when this stream's turn to be woken comes: takes its waker (if it
+    /// is still waiting) and the bytes counted since it was scheduled.
+    pub(crate) fn take_schedule(&self) -> (Option<Waker>, u64) {
+        let mut state = self.lock();
+        state.scheduled = false;
+        let bytes = std::mem::take(&mut state.scheduled_bytes);
+        (state.waker.take(), bytes)
     }
 
     /// Closes the queue; the stream ends after it sees this. The first reason wins.
@@ -240,9 +283,7 @@ mod tests {
     #[test]
     fn overflow_closes_and_drops_the_backlog() {
         let queue = SubscriberQueue::new(2);
-        let mut wakers = Vec::new();
-        let mut push =
-            |seq, frame: &'static [u8]| queue.push(seq, Bytes::from_static(frame), &mut wakers);
+        let push = |seq, frame: &'static [u8]| queue.push(seq, Bytes::from_static(frame)).outcome;
         assert_eq!(push(1, b"a"), PushOutcome::Queued);
         assert_eq!(push(2, b"b"), PushOutcome::Queued);
         assert_eq!(push(3, b"c"), PushOutcome::Overflowed);
@@ -259,9 +300,8 @@ mod tests {
     #[test]
     fn drain_takes_everything_in_order() {
         let queue = SubscriberQueue::new(8);
-        let mut wakers = Vec::new();
         for seq in 1..=3 {
-            queue.push(seq, Bytes::from(seq.to_string()), &mut wakers);
+            queue.push(seq, Bytes::from(seq.to_string()));
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -275,5 +315,52 @@ mod tests {
             _ => panic!("expected frames"),
         }
         assert!(queue.poll_drain(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_waiting_stream_is_scheduled_once_and_counts_its_bytes_until_taken() {
+        let queue = SubscriberQueue::new(8);
+        let frame = || Bytes::from_static(b"0123456789");
+        // Not waiting (never polled): nothing to schedule, nothing counted.
+        assert_eq!(
+            queue.push(1, frame()),
+            Pushed {
+                outcome: PushOutcome::Queued,
+                schedule: false,
+                counted_bytes: 0
+            }
+        );
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(queue.poll_drain(&mut cx).is_ready());
+        assert!(queue.poll_drain(&mut cx).is_pending(), "now waiting");
+        assert_eq!(
+            queue.push(2, frame()),
+            Pushed {
+                outcome: PushOutcome::Queued,
+                schedule: true,
+                counted_bytes: 10
+            }
+        );
+        assert_eq!(
+            queue.push(3, frame()),
+            Pushed {
+                outcome: PushOutcome::Queued,
+                schedule: false,
+                counted_bytes: 10
+            }
+        );
+        let (taken, bytes) = queue.take_schedule();
+        assert!(taken.is_some());
+        assert_eq!(bytes, 20);
+        // Woken and not yet drained: a push neither schedules nor counts.
+        assert_eq!(
+            queue.push(4, frame()),
+            Pushed {
+                outcome: PushOutcome::Queued,
+                schedule: false,
+                counted_bytes: 0
+            }
+        );
     }
 }
