@@ -9,6 +9,7 @@ mod bad_input;
 mod bench;
 mod cluster;
 mod concurrency;
+mod config_cli;
 mod demo;
 mod durable;
 mod embedded_db;
