@@ -4,6 +4,7 @@
 //! here (and in `main.rs`) only, for errors with context.
 
 pub mod bench;
+pub mod client;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;
