@@ -97,17 +97,17 @@ pub(crate) fn trust_hint(url: &str, ca_cert: Option<&Path>) -> String {
 pub(crate) fn certificate_rejected(error: &reqwest::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
-        // `io::Error::source` skips the error it wraps: look inside it.
-        let inner = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in std::iter::once(current).chain(inner) {
-            if let Some(rustls::Error::InvalidCertificate(_)) = candidate.downcast_ref() {
-                return true;
-            }
+        if let Some(rustls::Error::InvalidCertificate(_)) = current.downcast_ref() {
+            return true;
         }
-        cause = current.source();
+        // `io::Error::source` skips the error it wraps (which may be another `io::Error`, as
+        // the connector wraps tokio-rustls's): step into it instead.
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
     }
     false
 }

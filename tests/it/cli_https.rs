@@ -102,7 +102,7 @@ fn publish_and_subscribe_reach_an_https_hub_that_their_ca_cert_trusts() {
             .concat(),
         )
     };
-    let subscribe = |trust: &[&str]| {
+    let subscribe_with = |reconnect: &[&str], trust: &[&str]| {
         ssehub(
             &[
                 &["subscribe", "--url", &url, "--topic", "t"][..],
@@ -114,12 +114,13 @@ fn publish_and_subscribe_reach_an_https_hub_that_their_ca_cert_trusts() {
                     "--format",
                     "json",
                 ],
-                &["--no-reconnect"],
+                reconnect,
                 trust,
             ]
             .concat(),
         )
     };
+    let subscribe = |trust: &[&str]| subscribe_with(&["--no-reconnect"], trust);
 
     let output = publish("tls-1", &["--ca-cert", &ca]);
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -131,9 +132,11 @@ fn publish_and_subscribe_reach_an_https_hub_that_their_ca_cert_trusts() {
     assert_eq!(event["data"], "over TLS");
 
     // Without --ca-cert only the system's roots are trusted, and the test CA is not one.
+    // A subscriber that reconnects gives up too: no retry makes an untrusted certificate good.
     for (what, output) in [
         ("publish", publish("tls-2", &[])),
         ("subscribe", subscribe(&[])),
+        ("subscribe (reconnecting)", subscribe_with(&[], &[])),
     ] {
         assert!(!output.status.success(), "{what} trusted an unknown CA");
         let stderr = text(&output.stderr);
