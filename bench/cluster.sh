@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-instance delivery over Redis, measured with `ssehub bench`:
 #   A. one instance, no Redis (the baseline);
-#   B. one instance with --transport redis (publish and subscribe on it);
+#   B. one instance with --history redis (publish and subscribe on it);
 #   C. three instances with Redis: subscribers on instance 2, publishes to instance 1
 #      (every event crosses Redis);
 #   D. three instances, three topics, three benches at once: subscribers on one instance, publishes
@@ -79,16 +79,16 @@ for mode in paced fast; do
   url=$(start_hub solo); run "A. 1 instance, no Redis" "$mode" "$url" "$url" bench "$(cat "$work/solo.pid")"; stop_all
 
   redis=$(start_redis)
-  url=$(start_hub one --transport "$redis"); run "B. 1 instance + Redis" "$mode" "$url" "$url" bench "$(cat "$work/one.pid")"; stop_all
+  url=$(start_hub one --history redis --redis-url "$redis"); run "B. 1 instance + Redis" "$mode" "$url" "$url" bench "$(cat "$work/one.pid")"; stop_all
 
   redis=$(start_redis)
-  u1=$(start_hub i1 --transport "$redis"); u2=$(start_hub i2 --transport "$redis"); u3=$(start_hub i3 --transport "$redis")
+  u1=$(start_hub i1 --history redis --redis-url "$redis"); u2=$(start_hub i2 --history redis --redis-url "$redis"); u3=$(start_hub i3 --history redis --redis-url "$redis")
   run "C. 3 instances, publish on 1, subscribe on 2" "$mode" "$u2" "$u1" bench "$(cat "$work/i2.pid")"
   stop_all
 done
 
 redis=$(start_redis)
-u1=$(start_hub i1 --transport "$redis"); u2=$(start_hub i2 --transport "$redis"); u3=$(start_hub i3 --transport "$redis")
+u1=$(start_hub i1 --history redis --redis-url "$redis"); u2=$(start_hub i2 --history redis --redis-url "$redis"); u3=$(start_hub i3 --history redis --redis-url "$redis")
 echo
 echo "D. three benches at once (subscribers on one instance, publishes to the next), fast mode:"
 echo

@@ -15,7 +15,9 @@
 //! - [`http`]: the Mercure routes, CORS and error responses.
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown.
 //! - [`metrics`]: Prometheus metrics, one registry per hub.
-//! - [`config`] and [`cli`]: settings and the `ssehub` command line.
+//! - `config` and `cli`: settings and the `ssehub` command line (cargo feature `cli`, on by
+//!   default; an application embedding the hub can leave it out with `default-features = false`,
+//!   and with it clap, reqwest, figment and the load generator).
 //!
 //! Embedding, with lifecycle hooks:
 //! ```no_run
@@ -69,9 +71,12 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod config;
 pub mod event;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod history;

@@ -2,21 +2,23 @@
 
 use std::io::IsTerminal;
 
-use clap::{CommandFactory, Parser};
-use ssehub::cli::{self, Cli, LogFormat};
+use ssehub::cli::{self, Cli, LogFormat, ParseError};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Settings from a config file become flags placed before the user's own (see
-    // `config::apply_config_file`), so one parser handles every source.
-    let command = Cli::command();
-    let args = match command.find_subcommand("serve") {
-        Some(serve) => ssehub::config::apply_config_file(std::env::args_os().collect(), serve),
-        None => Ok(std::env::args_os().collect()),
-    };
-    let cli = match args {
-        Ok(args) => Cli::parse_from(args),
+    // clap reads the flags and the environment; for `serve`, the config file is merged under
+    // them (`config::merge_config_file`).
+    let cli = match Cli::parse_with_config_file(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ParseError::Flags { error, note }) => {
+            // --help and --version end here too, on stdout with status 0.
+            let _ = error.print();
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            return std::process::ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return std::process::ExitCode::FAILURE;

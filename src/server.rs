@@ -125,8 +125,9 @@ pub struct ServerOptions {
     /// is known whether it speaks HTTP/1.1 or HTTP/2).
     pub header_read_timeout: Duration,
     /// How long one write to a client may stay blocked before the connection is dropped
-    /// (default 30 s). This is what finally closes a subscriber that stopped reading.
-    pub write_timeout: Duration,
+    /// (default 30 s; `--dispatch-timeout`, Mercure's `dispatch_timeout`). This is what finally
+    /// closes a subscriber that stopped reading.
+    pub dispatch_timeout: Duration,
     /// How long shutdown waits for open connections to finish before dropping them (default 5 s).
     pub shutdown_timeout: Duration,
     /// Largest request head (request line and headers), in bytes (default 64 KiB); for HTTP/2
@@ -157,7 +158,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
+            dispatch_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
             tls: None,
@@ -456,7 +457,7 @@ pub async fn serve(
         };
         match &options.tls {
             None => {
-                let io = TimedIo::new(stream, options.write_timeout);
+                let io = TimedIo::new(stream, options.dispatch_timeout);
                 connections.spawn(connection.serve_plain(
                     io,
                     options.header_read_timeout,
@@ -464,7 +465,7 @@ pub async fn serve(
                 ));
             }
             Some(tls) => {
-                let io = TimedIo::new(stream, options.write_timeout);
+                let io = TimedIo::new(stream, options.dispatch_timeout);
                 connections.spawn(connection.serve_tls(
                     io,
                     tls.acceptor().clone(),

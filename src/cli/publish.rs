@@ -1,8 +1,13 @@
 //! `ssehub publish`: sends one update to a hub with a form `POST`, prints its id.
+//!
+//! Over `http://` or `https://` ([`super::client`]: the system's roots, or `--ca-cert`).
+
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
+use super::client::{http_client, trust_hint};
 use super::DEFAULT_HUB_URL;
 
 /// Arguments of `ssehub publish`.
@@ -32,6 +37,9 @@ pub struct PublishArgs {
     /// Publisher JWT.
     #[arg(long, env = "SSEHUB_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// PEM certificates of the CA to trust for an `https://` hub, instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Publishes and prints the event id.
@@ -53,13 +61,19 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     if let Some(retry) = args.retry {
         form.push(("retry", retry.to_string()));
     }
-    let response = reqwest::Client::new()
+    let response = http_client(args.ca_cert.as_deref())?
         .post(&args.url)
         .bearer_auth(&args.token)
         .form(&form)
         .send()
         .await
-        .with_context(|| format!("posting to {}", args.url))?;
+        .with_context(|| {
+            format!(
+                "posting to {}{}",
+                args.url,
+                trust_hint(&args.url, args.ca_cert.as_deref())
+            )
+        })?;
     let status = response.status();
     let body = response.text().await.context("reading the response")?;
     if !status.is_success() {

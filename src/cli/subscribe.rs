@@ -2,6 +2,7 @@
 //! `EventSource` (WHATWG HTML §9.2.3): after the stream ends or fails it waits the
 //! reconnection time (the server's `retry`, else 3 s) and sends `Last-Event-ID`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,6 +10,7 @@ use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
 use tracing::warn;
 
+use super::client::{certificate_rejected, http_client, trust_hint};
 use super::DEFAULT_HUB_URL;
 use crate::wire::{ParsedEvent, Parser};
 
@@ -33,9 +35,12 @@ pub struct SubscribeArgs {
     /// Output format.
     #[arg(long, default_value = "text")]
     pub format: OutputFormat,
-    /// Do not reconnect when the stream ends.
+    /// Do not reconnect when the stream ends (nor retry a connection that failed).
     #[arg(long)]
     pub no_reconnect: bool,
+    /// PEM certificates of the CA to trust for an `https://` hub, instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// How events are printed.
@@ -54,7 +59,7 @@ const DEFAULT_RECONNECT: Duration = Duration::from_secs(3);
 /// # Errors
 /// A refusal from the hub (4xx), or a stream that cannot be parsed.
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = http_client(args.ca_cert.as_deref())?;
     let mut last_event_id = args.last_event_id.clone();
     let mut reconnect_after = DEFAULT_RECONNECT;
     let mut received = 0u64;
@@ -99,7 +104,16 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
                 }
                 warn!(%status, "hub unavailable");
             }
-            Err(error) => warn!(%error, "connection failed"),
+            Err(error) => {
+                let hint = trust_hint(&args.url, args.ca_cert.as_deref());
+                // Without reconnecting, a connection that never opened is the command's failure;
+                // so is a certificate we do not trust, which no retry would change.
+                if args.no_reconnect || certificate_rejected(&error) {
+                    return Err(anyhow::Error::new(error))
+                        .with_context(|| format!("connecting to {}{hint}", args.url));
+                }
+                warn!(error = %format!("{:#}", anyhow::Error::new(error)), url = %args.url, hint, "connection failed");
+            }
         }
         if args.no_reconnect {
             return Ok(());

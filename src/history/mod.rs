@@ -12,6 +12,7 @@
 
 pub mod durable;
 pub mod memory;
+mod open;
 mod record;
 pub mod redis;
 pub mod shared_reads;
@@ -30,6 +31,7 @@ use crate::wire;
 pub use self::redis::RedisHistory;
 pub use durable::{DurableHistory, Retention, SyncPolicy};
 pub use memory::MemoryHistory;
+pub use open::HistorySettings;
 pub use shared_reads::SharedReads;
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.

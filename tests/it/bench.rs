@@ -180,7 +180,8 @@ fn bench_over_https_delivers_every_event_with_http1_and_http2() {
         assert_eq!(report["timed_out"], false, "{report}");
     }
 
-    // The CA is required: an https:// URL without it is refused before connecting.
+    // Without --ca-cert only the system's roots are trusted: the test CA's certificate is
+    // refused, and the error points to --ca-cert.
     let output = crate::support::binary::ssehub_command()
         .args([
             "bench",

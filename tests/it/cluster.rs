@@ -1,4 +1,4 @@
-//! Several ssehub instances sharing one event log in Redis (`--transport redis://…`).
+//! Several ssehub instances sharing one event log in Redis (`--history redis --redis-url redis://…`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +12,15 @@ fn instances(redis: &RedisServer, count: usize) -> Vec<BinaryHub> {
     (0..count)
         .map(|_| {
             BinaryHub::start(
-                &["--jwt-key", SECRET, "--anonymous", "--transport", &url],
+                &[
+                    "--jwt-key",
+                    SECRET,
+                    "--anonymous",
+                    "--history",
+                    "redis",
+                    "--redis-url",
+                    &url,
+                ],
                 &[],
             )
         })
@@ -221,7 +229,9 @@ async fn a_redis_that_lost_its_data_is_detected_and_served_on() {
             "--jwt-key",
             SECRET,
             "--anonymous",
-            "--transport",
+            "--history",
+            "redis",
+            "--redis-url",
             &redis.url(),
         ],
         &[],

@@ -20,7 +20,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_keep_receiving() 
             ..config()
         },
         ServerOptions {
-            write_timeout: Duration::from_secs(2),
+            dispatch_timeout: Duration::from_secs(2),
             ..ServerOptions::default()
         },
     )

@@ -1,0 +1,299 @@
+//! The config file of `ssehub serve`, merged with figment under the environment and the flags:
+//! defaults < file < `SSEHUB_*` variables < flags.
+//!
+//! clap parses the flags and the environment as usual (so `--help` lists both, and a bad value
+//! there is reported by clap, naming the flag). [`merge_config_file`] then asks clap where each
+//! setting came from ([`ArgMatches::value_source`]) and stacks four layers: the defaults, the
+//! TOML file, the settings clap read from the environment, those it read from the command line.
+//! The argument list is never rewritten, and only `serve` reads the file, so `ssehub publish
+//! --topic serve` with `SSEHUB_CONFIG` set is just a publish.
+//!
+//! A bad value in the file is reported with the file's path and the setting's name.
+
+use std::path::Path;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::args::ServeArgs;
+use super::ConfigError;
+
+/// The settings of `args` with the config file (`--config` or `SSEHUB_CONFIG`) merged under the
+/// values clap read from the environment and the command line. Without a file, `args` as it is.
+///
+/// `matches` are the matches `args` was parsed from (the `serve` subcommand's).
+///
+/// # Errors
+/// An unreadable file, a TOML syntax error, an unknown setting, or a bad value in the file, each
+/// naming the file (and the setting).
+pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeArgs, ConfigError> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let file_error = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
+    check_known_settings(&text).map_err(file_error)?;
+
+    let all = Value::serialize(&args)
+        .ok()
+        .and_then(Value::into_dict)
+        .ok_or_else(|| file_error("the settings could not be layered (a bug)".into()))?;
+    let layer = |name: &'static str, keep: fn(Option<ValueSource>) -> bool| Layer {
+        metadata: Metadata::named(name),
+        dict: all
+            .iter()
+            .filter(|(key, _)| keep(matches.value_source(key)))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    };
+    let merged: ServeArgs = Figment::new()
+        .merge(layer("the defaults", |source| {
+            !matches!(
+                source,
+                Some(ValueSource::EnvVariable | ValueSource::CommandLine)
+            )
+        }))
+        .merge(file_layer(&path)?)
+        .merge(layer("the environment", |source| {
+            source == Some(ValueSource::EnvVariable)
+        }))
+        .merge(layer("the command line", |source| {
+            source == Some(ValueSource::CommandLine)
+        }))
+        .extract()
+        .map_err(|error| describe(&error, &path))?;
+    Ok(ServeArgs {
+        config: Some(path),
+        ..merged
+    })
+}
+
+/// The settings of the file, with Mercure's `write_timeout` read as `max_lifetime` (the same
+/// setting); errors in its values name the file.
+fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
+    let error = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut dict = Toml::file_exact(path)
+        .data()
+        .map_err(|e| error(e.kind.to_string()))?
+        .remove(&Profile::Default)
+        .unwrap_or_default();
+    if let Some(value) = dict.remove("write_timeout") {
+        if dict.contains_key("max_lifetime") {
+            return Err(error(
+                "`write_timeout` is Mercure's name of `max_lifetime`: give one of them".into(),
+            ));
+        }
+        dict.insert("max_lifetime".into(), value);
+    }
+    Ok(Layer {
+        metadata: Metadata::from("the config file", figment::Source::File(path.to_path_buf())),
+        dict,
+    })
+}
+
+/// Every key of the file names a setting of `ssehub serve` (`config` itself excepted).
+fn check_known_settings(text: &str) -> Result<(), String> {
+    let data = Toml::string(text)
+        .data()
+        .map_err(|error| error.kind.to_string())?;
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    for key in data.values().flat_map(|dict| dict.keys()) {
+        let known = key != "config"
+            && (key == "write_timeout"
+                || command
+                    .get_arguments()
+                    .any(|arg| arg.get_id() == key.as_str()));
+        if !known {
+            return Err(format!(
+                "unknown setting `{key}` (see `ssehub serve --help`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The error of the first bad value, naming where it came from and its setting.
+fn describe(error: &figment::Error, path: &Path) -> ConfigError {
+    let origin = match error.metadata.as_ref() {
+        Some(Metadata {
+            source: Some(figment::Source::File(file)),
+            ..
+        }) => file.display().to_string(),
+        Some(metadata) => metadata.name.to_string(),
+        None => path.display().to_string(),
+    };
+    let key = error.path.join(".");
+    ConfigError::File {
+        path: origin,
+        reason: if key.is_empty() {
+            error.kind.to_string()
+        } else {
+            format!("`{key}` (--{}): {}", key.replace('_', "-"), error.kind)
+        },
+    }
+}
+
+/// Settings taken from one source, under that source's name (for error messages).
+struct Layer {
+    metadata: Metadata,
+    dict: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    #[command(args_override_self = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve(ServeArgs),
+    }
+
+    /// Parses `serve --config FILE FLAGS` with `command`, then merges the file.
+    fn parse_command(
+        command: clap::Command,
+        toml: &str,
+        flags: &[&str],
+    ) -> Result<ServeArgs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("ssehub.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let mut args: Vec<std::ffi::OsString> = vec!["ssehub".into(), "serve".into()];
+        args.push(format!("--config={}", path.display()).into());
+        args.extend(flags.iter().map(Into::into));
+        let matches = command
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        let (_, serve) = matches.subcommand().ok_or("no serve")?;
+        let parsed = ServeArgs::from_arg_matches(serve).map_err(|e| e.to_string())?;
+        merge_config_file(parsed, serve).map_err(|e| e.to_string())
+    }
+
+    fn parse_with_file(toml: &str, flags: &[&str]) -> Result<ServeArgs, String> {
+        parse_command(Cli::command(), toml, flags)
+    }
+
+    #[test]
+    fn file_settings_apply_and_flags_override_them() {
+        let serve = parse_with_file(
+            "heartbeat = \"2s\"\nanonymous = true\nhistory_size = 7\ncors_origins = [\"https://a.example\", \"https://b.example\"]\n",
+            &["--history-size", "9"],
+        )
+        .expect("parses");
+        assert_eq!(serve.heartbeat, Duration::from_secs(2));
+        assert!(serve.anonymous);
+        assert_eq!(serve.history_size, 9, "the flag beats the file");
+        assert_eq!(
+            serve.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(serve.max_lifetime, Duration::from_secs(3600), "a default");
+    }
+
+    #[test]
+    fn jwt_audience_from_the_file() {
+        let serve = parse_with_file(
+            "jwt_key = \"k\"\njwt_audience = [\"https://a.example\", \"https://b.example\"]\n",
+            &[],
+        )
+        .expect("parses");
+        assert_eq!(
+            serve.jwt_audience,
+            ["https://a.example", "https://b.example"]
+        );
+        let serve = parse_with_file("jwt_audience = \"https://a.example,c\"\n", &[])
+            .expect("a comma-separated string, as on the command line");
+        assert_eq!(serve.jwt_audience, ["https://a.example", "c"]);
+    }
+
+    #[test]
+    fn unknown_or_malformed_settings_name_the_file() {
+        let error = parse_with_file("heartbeet = \"2s\"\n", &[]).expect_err("unknown");
+        assert!(
+            error.contains("unknown setting `heartbeet`") && error.contains("ssehub.toml"),
+            "{error}"
+        );
+        let error = parse_with_file("heartbeat = [1, 2]\n", &[]).expect_err("bad shape");
+        assert!(
+            error.contains("heartbeat") && error.contains("ssehub.toml"),
+            "{error}"
+        );
+        let error = parse_with_file("heartbeat = \"soon\"\n", &[]).expect_err("bad value");
+        assert!(
+            error.contains("--heartbeat") && error.contains("ssehub.toml"),
+            "{error}"
+        );
+        let error = parse_with_file("not toml at all [", &[]).expect_err("syntax");
+        assert!(error.contains("ssehub.toml"), "{error}");
+        let error = parse_with_file("config = \"other.toml\"\n", &[]).expect_err("no nesting");
+        assert!(error.contains("unknown setting `config`"), "{error}");
+    }
+
+    #[test]
+    fn mercure_write_timeout_in_the_file_is_the_max_lifetime() {
+        let serve = parse_with_file("write_timeout = \"90s\"\n", &[]).expect("parses");
+        assert_eq!(serve.max_lifetime, Duration::from_secs(90));
+        assert_eq!(serve.dispatch_timeout, Duration::from_secs(30), "untouched");
+    }
+
+    /// defaults < file < environment < flags, with clap's real value sources. The variables
+    /// are renamed for this test alone, so no other test (or the caller's shell) sees them.
+    #[test]
+    fn the_environment_beats_the_file_and_flags_beat_both() {
+        // clap reads a variable when the argument is built: set them first.
+        std::env::set_var("SSEHUB_UNIT_TEST_PRECEDENCE_HEARTBEAT", "3s");
+        std::env::set_var("SSEHUB_UNIT_TEST_PRECEDENCE_HISTORY_SIZE", "30");
+        let command = Cli::command().mut_subcommand("serve", |serve| {
+            serve
+                .mut_arg("heartbeat", |a| {
+                    a.env("SSEHUB_UNIT_TEST_PRECEDENCE_HEARTBEAT")
+                })
+                .mut_arg("history_size", |a| {
+                    a.env("SSEHUB_UNIT_TEST_PRECEDENCE_HISTORY_SIZE")
+                })
+                .mut_arg("queue_capacity", |a| {
+                    a.env("SSEHUB_UNIT_TEST_PRECEDENCE_QUEUE_CAPACITY")
+                })
+        });
+        let serve = parse_command(
+            command,
+            "heartbeat = \"2s\"\nhistory_size = 20\nmax_topics = 5\nqueue_capacity = 6\n",
+            &["--history-size", "40"],
+        )
+        .expect("parses");
+        assert_eq!(serve.max_topics, 5, "the file beats the default");
+        assert_eq!(serve.queue_capacity, 6, "an unset variable leaves the file");
+        assert_eq!(serve.heartbeat, Duration::from_secs(3), "env beats file");
+        assert_eq!(serve.history_size, 40, "the flag beats env and file");
+        assert_eq!(serve.max_subscribers, 100_000, "untouched: the default");
+    }
+}

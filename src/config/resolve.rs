@@ -1,0 +1,287 @@
+//! [`ServeArgs::resolve`]: the merged flags become the library's [`HubConfig`],
+//! [`ServerOptions`] and [`HistorySettings`], or a [`ConfigError`] naming the first bad setting.
+//!
+//! Each concern has its own step (keys, limits, origins, TLS, the history store), so a new
+//! setting is checked next to the ones it depends on. Opening the store is not done here:
+//! [`HistorySettings::open`] belongs to [`crate::history`].
+
+use std::net::SocketAddr;
+
+use tracing::warn;
+
+use super::args::{HistoryKind, ServeArgs, SyncMode};
+use super::{ConfigError, Settings};
+use crate::auth::{AuthConfig, JwtSigner, JwtVerifier};
+use crate::history::{HistorySettings, Retention, SyncPolicy};
+use crate::hub::HubConfig;
+use crate::server::{ServerOptions, TlsConfig};
+
+/// The publisher and subscriber verifiers, and the demo's signer.
+struct Keys {
+    publisher: JwtVerifier,
+    subscriber: Option<JwtVerifier>,
+    demo: Option<JwtSigner>,
+}
+
+impl ServeArgs {
+    /// Validates the settings and builds the library's configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let keys = self.keys()?;
+        let event_limits = crate::event::EventLimits {
+            max_topics: positive("--max-topics", self.max_topics)?,
+            ..crate::event::EventLimits::default()
+        };
+        self.check_origins()?;
+        let metrics_addr = self.metrics_addr()?;
+        let hub = HubConfig {
+            metrics_on_router: self.metrics == "main",
+            heartbeat: self.heartbeat,
+            max_lifetime: (!self.max_lifetime.is_zero()).then_some(self.max_lifetime),
+            history_size: self.history_size,
+            queue_capacity: positive("--queue-capacity", self.queue_capacity)?,
+            max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
+            max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
+            max_topics_per_subscription: self.max_topics,
+            event_limits,
+            max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,
+            auth: AuthConfig {
+                publisher: Some(keys.publisher),
+                subscriber: keys.subscriber,
+                anonymous: self.anonymous,
+            },
+            publish_origins: non_empty(&self.publish_origins),
+            subscriptions: self.subscriptions,
+            cors_origins: non_empty(&self.cors_origins),
+        };
+        let server = ServerOptions {
+            tls: self.tls()?,
+            header_read_timeout: self.header_read_timeout,
+            dispatch_timeout: self.dispatch_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_header_bytes: self.max_header_bytes,
+            ..ServerOptions::default()
+        };
+        Ok(Settings {
+            hub,
+            server,
+            history: self.history_settings()?,
+            metrics_addr,
+            demo: keys.demo,
+        })
+    }
+
+    /// The token verifiers (`--jwt-key` is the fallback of both) and, with `--demo`, its signer.
+    fn keys(&self) -> Result<Keys, ConfigError> {
+        let algorithm = self.jwt_algorithm;
+        let verifier = |setting: &'static str, key: &Option<String>| {
+            key.as_deref()
+                .or(self.jwt_key.as_deref())
+                .map(|material| {
+                    JwtVerifier::new(algorithm, material)
+                        .map(|verifier| verifier.with_audience(&self.jwt_audience))
+                        .map_err(|source| ConfigError::Key { setting, source })
+                })
+                .transpose()
+        };
+        let publisher = verifier("--publisher-jwt-key", &self.publisher_jwt_key)?
+            .ok_or(ConfigError::NoPublisherKey)?;
+        let subscriber = verifier("--subscriber-jwt-key", &self.subscriber_jwt_key)?;
+        // The demo signs tokens with the publisher key: an HMAC secret verifies and signs alike,
+        // but for RS*/ES* the hub holds only the public key.
+        let demo = if self.demo {
+            if !algorithm.is_hmac() {
+                return Err(ConfigError::Invalid {
+                    setting: "--demo",
+                    reason: format!(
+                        "the demo signs publisher tokens with the publisher key, which needs an HMAC algorithm (HS256, HS384, HS512); with {algorithm} the hub has only a public key"
+                    ),
+                });
+            }
+            let material = self
+                .publisher_jwt_key
+                .as_deref()
+                .or(self.jwt_key.as_deref())
+                .ok_or(ConfigError::NoPublisherKey)?;
+            Some(
+                JwtSigner::new(algorithm, material).map_err(|source| ConfigError::Key {
+                    setting: "--publisher-jwt-key",
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok(Keys {
+            publisher,
+            subscriber,
+            demo,
+        })
+    }
+
+    /// Every CORS and publish origin is `scheme://host[:port]` or `*`.
+    fn check_origins(&self) -> Result<(), ConfigError> {
+        let origins = self
+            .cors_origins
+            .iter()
+            .map(|o| ("--cors-origins", o))
+            .chain(
+                self.publish_origins
+                    .iter()
+                    .map(|o| ("--publish-origins", o)),
+            );
+        for (setting, origin) in origins {
+            if origin != "*" && (!origin.contains("://") || origin.ends_with('/')) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: format!(
+                        "{origin:?} is not an origin (expected scheme://host[:port] without a path, or *)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The address of a listener of its own for `/metrics`, if `--metrics` names one.
+    fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics.as_str() {
+            "main" | "off" => Ok(None),
+            addr => addr
+                .parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|_| ConfigError::Invalid {
+                    setting: "--metrics",
+                    reason: format!(
+                        "{addr:?} is not `main`, `off` or an address like 127.0.0.1:9100"
+                    ),
+                }),
+        }
+    }
+
+    /// The certificate and key of `--tls-cert`/`--tls-key`, read now so a bad file stops
+    /// start-up.
+    fn tls(&self) -> Result<Option<TlsConfig>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                TlsConfig::from_pem_files(cert, key)
+                    .map(Some)
+                    .map_err(|error| ConfigError::Invalid {
+                        setting: "--tls-cert/--tls-key",
+                        reason: error.to_string(),
+                    })
+            }
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid {
+                setting: "--tls-cert/--tls-key",
+                reason: "give both the certificate and its key, or neither".into(),
+            }),
+        }
+    }
+
+    /// The store that `--history` (default `durable`), `--redis-url` and the deprecated
+    /// `--transport` select together; contradictory combinations are refused rather than one
+    /// silently winning.
+    fn history_settings(&self) -> Result<HistorySettings, ConfigError> {
+        let kind = match (&self.transport, self.history, &self.redis_url) {
+            (Some(_), _, Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    settings: "--transport and --redis-url",
+                    reason: "--transport is the deprecated spelling of `--history redis --redis-url URL`: give only --history redis --redis-url".into(),
+                })
+            }
+            (Some(_), Some(other @ (HistoryKind::Durable | HistoryKind::Memory)), None) => {
+                return Err(ConfigError::Conflict {
+                    settings: "--transport and --history",
+                    reason: format!(
+                        "--transport (deprecated) selects the Redis history, and --history says {}: use `--history redis --redis-url URL`, or drop --transport",
+                        other.as_str()
+                    ),
+                })
+            }
+            (Some(url), _, None) => {
+                warn!(
+                    "--transport (SSEHUB_TRANSPORT) is deprecated: use --history redis --redis-url {url}"
+                );
+                Some(("--transport", url))
+            }
+            (None, Some(HistoryKind::Redis), Some(url)) => Some(("--redis-url", url)),
+            (None, Some(HistoryKind::Redis), None) => {
+                return Err(ConfigError::Conflict {
+                    settings: "--history redis and --redis-url",
+                    reason: "--history redis needs --redis-url redis://HOST:PORT/DB".into(),
+                })
+            }
+            (None, other, Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    settings: "--redis-url and --history",
+                    reason: format!(
+                        "--redis-url is only used by --history redis, and --history is {}: add --history redis, or drop --redis-url",
+                        other.unwrap_or(HistoryKind::Durable).as_str()
+                    ),
+                })
+            }
+            (None, _, None) => None,
+        };
+        if let Some((setting, url)) = kind {
+            check_redis_url(setting, url)?;
+            return Ok(HistorySettings::Redis {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+                max_len: self.history_size as u64,
+            });
+        }
+        Ok(match self.history.unwrap_or(HistoryKind::Durable) {
+            HistoryKind::Memory => HistorySettings::Memory {
+                max_events: self.history_size,
+            },
+            // Redis was handled above, with its URL.
+            HistoryKind::Durable | HistoryKind::Redis => HistorySettings::Durable {
+                data_dir: self.data_dir.clone(),
+                retention: Retention {
+                    max_events: self.history_size as u64,
+                    max_age: (!self.history_max_age.is_zero()).then_some(self.history_max_age),
+                    max_bytes: (self.history_max_bytes > 0).then_some(self.history_max_bytes),
+                },
+                sync: match self.sync {
+                    SyncMode::Batch => SyncPolicy::Batch,
+                    SyncMode::Always => SyncPolicy::Always,
+                },
+            },
+        })
+    }
+}
+
+/// A Redis URL redis-rs accepts, of a scheme that names a Redis.
+fn check_redis_url(setting: &'static str, url: &str) -> Result<(), ConfigError> {
+    let scheme_ok = url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://");
+    if !scheme_ok || redis::Client::open(url).is_err() {
+        return Err(ConfigError::Invalid {
+            setting,
+            reason: format!("{url:?} is not a Redis URL (expected redis://HOST:PORT/DB)"),
+        });
+    }
+    Ok(())
+}
+
+fn positive(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        Err(ConfigError::Invalid {
+            setting,
+            reason: "must be at least 1".into(),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+/// The list without its empty entries (`--cors-origins ""` means none).
+fn non_empty(values: &[String]) -> Vec<String> {
+    values.iter().filter(|v| !v.is_empty()).cloned().collect()
+}

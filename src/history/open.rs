@@ -1,0 +1,61 @@
+//! Choosing and opening a store: [`HistorySettings`] describes one of the three
+//! ([`MemoryHistory`], [`DurableHistory`], [`RedisHistory`]) and [`HistorySettings::open`] opens
+//! it. `ssehub serve` gets the description from its settings (`config::resolve`); an embedding
+//! application can build one itself or open a store directly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
+};
+
+/// The history store to open.
+#[derive(Debug, Clone)]
+pub enum HistorySettings {
+    /// [`MemoryHistory`] keeping this many events.
+    Memory {
+        /// Events kept.
+        max_events: usize,
+    },
+    /// [`DurableHistory`] in `data_dir`.
+    Durable {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What to keep.
+        retention: Retention,
+        /// When an append counts as stored.
+        sync: SyncPolicy,
+    },
+    /// [`RedisHistory`]: one log shared by every instance on the same Redis.
+    Redis {
+        /// `redis://host:port/db`.
+        url: String,
+        /// Prefix of the Redis keys.
+        prefix: String,
+        /// Most events kept in the stream (0: no limit).
+        max_len: u64,
+    },
+}
+
+impl HistorySettings {
+    /// Opens the store.
+    ///
+    /// # Errors
+    /// A durable store that cannot be opened or is damaged; a Redis that does not answer.
+    pub async fn open(&self) -> Result<Arc<dyn History>, HistoryError> {
+        Ok(match self {
+            Self::Memory { max_events } => Arc::new(MemoryHistory::new(*max_events)),
+            Self::Durable {
+                data_dir,
+                retention,
+                sync,
+            } => Arc::new(DurableHistory::open(data_dir, *retention, *sync)?),
+            Self::Redis {
+                url,
+                prefix,
+                max_len,
+            } => Arc::new(RedisHistory::connect(url, prefix, *max_len).await?),
+        })
+    }
+}
