@@ -36,6 +36,10 @@ use super::subscriber::Subscriber;
 use super::{CloseReason, Shared};
 use crate::history::StoredEvent;
 
+/// Yields the dispatcher waits at most for a slice to have run (a woken stream whose task is
+/// gone never runs): with the runtime's 61-poll rounds, a few milliseconds.
+const MAX_SLICE_YIELDS: usize = 16;
+
 /// Streams woken before the dispatcher lets other tasks run. Small enough that a task woken
 /// after a slice (a publisher's answer) waits for about a millisecond of socket writes at most;
 /// large enough that the yields cost nothing next to the writes.
@@ -51,6 +55,8 @@ struct FanOut {
     pending_bytes: u64,
     /// Take no new event while `pending_bytes` is at or above this.
     max_queued_bytes: u64,
+    /// The streams of the last slice woken, until most of them ran.
+    last_slice: Vec<Arc<Subscriber>>,
     /// Scratch space of one dispatch: streams it scheduled, subscribers whose queue overflowed.
     scheduled: Vec<Arc<Subscriber>>,
     overflowed: Vec<u64>,
@@ -62,6 +68,7 @@ impl FanOut {
             ready: VecDeque::new(),
             pending_bytes: 0,
             max_queued_bytes: max_queued_bytes as u64,
+            last_slice: Vec::new(),
             scheduled: Vec::new(),
             overflowed: Vec::new(),
         }
@@ -96,15 +103,27 @@ impl FanOut {
     /// Wakes the oldest [`WAKE_SLICE`] scheduled streams; returns whether more are waiting.
     fn wake_slice(&mut self) -> bool {
         let count = self.ready.len().min(WAKE_SLICE);
+        self.last_slice.clear();
         for subscriber in self.ready.drain(..count) {
             let (waker, bytes) = subscriber.queue.take_schedule();
             self.pending_bytes -= bytes;
             // None: the stream ran meanwhile (its timer) and drained its frames itself.
             if let Some(waker) = waker {
                 waker.wake();
+                self.last_slice.push(subscriber);
             }
         }
         !self.ready.is_empty()
+    }
+
+    /// Whether most of the last slice's streams have run since they were woken.
+    fn last_slice_ran(&self) -> bool {
+        let waiting = self
+            .last_slice
+            .iter()
+            .filter(|subscriber| subscriber.queue.is_woken())
+            .count();
+        waiting <= WAKE_SLICE / 8
     }
 
     fn wake_all(&mut self) {
@@ -135,7 +154,8 @@ pub(super) async fn run_dispatcher(
         } else if fan_out.has_room() {
             paced = false;
             // Streams are still waiting for their turn: take one more event if it is there,
-            // but never wait for one while they do.
+            // but never wait for one while they do. One per slice: more lets events pile into
+            // the queues of streams that are running (uncounted), and delays grow.
             match events.try_recv() {
                 Ok(stored) => fan_out.dispatch(&shared, stored),
                 Err(TryRecvError::Empty) => {}
@@ -150,8 +170,15 @@ pub(super) async fn run_dispatcher(
             .fanout_pending_bytes
             .set(i64::try_from(fan_out.pending_bytes).unwrap_or(i64::MAX));
         if more {
-            // Let the streams just woken, and anything else that is ready, run first.
-            tokio::task::yield_now().await;
+            // Let the streams just woken, and anything else that is ready, run first: the
+            // runtime comes back to this task after some 61 polls, so wait until most of the
+            // slice ran, or the woken tasks would pile up again, a slice at a time.
+            for _ in 0..MAX_SLICE_YIELDS {
+                tokio::task::yield_now().await;
+                if fan_out.last_slice_ran() {
+                    break;
+                }
+            }
         }
     }
     fan_out.wake_all();
@@ -305,6 +332,32 @@ mod tests {
         assert!(!fan_out.wake_slice());
         assert_eq!(fan_out.pending_bytes, 0);
         assert_eq!(woken(&counters), subscribers.len());
+    }
+
+    #[test]
+    fn the_next_slice_waits_until_most_of_the_last_one_ran() {
+        let (shared, subscribers) = shared(WAKE_SLICE * 2);
+        let _counters = wait_on_queues(&subscribers);
+        let mut fan_out = FanOut::new(usize::MAX);
+        fan_out.dispatch(&shared, stored(1));
+        assert!(fan_out.wake_slice());
+        assert!(
+            !fan_out.last_slice_ran(),
+            "none of the woken streams ran yet"
+        );
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // All but one eighth and one of the slice run (drain their queue)...
+        let slice: Vec<_> = fan_out.last_slice.clone();
+        assert_eq!(slice.len(), WAKE_SLICE);
+        let (ran, waiting) = slice.split_at(WAKE_SLICE - WAKE_SLICE / 8 - 1);
+        for subscriber in ran {
+            assert!(subscriber.queue.poll_drain(&mut cx).is_ready());
+        }
+        assert!(!fan_out.last_slice_ran());
+        // ...then one more: enough.
+        assert!(waiting[0].queue.poll_drain(&mut cx).is_ready());
+        assert!(fan_out.last_slice_ran());
     }
 
     #[test]

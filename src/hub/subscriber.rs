@@ -138,6 +138,9 @@ struct QueueState {
     /// Bytes pushed while `scheduled`: what the dispatcher counts as not yet handed to the
     /// stream, and forgets when it wakes it.
     scheduled_bytes: u64,
+    /// Woken by the dispatcher and not polled since: the dispatcher waits for most of a slice
+    /// to have run before it wakes the next one.
+    woken: bool,
 }
 
 /// The result of [`SubscriberQueue::push`].
@@ -229,7 +232,14 @@ impl SubscriberQueue {
         let mut state = self.lock();
         state.scheduled = false;
         let bytes = std::mem::take(&mut state.scheduled_bytes);
-        (state.waker.take(), bytes)
+        let waker = state.waker.take();
+        state.woken = waker.is_some();
+        (waker, bytes)
+    }
+
+    /// Whether the dispatcher woke this stream and it has not run since.
+    pub(crate) fn is_woken(&self) -> bool {
+        self.lock().woken
     }
 
     /// Closes the queue; the stream ends after it sees this. The first reason wins.
@@ -239,6 +249,7 @@ impl SubscriberQueue {
             if state.closed.is_none() {
                 state.closed = Some(reason);
             }
+            state.woken = false;
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -255,12 +266,18 @@ impl SubscriberQueue {
     ///
     /// A closed queue ends the stream at once, even with frames left: the client is either too
     /// slow or being sent away, and replays what it missed when it reconnects.
+    ///
+    /// The waker is kept only while the stream waits here: a stream busy writing (or blocked
+    /// on its socket) is not waiting for frames, so a push must not schedule a wake for it.
     pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drained> {
         let mut state = self.lock();
+        state.woken = false;
         if let Some(reason) = state.closed {
+            state.waker = None;
             return Poll::Ready(Drained::Closed(reason));
         }
         if !state.frames.is_empty() {
+            state.waker = None;
             return Poll::Ready(Drained::Frames(std::mem::take(&mut state.frames)));
         }
         match &state.waker {
