@@ -4,10 +4,10 @@
 //! Every setting has one name everywhere: `heartbeat = "15s"` in the file, `SSEHUB_HEARTBEAT`
 //! in the environment, `--heartbeat` on the command line; flags beat the environment, which
 //! beats the file, which beats the defaults. One file per step:
-//! - [`args`]: the flags ([`ServeArgs`]), which clap reads from the command line and the
+//! - `args`: the flags ([`ServeArgs`]), which clap reads from the command line and the
 //!   environment;
 //! - [`file`]: the config file, layered under them with figment ([`merge_config_file`]);
-//! - [`resolve`]: [`ServeArgs::resolve`] turns them into the library's [`HubConfig`],
+//! - `resolve`: [`ServeArgs::resolve`] turns them into the library's [`HubConfig`],
 //!   [`ServerOptions`] and [`HistorySettings`], and a bad value stops start-up with a message
 //!   naming it.
 //!

@@ -17,10 +17,10 @@
 //! publishes go through reqwest over HTTP/1.1 (about one keep-alive connection per publisher). `--http2 STREAMS` shares connections instead: each carries
 //! STREAMS subscriptions as HTTP/2 streams (ALPN `h2`, or prior knowledge over `http://`).
 //!
-//! One file per step: [`plan`] (the checked arguments), [`connect`] (TCP and TLS),
-//! [`subscribe`] (the streams, counted and timed), [`publish`] (the publishers, with reqwest),
-//! [`payload`] (the timestamped payloads), [`histogram`], [`procfs`] (the server's RSS and CPU)
-//! and [`report`]; this file holds the arguments and runs the phases in order.
+//! One file per step: `plan` (the checked arguments), `connect` (TCP and TLS),
+//! `subscribe` (the streams, counted and timed), `publish` (the publishers, with reqwest),
+//! `payload` (the timestamped payloads), `histogram`, `procfs` (the server's RSS and CPU)
+//! and `report`; this file holds the arguments and runs the phases in order.
 
 mod connect;
 mod histogram;
