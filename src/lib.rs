@@ -9,7 +9,9 @@
 //! - [`event`]: the event model and its validation.
 //! - [`wire`]: the SSE encoder (once per event) and a WHATWG parser (clients, tests).
 //! - [`topic`]: topic selectors (`*`, exact, URI templates) and matching.
-//! - [`hub`]: the registry of subscribers, the fan-out, the emitter lifecycle and its hooks.
+//! - [`hub`]: the registry of subscribers, the writer (batches, acknowledgements), the
+//!   dispatcher (fan-out in slices of woken streams, publishers paced by a budget), each
+//!   subscriber's queue and stream, the emitter lifecycle and its hooks.
 //! - [`history`]: the event log used for `Last-Event-ID` replay.
 //! - [`auth`]: JWTs for publishers and subscribers.
 //! - [`http`]: the Mercure routes, CORS and error responses.
