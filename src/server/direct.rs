@@ -31,10 +31,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{RouterService, TimedIo};
 
-/// The path of subscriptions (its query string carries the topics).
-const SUBSCRIBE_PATH: &[u8] = b"/.well-known/mercure";
-/// What a request line served here starts with.
-const SUBSCRIBE_PREFIX: &[u8] = b"GET /.well-known/mercure";
+/// The path of subscriptions (its query string carries the topics): Mercure's, in one place.
+const SUBSCRIBE_PATH: &[u8] = crate::http::MERCURE_PATH.as_bytes();
+
+/// Whether the bytes read so far can still begin the request line of a subscription: `GET `,
+/// then [`SUBSCRIBE_PATH`].
+fn may_be_subscription(read: &[u8]) -> bool {
+    const METHOD: &[u8] = b"GET ";
+    let (method, rest) = read.split_at(read.len().min(METHOD.len()));
+    let seen = rest.len().min(SUBSCRIBE_PATH.len());
+    method == &METHOD[..method.len()] && rest[..seen] == SUBSCRIBE_PATH[..seen]
+}
 /// Most header fields read here (hyper's default is 100 as well); more go to hyper.
 const MAX_HEADERS: usize = 100;
 /// Most bytes of a response that is not an event stream (an error) written here.
@@ -72,8 +79,7 @@ pub(super) async fn read_first_head(
                 FirstRequest::Other(buf.freeze())
             });
         }
-        let seen = buf.len().min(SUBSCRIBE_PREFIX.len());
-        if buf[..seen] != SUBSCRIBE_PREFIX[..seen] {
+        if !may_be_subscription(&buf) {
             return Ok(FirstRequest::Other(buf.freeze()));
         }
         match parse_subscription(&buf) {
@@ -444,6 +450,34 @@ mod tests {
             parse("GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
             Parsed::Subscription(_)
         ));
+    }
+
+    #[test]
+    fn only_a_get_of_the_mercure_path_may_be_served_here() {
+        for read in [
+            &b"G"[..],
+            b"GET ",
+            b"GET /.well",
+            b"GET /.well-known/mercure?topic=a",
+        ] {
+            assert!(
+                may_be_subscription(read),
+                "{:?}",
+                String::from_utf8_lossy(read)
+            );
+        }
+        for read in [
+            &b"P"[..],
+            b"POST /.well-known/mercure",
+            b"GET /other",
+            b"GET  /",
+        ] {
+            assert!(
+                !may_be_subscription(read),
+                "{:?}",
+                String::from_utf8_lossy(read)
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,207 @@
+//! One accepted connection: what its first bytes speak (the HTTP/2 preface, an HTTP/1.1
+//! subscription, another request), and serving it — plain or over TLS — with hyper or, for a
+//! plain HTTP/1.1 subscription, with [`super::direct`]; the router as a hyper service.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+use tracing::debug;
+
+use super::direct;
+use super::io::{GreetingTimeout, TimedIo};
+use super::limits::ConnectionSlot;
+use super::Protocols;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which a client speaking HTTP/2 sends first.
+pub(super) const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client's first bytes are the HTTP/2 preface, read without consuming them. An
+/// HTTP/1.1 request line differs from it within its first bytes; only a client that sends part
+/// of the preface and pauses makes this wait (bounded by the caller's timeout).
+async fn starts_with_preface(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; 24];
+    debug_assert_eq!(buf.len(), HTTP2_PREFACE.len());
+    loop {
+        stream.readable().await?;
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != HTTP2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == HTTP2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: the rest is on its way.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the first bytes of a plain connection turned out to be.
+enum Greeting {
+    /// The HTTP/2 preface (nothing consumed).
+    Http2(TimedIo),
+    /// An HTTP/1.1 subscription, read completely.
+    Subscription(TimedIo, Box<http::Request<()>>),
+    /// Another HTTP/1.x request: the bytes read so far.
+    Other(TimedIo, bytes::Bytes),
+    /// Closed, timed out or failed before a request: why, for the log.
+    Failed(String),
+}
+
+/// Finds out what a plain connection speaks, and reads its first HTTP/1.1 request head, within
+/// `timeout` for each.
+async fn greet(mut io: TimedIo, timeout: Duration, max_head_bytes: usize) -> Greeting {
+    match tokio::time::timeout(timeout, starts_with_preface(io.stream())).await {
+        Ok(Ok(true)) => return Greeting::Http2(io),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => return Greeting::Failed(format!("connection failed: {error}")),
+        Err(_) => return Greeting::Failed("no request within the header read timeout".into()),
+    }
+    match tokio::time::timeout(timeout, direct::read_first_head(&mut io, max_head_bytes)).await {
+        Ok(Ok(direct::FirstRequest::Subscription(request))) => {
+            Greeting::Subscription(io, Box::new(request))
+        }
+        Ok(Ok(direct::FirstRequest::Other(read))) => Greeting::Other(io, read),
+        Ok(Ok(direct::FirstRequest::Closed)) => Greeting::Failed("closed before a request".into()),
+        Ok(Err(error)) => Greeting::Failed(format!("connection failed: {error}")),
+        Err(_) => Greeting::Failed("no request within the header read timeout".into()),
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+pub(super) struct Connection {
+    pub(super) remote: SocketAddr,
+    pub(super) app: Router,
+    pub(super) protocols: Arc<Protocols>,
+    /// Tells the connection when the server shuts down, and keeps the shutdown waiting for it.
+    pub(super) watcher: Watcher,
+    /// Its place under the connection limits, freed when the connection's task ends.
+    pub(super) _slot: ConnectionSlot,
+}
+
+impl Connection {
+    /// A plain connection: HTTP/2 if it starts with the preface, else HTTP/1.1; either within
+    /// `greeting_timeout`. Over HTTP/1.1, a first request that is a subscription is served by
+    /// [`direct`] (no hyper buffers held for the life of the stream), anything else by hyper.
+    ///
+    /// This future lives as long as the connection, so its size is memory per open stream: the
+    /// greeting and hyper's connections are boxed, and only a subscription's writer is held in
+    /// place (`connection_state_stays_small`).
+    pub(super) async fn serve_plain(
+        self,
+        io: TimedIo,
+        greeting_timeout: Duration,
+        max_head_bytes: usize,
+    ) {
+        let remote = self.remote;
+        match Box::pin(greet(io, greeting_timeout, max_head_bytes)).await {
+            Greeting::Http2(io) => {
+                let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
+                let connection = self.protocols.http2.serve_connection(io, self.service());
+                if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                    debug!(%remote, %error, "HTTP/2 connection ended with an error");
+                }
+            }
+            Greeting::Subscription(io, request) => {
+                let service = self.service();
+                // Held until the stream ends, so that graceful shutdown waits for it.
+                let _watcher = self.watcher;
+                direct::serve_subscription(io, *request, service).await;
+            }
+            Greeting::Other(io, read) => {
+                let io = TokioIo::new(direct::Rewind::new(io, read));
+                let connection = self.protocols.http1.serve_connection(io, self.service());
+                if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                    debug!(%remote, %error, "connection ended with an error");
+                }
+            }
+            Greeting::Failed(why) => debug!(%remote, "{why}"),
+        }
+    }
+
+    /// A TLS connection: the handshake, then the protocol ALPN chose; both within
+    /// `handshake_timeout` (each).
+    pub(super) async fn serve_tls(
+        self,
+        io: TimedIo,
+        acceptor: tokio_rustls::TlsAcceptor,
+        handshake_timeout: Duration,
+    ) {
+        let remote = self.remote;
+        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                // Plain HTTP sent to the TLS port, a client that does not trust the
+                // certificate, a scanner: nothing to answer, and not the hub's problem.
+                debug!(%remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        let protocols = Arc::clone(&self.protocols);
+        let service = self.service();
+        let io = TokioIo::new(GreetingTimeout::new(stream, handshake_timeout));
+        let ended = if http2 {
+            // Boxed, so that this task's state is sized for HTTP/1.1.
+            let connection = protocols.http2.serve_connection(io, service);
+            Box::pin(self.watcher.watch(connection)).await
+        } else {
+            let connection = protocols.http1.serve_connection(io, service);
+            self.watcher.watch(connection).await
+        };
+        if let Err(error) = ended {
+            debug!(%remote, %error, http2, "TLS connection ended with an error");
+        }
+    }
+
+    /// The router as a hyper service, with the peer address for `ConnectInfo`.
+    fn service(&self) -> RouterService {
+        RouterService {
+            app: self.app.clone(),
+            remote: self.remote,
+        }
+    }
+}
+
+/// The router as a hyper service for one connection.
+#[derive(Clone)]
+pub(super) struct RouterService {
+    app: Router,
+    /// Inserted into each request as `ConnectInfo<SocketAddr>`.
+    remote: SocketAddr,
+}
+
+impl RouterService {
+    /// Routes one request.
+    pub(super) fn route(
+        &self,
+        mut request: http::Request<axum::body::Body>,
+    ) -> tower::util::Oneshot<Router, http::Request<axum::body::Body>> {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.remote));
+        self.app.clone().oneshot(request)
+    }
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for RouterService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = tower::util::Oneshot<Router, http::Request<axum::body::Body>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        self.route(request.map(axum::body::Body::new))
+    }
+}
