@@ -82,6 +82,10 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::ShuttingDown | SubscribeError::History(_) => {
                 Self::unavailable(error.to_string(), 1)
             }
+            // Logged once, by `into_response` (every 5xx is).
+            SubscribeError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+            }
         }
     }
 }
@@ -105,5 +109,31 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_subscribe_error_has_its_status() {
+        let status = |error: SubscribeError| ApiError::from(error).status;
+        assert_eq!(status(SubscribeError::NoTopics), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(SubscribeError::Full { max: 1 }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(SubscribeError::History(
+                crate::history::HistoryError::Unavailable("disk".into())
+            )),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // A panic while compiling selectors is the hub's fault, not a store that will recover.
+        assert_eq!(
+            status(SubscribeError::Internal("panicked".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -46,4 +46,7 @@ pub enum SubscribeError {
     /// History could not be read (503).
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A fault of the hub itself, such as a panic while compiling the selectors (500).
+    #[error("internal error while subscribing: {0}")]
+    Internal(String),
 }

@@ -15,7 +15,7 @@ use super::{
     Subscription,
 };
 use crate::auth::SubscriberGrant;
-use crate::history::{HistoryError, ReplayFrom, ReplayStart};
+use crate::history::{ReplayFrom, ReplayStart};
 
 /// Unregisters a subscriber that never got its stream (and runs its close hooks).
 struct Registration<'a> {
@@ -69,7 +69,7 @@ impl Hub {
                 (topics, selectors)
             })
             .await
-            .map_err(|e| SubscribeError::History(HistoryError::Unavailable(e.to_string())))?
+            .map_err(|e| SubscribeError::Internal(format!("compiling the selectors: {e}")))?
         } else {
             let selectors = request
                 .topics
