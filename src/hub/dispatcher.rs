@@ -5,26 +5,26 @@
 //! 10,000 stream tasks at once puts 10,000 tasks in the runtime's queues (they overflow the
 //! workers' local queues into the global one), and everything woken after them — the writer, a
 //! publisher's connection waiting for its answer — waits until every one of them has written to
-//! its socket: tens of milliseconds on two cores. So a push only *collects* the waker of a
-//! stream that was waiting ([`SubscriberQueue::push`](super::subscriber::SubscriberQueue)), and
-//! this task wakes at most [`WAKE_SLICE`] of them, then yields, so that whatever else is ready
-//! runs before the next slice. Between two slices it takes the next stored event, if there is
-//! one: a stream not yet woken gets it queued behind the ones it already has, and writes them
-//! all at once when its turn comes (one write for many events: under load the per-delivery cost
-//! falls to about a microsecond). A stream is woken once per pass, whatever it has queued, so
-//! the lag of the slowest stream stays about one pass over the subscribers, and the
-//! events queued for one stream stay far below its queue capacity (a pass over N streams takes
-//! N / [`WAKE_SLICE`] slices, with at most one new event each).
+//! its socket: tens of milliseconds on two cores. So a push never wakes a stream: it
+//! *schedules* one that waits on its queue ([`SubscriberQueue::push`]), and this task wakes at
+//! most [`WAKE_SLICE`] scheduled streams, then yields until most of them ran, so that whatever
+//! else is ready runs before the next slice. Between two slices it takes the next stored event,
+//! if there is one: a stream not yet woken gets it queued behind the ones it already has, and
+//! writes them all at once when its turn comes (one write for many events: under load the
+//! per-delivery cost falls to about a microsecond). A stream is woken once per pass, whatever
+//! it has queued, so the lag of the slowest stream stays about one pass over the subscribers.
 //!
-//! Pacing: the dispatcher takes a new event only while the bytes queued for the streams it
-//! has not woken yet (each subscriber's copy counted) stay under
+//! Pacing: the dispatcher takes a new event only while the bytes queued for the streams it has
+//! not woken yet (each subscriber's copy counted) stay under
 //! [`HubConfig::max_queued_bytes`](super::HubConfig). That count falls slice by slice as
-//! streams are woken, so new events are taken at the pace the streams write them, evenly. Beyond that, stored events wait in the
-//! small channel from the writer, then the writer waits, and publishers get their answers
-//! later: a burst of large events slows its publishers down instead of growing every
-//! subscriber's delay (or queue, until it is dropped as too slow). Streams that are not waiting
-//! for a wake (one blocked on a full socket) are not counted: a client that stops reading
-//! never holds the publishers back; its own queue fills and it alone is dropped.
+//! streams are woken, so new events are taken at the pace the streams write them. Beyond it,
+//! stored events wait in the small channel from the writer, then the writer waits, and
+//! publishers get their answers later: a fast publisher is slowed down instead of every
+//! subscriber's delay growing (or its queue, until it is dropped as too slow). Streams that are
+//! not waiting on their queue (one blocked on a full socket) are not counted: a client that
+//! stops reading never holds the publishers back; its own queue fills and it alone is dropped.
+//!
+//! [`SubscriberQueue::push`]: super::subscriber::SubscriberQueue
 
 use std::collections::VecDeque;
 use std::sync::Arc;
