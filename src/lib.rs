@@ -91,6 +91,6 @@ pub mod wire;
 
 pub use event::Event;
 pub use hub::{
-    CloseKind, CloseReason, Hub, HubBuilder, HubConfig, PublishError, PublishReceipt,
+    CloseKind, CloseReason, Hub, HubBuilder, HubConfig, NotReady, PublishError, PublishReceipt,
     SubscribeError, SubscribeRequest, SubscriberInfo, Subscription,
 };

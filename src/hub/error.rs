@@ -50,3 +50,14 @@ pub enum SubscribeError {
     #[error("internal error while subscribing: {0}")]
     Internal(String),
 }
+
+/// Why the hub cannot take publishes now: `/readyz` answers `503` with it.
+#[derive(Debug, Error)]
+pub enum NotReady {
+    /// Shutdown has begun.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The history store (or the shared log) does not answer.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}

@@ -39,7 +39,7 @@ use crate::topic::SelectorCache;
 use builder::Hooks;
 pub use builder::{CloseHook, HubBuilder, OpenHook};
 pub use config::HubConfig;
-pub use error::{PublishError, SubscribeError};
+pub use error::{NotReady, PublishError, SubscribeError};
 use registry::Registry;
 pub use stream::SubscriptionStream;
 use subscriber::Subscriber;
@@ -245,17 +245,12 @@ impl Hub {
     /// answers.
     ///
     /// # Errors
-    /// Why not, for `/readyz`.
-    pub async fn check_ready(&self) -> Result<(), String> {
+    /// Why not, for `/readyz`: [`NotReady`].
+    pub async fn check_ready(&self) -> Result<(), NotReady> {
         if self.is_shutting_down() {
-            return Err("shutting down".into());
+            return Err(NotReady::ShuttingDown);
         }
-        self.inner
-            .history
-            .clone()
-            .check()
-            .await
-            .map_err(|e| e.to_string())
+        Ok(self.inner.history.clone().check().await?)
     }
 
     /// Updates the scrape-time gauges and encodes every metric (OpenMetrics text).
@@ -320,5 +315,24 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hub_that_is_shutting_down_is_not_ready() {
+        let hub = Hub::builder(HubConfig::default())
+            .build()
+            .await
+            .expect("hub");
+        assert!(hub.check_ready().await.is_ok());
+        hub.shutdown().await;
+        assert!(matches!(
+            hub.check_ready().await,
+            Err(NotReady::ShuttingDown)
+        ));
     }
 }
