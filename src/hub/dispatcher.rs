@@ -45,8 +45,8 @@ const MAX_SLICE_YIELDS: usize = 16;
 /// large enough that the yields cost nothing next to the writes.
 pub(super) const WAKE_SLICE: usize = 128;
 
-/// The state of the fan-out between two slices.
-struct FanOut {
+/// The dispatcher's state between two slices: the streams to wake, and the budget.
+struct Slices {
     /// Subscribers whose stream has frames queued and was not woken yet, oldest first.
     ready: VecDeque<Arc<Subscriber>>,
     /// Bytes queued for the streams in `ready`, each subscriber's copy counted (exact: each
@@ -62,7 +62,7 @@ struct FanOut {
     overflowed: Vec<u64>,
 }
 
-impl FanOut {
+impl Slices {
     fn new(max_queued_bytes: usize) -> Self {
         Self {
             ready: VecDeque::new(),
@@ -81,11 +81,11 @@ impl FanOut {
 
     /// Queues `stored` for every subscriber that wants it; closes the ones too slow for it.
     fn dispatch(&mut self, shared: &Shared, stored: Arc<StoredEvent>) {
-        let fan_out = shared
+        let counts = shared
             .registry
             .dispatch(&stored, &mut self.overflowed, &mut self.scheduled);
         self.ready.extend(self.scheduled.drain(..));
-        self.pending_bytes += fan_out.counted_bytes;
+        self.pending_bytes += counts.counted_bytes;
         *shared
             .last_dispatched
             .lock()
@@ -93,7 +93,7 @@ impl FanOut {
         shared
             .metrics
             .events_delivered
-            .inc_by(fan_out.delivered as u64);
+            .inc_by(counts.delivered as u64);
         for id in self.overflowed.drain(..) {
             debug!(subscriber = id, "queue full: disconnecting slow subscriber");
             shared.release(id, CloseReason::SlowConsumer);
@@ -140,24 +140,24 @@ pub(super) async fn run_dispatcher(
     shared: Arc<Shared>,
     max_queued_bytes: usize,
 ) {
-    let mut fan_out = FanOut::new(max_queued_bytes);
+    let mut slices = Slices::new(max_queued_bytes);
     let metrics = &shared.metrics;
     // Whether the last round found the budget full (the pacing counter counts each start).
     let mut paced = false;
     loop {
-        if fan_out.ready.is_empty() {
+        if slices.ready.is_empty() {
             // Every stream with something queued was woken: wait for the next event.
             match events.recv().await {
-                Some(stored) => fan_out.dispatch(&shared, stored),
+                Some(stored) => slices.dispatch(&shared, stored),
                 None => break,
             }
-        } else if fan_out.has_room() {
+        } else if slices.has_room() {
             paced = false;
             // Streams are still waiting for their turn: take one more event if it is there,
             // but never wait for one while they do. One per slice: more lets events pile into
             // the queues of streams that are running (uncounted), and delays grow.
             match events.try_recv() {
-                Ok(stored) => fan_out.dispatch(&shared, stored),
+                Ok(stored) => slices.dispatch(&shared, stored),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => break,
             }
@@ -165,23 +165,23 @@ pub(super) async fn run_dispatcher(
             paced = true;
             metrics.fanout_paced.inc();
         }
-        let more = fan_out.wake_slice();
+        let more = slices.wake_slice();
         metrics
             .fanout_pending_bytes
-            .set(i64::try_from(fan_out.pending_bytes).unwrap_or(i64::MAX));
+            .set(i64::try_from(slices.pending_bytes).unwrap_or(i64::MAX));
         if more {
             // Let the streams just woken, and anything else that is ready, run first: the
             // runtime comes back to this task after some 61 polls, so wait until most of the
             // slice ran, or the woken tasks would pile up again, a slice at a time.
             for _ in 0..MAX_SLICE_YIELDS {
                 tokio::task::yield_now().await;
-                if fan_out.last_slice_ran() {
+                if slices.last_slice_ran() {
                     break;
                 }
             }
         }
     }
-    fan_out.wake_all();
+    slices.wake_all();
     for subscriber in shared.registry.close() {
         subscriber.queue.close(CloseReason::Shutdown);
         shared.closed(&subscriber, CloseReason::Shutdown);
@@ -273,14 +273,14 @@ mod tests {
     fn a_dispatch_wakes_no_stream_itself_and_each_slice_wakes_at_most_a_slice() {
         let (shared, subscribers) = shared(WAKE_SLICE * 2 + 10);
         let counters = wait_on_queues(&subscribers);
-        let mut fan_out = FanOut::new(usize::MAX);
-        fan_out.dispatch(&shared, stored(1));
+        let mut slices = Slices::new(usize::MAX);
+        slices.dispatch(&shared, stored(1));
         assert_eq!(woken(&counters), 0, "the dispatch itself wakes nobody");
-        assert!(fan_out.wake_slice());
+        assert!(slices.wake_slice());
         assert_eq!(woken(&counters), WAKE_SLICE);
-        assert!(fan_out.wake_slice());
+        assert!(slices.wake_slice());
         assert_eq!(woken(&counters), WAKE_SLICE * 2);
-        assert!(!fan_out.wake_slice(), "the last slice empties the list");
+        assert!(!slices.wake_slice(), "the last slice empties the list");
         assert_eq!(woken(&counters), subscribers.len());
         assert!(counters.iter().all(|c| c.0.load(Ordering::SeqCst) == 1));
     }
@@ -289,10 +289,10 @@ mod tests {
     fn a_stream_not_yet_woken_gets_the_next_event_without_a_second_wake() {
         let (shared, subscribers) = shared(WAKE_SLICE + 1);
         let counters = wait_on_queues(&subscribers);
-        let mut fan_out = FanOut::new(usize::MAX);
-        fan_out.dispatch(&shared, stored(1));
-        fan_out.dispatch(&shared, stored(2));
-        while fan_out.wake_slice() {}
+        let mut slices = Slices::new(usize::MAX);
+        slices.dispatch(&shared, stored(1));
+        slices.dispatch(&shared, stored(2));
+        while slices.wake_slice() {}
         assert!(counters.iter().all(|c| c.0.load(Ordering::SeqCst) == 1));
         // Each stream finds both events in its queue, for one write.
         let waker = futures_util::task::noop_waker();
@@ -317,20 +317,20 @@ mod tests {
         let frame_bytes = stored(1).frame.len() as u64;
         let per_stream = 2 * frame_bytes;
         // Room for two events' worth of copies, not three.
-        let mut fan_out = FanOut::new(subscribers.len() * per_stream as usize);
-        assert!(fan_out.has_room());
-        fan_out.dispatch(&shared, stored(1));
-        assert!(fan_out.has_room());
-        fan_out.dispatch(&shared, stored(2));
-        assert!(!fan_out.has_room(), "two events' copies fill the budget");
-        assert_eq!(fan_out.pending_bytes, subscribers.len() as u64 * per_stream);
+        let mut slices = Slices::new(subscribers.len() * per_stream as usize);
+        assert!(slices.has_room());
+        slices.dispatch(&shared, stored(1));
+        assert!(slices.has_room());
+        slices.dispatch(&shared, stored(2));
+        assert!(!slices.has_room(), "two events' copies fill the budget");
+        assert_eq!(slices.pending_bytes, subscribers.len() as u64 * per_stream);
         // Each slice woken hands its streams' bytes over: room again, in proportion.
-        assert!(fan_out.wake_slice());
-        assert!(fan_out.has_room());
-        assert_eq!(fan_out.pending_bytes, 2 * WAKE_SLICE as u64 * per_stream);
-        assert!(fan_out.wake_slice());
-        assert!(!fan_out.wake_slice());
-        assert_eq!(fan_out.pending_bytes, 0);
+        assert!(slices.wake_slice());
+        assert!(slices.has_room());
+        assert_eq!(slices.pending_bytes, 2 * WAKE_SLICE as u64 * per_stream);
+        assert!(slices.wake_slice());
+        assert!(!slices.wake_slice());
+        assert_eq!(slices.pending_bytes, 0);
         assert_eq!(woken(&counters), subscribers.len());
     }
 
@@ -338,26 +338,26 @@ mod tests {
     fn the_next_slice_waits_until_most_of_the_last_one_ran() {
         let (shared, subscribers) = shared(WAKE_SLICE * 2);
         let _counters = wait_on_queues(&subscribers);
-        let mut fan_out = FanOut::new(usize::MAX);
-        fan_out.dispatch(&shared, stored(1));
-        assert!(fan_out.wake_slice());
+        let mut slices = Slices::new(usize::MAX);
+        slices.dispatch(&shared, stored(1));
+        assert!(slices.wake_slice());
         assert!(
-            !fan_out.last_slice_ran(),
+            !slices.last_slice_ran(),
             "none of the woken streams ran yet"
         );
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         // All but one eighth and one of the slice run (drain their queue)...
-        let slice: Vec<_> = fan_out.last_slice.clone();
+        let slice: Vec<_> = slices.last_slice.clone();
         assert_eq!(slice.len(), WAKE_SLICE);
         let (ran, waiting) = slice.split_at(WAKE_SLICE - WAKE_SLICE / 8 - 1);
         for subscriber in ran {
             assert!(subscriber.queue.poll_drain(&mut cx).is_ready());
         }
-        assert!(!fan_out.last_slice_ran());
+        assert!(!slices.last_slice_ran());
         // ...then one more: enough.
         assert!(waiting[0].queue.poll_drain(&mut cx).is_ready());
-        assert!(fan_out.last_slice_ran());
+        assert!(slices.last_slice_ran());
     }
 
     #[test]
@@ -366,10 +366,10 @@ mod tests {
         // ready list, so their queued frames are theirs to overflow, not the publishers' to wait
         // for.
         let (shared, _subscribers) = shared(WAKE_SLICE);
-        let mut fan_out = FanOut::new(1);
-        fan_out.dispatch(&shared, stored(1));
-        assert!(!fan_out.wake_slice());
-        assert!(fan_out.has_room());
+        let mut slices = Slices::new(1);
+        slices.dispatch(&shared, stored(1));
+        assert!(!slices.wake_slice());
+        assert!(slices.has_room());
     }
 
     /// The whole hub on one thread: a publish is answered after at most about one slice of
