@@ -53,6 +53,10 @@ pub enum EventError {
     /// Mercure: an update needs at least one `topic`.
     #[error("missing topic: an update needs at least one `topic` field")]
     MissingTopic,
+    /// An empty or whitespace-only `topic`: no subscriber can mean it, so it is always a
+    /// publisher's mistake (an unset variable, a form field left empty).
+    #[error("`topic` must not be empty or only whitespace")]
+    BlankTopic,
     /// More topics than [`EventLimits::max_topics`].
     #[error("too many topics: {count} given, at most {max} allowed")]
     TooManyTopics {
@@ -87,6 +91,16 @@ pub enum EventError {
     /// An empty `id` would reset the client's last event id instead of setting it.
     #[error("`id` must not be empty")]
     EmptyId,
+    /// An `id` that starts or ends with a space or tab: browsers send it back in the
+    /// `Last-Event-ID` header, whose value HTTP trims, so the hub would never find it again.
+    #[error(
+        "`id` must not start or end with a space or tab (the Last-Event-ID header would lose it)"
+    )]
+    PaddedId,
+    /// A `type` of whitespace only: no `addEventListener` call means it; leave `type` out (or
+    /// empty) for the default `message` type.
+    #[error("`type` must not be only whitespace (leave it out for `message` events)")]
+    BlankType,
 }
 
 impl Event {
@@ -123,11 +137,17 @@ impl Event {
         }
         for topic in &self.topics {
             check_length("topic", topic, limits)?;
+            if topic.trim().is_empty() {
+                return Err(EventError::BlankTopic);
+            }
         }
         check_length("id", &self.id, limits)?;
         check_single_line("id", &self.id, true)?;
         if self.id.is_empty() {
             return Err(EventError::EmptyId);
+        }
+        if self.id.starts_with([' ', '\t']) || self.id.ends_with([' ', '\t']) {
+            return Err(EventError::PaddedId);
         }
         if self.id.starts_with('#') {
             return Err(EventError::IdStartsWithHash);
@@ -138,6 +158,9 @@ impl Event {
         if let Some(event_type) = &self.event_type {
             check_length("type", event_type, limits)?;
             check_single_line("type", event_type, false)?;
+            if event_type.trim().is_empty() {
+                return Err(EventError::BlankType);
+            }
         }
         Ok(())
     }
@@ -212,6 +235,34 @@ mod tests {
             event_with_id("").validate(&limits),
             Err(EventError::EmptyId)
         );
+    }
+
+    #[test]
+    fn blank_topics_padded_ids_and_blank_types_are_rejected() {
+        let limits = EventLimits::default();
+        for topics in [vec![""], vec![" "], vec!["t", "\t"], vec!["\u{3000}"]] {
+            let mut event = Event::new("t", "d");
+            event.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+            assert_eq!(
+                event.validate(&limits),
+                Err(EventError::BlankTopic),
+                "{topics:?}"
+            );
+        }
+        for id in [" a", "a ", "\ta", "a\t", " "] {
+            assert_eq!(
+                event_with_id(id).validate(&limits),
+                Err(EventError::PaddedId),
+                "{id:?}"
+            );
+        }
+        // Inner spaces are fine: the header keeps them.
+        assert_eq!(event_with_id("order 42").validate(&limits), Ok(()));
+        let mut event = Event::new("t", "d");
+        event.event_type = Some("  ".into());
+        assert_eq!(event.validate(&limits), Err(EventError::BlankType));
+        event.event_type = Some("order updated".into());
+        assert_eq!(event.validate(&limits), Ok(()));
     }
 
     #[test]

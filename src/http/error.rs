@@ -75,12 +75,14 @@ impl From<PublishError> for ApiError {
 impl From<SubscribeError> for ApiError {
     fn from(error: SubscribeError) -> Self {
         match error {
-            SubscribeError::NoTopics | SubscribeError::TooManyTopics { .. } => {
-                Self::bad_request(error.to_string())
-            }
-            SubscribeError::Full { .. } => Self::unavailable(error.to_string(), 5),
-            SubscribeError::ShuttingDown | SubscribeError::History(_) => {
-                Self::unavailable(error.to_string(), 1)
+            SubscribeError::NoTopics
+            | SubscribeError::BlankTopic
+            | SubscribeError::TooManyTopics { .. } => Self::bad_request(error.to_string()),
+            SubscribeError::Full { .. }
+            | SubscribeError::ShuttingDown
+            | SubscribeError::History(_) => {
+                let secs = error.retry_after().as_secs();
+                Self::unavailable(error.to_string(), secs)
             }
             // Logged once, by `into_response` (every 5xx is).
             SubscribeError::Internal(_) => {

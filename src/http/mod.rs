@@ -86,7 +86,18 @@ async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {
 async fn count_rejections(State(hub): State<Hub>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
+    if response
+        .extensions()
+        .get::<subscribe::RefusedForNow>()
+        .is_some()
+    {
+        hub.metrics()
+            .requests_rejected
+            .get_or_create(&crate::metrics::Reason {
+                reason: "unavailable",
+            })
+            .inc();
+    } else if status.is_client_error() || status.is_server_error() {
         let reason = match status {
             StatusCode::BAD_REQUEST => "bad_request",
             StatusCode::UNAUTHORIZED => "unauthorized",

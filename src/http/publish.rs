@@ -91,7 +91,10 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
             "type" => {
                 event_type.get_or_insert_with(|| value.into_owned());
             }
-            "retry" if retry.is_none() => retry = Some(parse_retry(&value)?),
+            // An empty `retry` is an absent one, as for Mercure's hub.
+            "retry" if retry.is_none() && !value.is_empty() => {
+                retry = Some(parse_retry(&value)?);
+            }
             // Mercure: "If this name is set, the update MUST NOT be dispatched to subscribers
             // not authorized to receive it", whatever its value.
             "private" => private = true,
@@ -99,7 +102,9 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
         }
     }
     Ok(Event {
-        id: id.unwrap_or_else(generate_id),
+        // An empty `id` (a form field left empty) is an absent one, as for Mercure's hub: the
+        // hub generates it. Empty `type` is the default type, likewise.
+        id: id.filter(|id| !id.is_empty()).unwrap_or_else(generate_id),
         topics,
         data: data.unwrap_or_default(),
         event_type: event_type.filter(|t| !t.is_empty()),
@@ -164,11 +169,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_id_type_and_retry_count_as_absent() {
+        let event = parse_form(b"topic=a&id=&type=&retry=&data=").expect("valid");
+        assert!(event.id.starts_with("urn:uuid:"), "{}", event.id);
+        assert_eq!(event.event_type, None);
+        assert_eq!(event.retry, None);
+        assert_eq!(event.data, "");
+        // `private` with any value, even empty, makes the update private (Mercure).
+        assert!(parse_form(b"topic=a&private=").expect("valid").private);
+    }
+
+    #[test]
     fn bad_retry_is_rejected() {
         for body in [
             &b"topic=a&retry=-1"[..],
             b"topic=a&retry=1s",
-            b"topic=a&retry=",
+            b"topic=a&retry=+",
             b"topic=a&retry=99999999999999999999999",
         ] {
             assert_eq!(

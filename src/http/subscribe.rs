@@ -21,7 +21,7 @@ use http_body::Frame;
 
 use super::error::ApiError;
 use crate::auth;
-use crate::hub::{Hub, SubscribeRequest, SubscriptionStream};
+use crate::hub::{Hub, SubscribeError, SubscribeRequest, SubscriptionStream};
 
 /// The `Last-Event-ID` header name.
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -32,8 +32,10 @@ const CACHE_CONTROL: &str = "private, no-cache, no-store, must-revalidate, max-a
 /// Handles a subscription.
 ///
 /// # Errors
-/// `400` without topics or with too many, `401` for a missing (when anonymous subscribers are
-/// off) or invalid token, `503` with `Retry-After` when the hub is full or shutting down.
+/// `400` without topics, with a blank one or with too many, `401` for a missing (when anonymous
+/// subscribers are off) or invalid token. A refusal that will pass (the hub is full, history
+/// cannot be read for a moment, shutdown) is `503` with `Retry-After`, except for a client that
+/// accepts `text/event-stream`: it gets a `200` stream that sets `retry:` and ends.
 pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Response, ApiError> {
     let mut topics = Vec::new();
     let (mut query_last_event_id, mut query_token) = (None, None);
@@ -72,14 +74,22 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
 
-    let subscription = hub
+    let wants_event_stream = accepts_event_stream(headers);
+    let subscription = match hub
         .subscribe(SubscribeRequest {
             topics,
             last_event_id,
             grant,
             remote_addr,
         })
-        .await?;
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(error) if wants_event_stream && error.is_transient() => {
+            return Ok(come_back_later(&error));
+        }
+        Err(error) => return Err(error.into()),
+    };
 
     let mut response = Response::new(Body::new(SseBody(subscription.stream)));
     *response.status_mut() = StatusCode::OK;
@@ -102,6 +112,53 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
         headers.insert(LAST_EVENT_ID, value);
     }
     Ok(response)
+}
+
+/// Whether the client asked for an event stream (`Accept: text/event-stream`, as every
+/// `EventSource` does): such a client is told to come back in the stream, not with a status.
+fn accepts_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let essence = range.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+/// Marks a `200` event stream that refused the subscription for now (counted as a rejection).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedForNow;
+
+/// The answer to an `EventSource` refused for a cause that will pass: `200 text/event-stream`
+/// whose only frame sets `retry:` and says why in a comment, then the end of the stream. WHATWG
+/// HTML §9.2: a browser fails an `EventSource` for good on any other status, but reconnects by
+/// itself (with its `Last-Event-ID`) when a `200` stream ends. The delay is drawn between once
+/// and twice the cause's [`SubscribeError::retry_after`], so that thousands of tabs refused in
+/// the same millisecond do not all come back in the same millisecond.
+fn come_back_later(error: &SubscribeError) -> Response {
+    let base = u64::try_from(error.retry_after().as_millis()).unwrap_or(u64::MAX / 2);
+    let delay_ms = fastrand::u64(base..=base.saturating_mul(2));
+    tracing::debug!(%error, delay_ms, "subscription refused for now; the client is told to retry");
+    let reason = format!("refused for now: {error}; retry in {delay_ms} ms");
+    let mut response = Response::new(Body::from(crate::wire::encode_retry(&reason, delay_ms)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(delay_ms.div_ceil(1000)),
+    );
+    response.extensions_mut().insert(RefusedForNow);
+    response
 }
 
 /// Adapts a [`SubscriptionStream`] to an HTTP body: each item is one data frame.

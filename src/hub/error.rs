@@ -26,6 +26,9 @@ pub enum SubscribeError {
     /// No `topic` selector (400).
     #[error("missing topic: subscribe with at least one `topic` query parameter")]
     NoTopics,
+    /// An empty or whitespace-only `topic` selector (400): it matches no topic anybody publishes.
+    #[error("`topic` must not be empty or only whitespace: give a topic, a URI template or `*`")]
+    BlankTopic,
     /// More selectors than allowed (400).
     #[error("too many topics: {count} given, at most {max} allowed")]
     TooManyTopics {
@@ -49,6 +52,29 @@ pub enum SubscribeError {
     /// A fault of the hub itself, such as a panic while compiling the selectors (500).
     #[error("internal error while subscribing: {0}")]
     Internal(String),
+}
+
+impl SubscribeError {
+    /// Whether the cause passes by itself (a full hub, history briefly unreadable, a restart),
+    /// so the client should come back. `http` answers an `EventSource` refused for such a cause
+    /// with `200` and a `retry:` field instead of an error status, which a browser never retries.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Full { .. } | Self::ShuttingDown | Self::History(_) => true,
+            Self::NoTopics | Self::BlankTopic | Self::TooManyTopics { .. } | Self::Internal(_) => {
+                false
+            }
+        }
+    }
+
+    /// How long a client refused for a transient cause should wait before it comes back, at
+    /// least: a full hub frees places as streams end (seconds), the other causes pass sooner.
+    pub fn retry_after(&self) -> std::time::Duration {
+        match self {
+            Self::Full { .. } => std::time::Duration::from_secs(5),
+            _ => std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// Why the hub cannot take publishes now: `/readyz` answers `503` with it.

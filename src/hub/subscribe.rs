@@ -54,6 +54,9 @@ impl Hub {
         if request.topics.is_empty() {
             return Err(SubscribeError::NoTopics);
         }
+        if request.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(SubscribeError::BlankTopic);
+        }
         if request.topics.len() > config.max_topics_per_subscription {
             return Err(SubscribeError::TooManyTopics {
                 count: request.topics.len(),

@@ -47,6 +47,23 @@ pub fn encode_comment(text: &str) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes a frame that only sets the client's reconnection delay: a comment saying why (each
+/// line of `reason` a comment line), then `retry: <ms>`. It dispatches no event (WHATWG HTML
+/// §9.2.6: no `data` field), so a page's handlers see nothing; the browser only waits `ms`
+/// before it reconnects once the stream ends.
+pub fn encode_retry(reason: &str, ms: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(reason.len() + 32);
+    for line in lines(reason) {
+        buf.put_slice(b": ");
+        buf.put_slice(line.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_slice(b"retry: ");
+    buf.put_slice(ms.to_string().as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
 fn put_single_line_field(buf: &mut BytesMut, name: &[u8], value: &str) {
     buf.put_slice(name);
     let bytes = value.as_bytes();
@@ -110,6 +127,18 @@ mod tests {
             retry: None,
             private: false,
         }
+    }
+
+    #[test]
+    fn a_retry_frame_sets_the_delay_and_dispatches_nothing() {
+        let frame = encode_retry("too many open streams\nretry in 7 s", 7342);
+        assert_eq!(
+            &frame[..],
+            b": too many open streams\n: retry in 7 s\nretry: 7342\n\n"
+        );
+        let mut parser = crate::wire::Parser::new();
+        assert_eq!(parser.push(&frame).expect("parses"), vec![]);
+        assert_eq!(parser.reconnection_time_ms(), Some(7342));
     }
 
     #[test]

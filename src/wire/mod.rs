@@ -10,5 +10,5 @@
 pub mod encode;
 pub mod parse;
 
-pub use encode::{encode, encode_comment, HEARTBEAT};
+pub use encode::{encode, encode_comment, encode_retry, HEARTBEAT};
 pub use parse::{ParsedEvent, Parser};

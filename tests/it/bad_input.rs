@@ -37,6 +37,27 @@ async fn rejected_publishes_get_clear_errors_and_change_nothing() {
             "limit",
         ),
         (form, b"data=no-topic".to_vec(), 400, "missing topic"),
+        (
+            form,
+            b"topic=&data=x".to_vec(),
+            400,
+            "`topic` must not be empty",
+        ),
+        (
+            form,
+            b"topic=+%09&data=x".to_vec(),
+            400,
+            "`topic` must not be empty",
+        ),
+        (form, b"topic=t&topic=&data=x".to_vec(), 400, "`topic`"),
+        (form, b"topic=t&id=+a".to_vec(), 400, "space or tab"),
+        (form, b"topic=t&id=a%09".to_vec(), 400, "space or tab"),
+        (
+            form,
+            b"topic=t&type=++".to_vec(),
+            400,
+            "`type` must not be only whitespace",
+        ),
         (form, b"topic=t&id=a%0Ab".to_vec(), 400, "`id`"),
         (form, b"topic=t&id=a%0Db".to_vec(), 400, "`id`"),
         (form, b"topic=t&type=a%0D%0Ab".to_vec(), 400, "`type`"),
@@ -72,6 +93,26 @@ async fn bad_subscriptions_get_400() {
     let hub = TestHub::start(config()).await;
     let none = hub.subscribe("lastEventID=x").await;
     assert_eq!(none.status, 400);
+    for query in ["topic=", "topic=+", "topic=t&topic=", "topic=%09"] {
+        let blank = reqwest::get(format!("{}?{query}", hub.url))
+            .await
+            .expect("get");
+        assert_eq!(blank.status(), 400, "{query}");
+        let message = blank.text().await.expect("body");
+        assert!(message.contains("`topic` must not be empty"), "{message}");
+    }
+    // An empty `authorization` query parameter is no token (an anonymous subscription here);
+    // an `Authorization` header with an empty bearer token is a malformed header.
+    let anonymous = hub.subscribe("topic=t&authorization=").await;
+    assert_eq!(anonymous.status, 200);
+    drop(anonymous);
+    let empty_bearer = reqwest::Client::new()
+        .get(format!("{}?topic=t", hub.url))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(empty_bearer.status(), 401);
     let too_many: String = (0..65).map(|i| format!("topic=t{i}&")).collect();
     let sub = hub.subscribe(&too_many).await;
     assert_eq!(sub.status, 400);

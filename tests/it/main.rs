@@ -21,6 +21,7 @@ mod hostile;
 mod lifecycle;
 mod ops;
 mod publish;
+mod refusals;
 mod replay;
 mod shutdown;
 mod soak;
