@@ -130,3 +130,87 @@ async fn causes_that_will_not_pass_keep_their_status_for_an_event_source_too() {
     assert_eq!(blank.status, 400);
     assert_eq!(hub.hub.subscriber_count(), 0);
 }
+
+/// What the page's `EventSource` did so far.
+const PAGE_STATE: &str = "JSON.stringify({opened: t.opened, errors: t.errors, \
+     states: t.states, data: t.data, readyState: es.readyState})";
+
+/// Opens a Chromium tab on the hub's own origin (`/healthz`) and starts an `EventSource` there
+/// that records what it sees in `window.t`.
+async fn page_with_event_source(
+    base: &str,
+    query: &str,
+) -> (
+    crate::support::chromium::Chromium,
+    crate::support::chromium::DevTools,
+) {
+    let page_url = format!("{base}/healthz");
+    let browser = crate::support::chromium::Chromium::open(&page_url, &[]).await;
+    let mut page = browser.page(&page_url).await;
+    // The tab may still be loading the page: wait for it, or the script runs in a document
+    // that is about to be replaced.
+    page.wait_until(
+        "document.readyState === 'complete' && location.pathname === '/healthz'",
+        Duration::from_secs(20),
+        "document.readyState",
+    )
+    .await;
+    let started = page
+        .eval(&format!(
+            "window.t = {{opened: 0, errors: 0, states: [], data: []}}; \
+             window.es = new EventSource('/.well-known/mercure?{query}'); \
+             es.onopen = () => t.opened++; \
+             es.onerror = () => {{ t.errors++; t.states.push(es.readyState); }}; \
+             es.onmessage = (e) => t.data.push(e.data); true"
+        ))
+        .await;
+    assert_eq!(started, serde_json::Value::Bool(true));
+    (browser, page)
+}
+
+#[tokio::test]
+async fn a_browser_refused_by_a_full_hub_comes_back_by_itself() {
+    let hub = TestHub::start(HubConfig {
+        max_subscribers: 1,
+        ..config()
+    })
+    .await;
+    let held = hub.subscribe("topic=t").await;
+    assert_eq!(held.status, 200);
+    let (_browser, mut page) =
+        page_with_event_source(&format!("http://{}", hub.addr), "topic=t").await;
+    // Refused: the stream opened and ended, and the EventSource waits to reconnect (state 0,
+    // CONNECTING). An error status would have closed it for good (state 2).
+    page.wait_until("t.errors >= 1", Duration::from_secs(20), PAGE_STATE)
+        .await;
+    let state = page.eval(PAGE_STATE).await;
+    let state: serde_json::Value =
+        serde_json::from_str(state.as_str().expect("state")).expect("JSON");
+    assert_eq!(state["states"][0], 0, "the browser will retry: {state}");
+    assert_eq!(
+        hub.hub.subscriber_count(),
+        1,
+        "the refused page holds no place"
+    );
+
+    // The place frees; the page comes back within its retry delay (5–10 s) and gets events.
+    drop(held);
+    crate::support::eventually(Duration::from_secs(2), "the place frees", || {
+        hub.hub.subscriber_count() == 0
+    })
+    .await;
+    crate::support::eventually(Duration::from_secs(15), "the page reconnects", || {
+        hub.hub.subscriber_count() == 1
+    })
+    .await;
+    let (status, _) = hub
+        .publish(&[("topic", "t"), ("data", "after-the-refusal")])
+        .await;
+    assert_eq!(status, 200);
+    page.wait_until(
+        "t.data.includes('after-the-refusal') && es.readyState === 1",
+        Duration::from_secs(10),
+        PAGE_STATE,
+    )
+    .await;
+}
