@@ -1,5 +1,6 @@
 //! Connection limits: at most so many connections open at once, and optionally from one
-//! address; a refused plain connection is answered (`503`, `429`) without reading its request.
+//! address; a refused plain connection is answered (`503`, `429`, or for an `EventSource` a
+//! `200` stream that sets `retry:`) and closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +29,31 @@ impl Refusal {
             Self::Total => "total",
             Self::PerAddress => "per_address",
         }
+    }
+
+    /// The whole HTTP/1.1 response sent to an `EventSource` before closing: a `200` event
+    /// stream whose only frame says why and sets `retry:` between 5 and 10 s (jittered, so that
+    /// the browsers refused together do not come back together).
+    pub(super) fn event_stream_response(self) -> Vec<u8> {
+        let why = match self {
+            Self::Total => "the hub has too many open connections",
+            Self::PerAddress => "too many open connections from your address",
+        };
+        let delay_ms = fastrand::u64(5_000..=10_000);
+        let frame = crate::wire::encode_retry(
+            &format!("refused for now: {why}; retry in {delay_ms} ms"),
+            delay_ms,
+        );
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+             cache-control: private, no-cache, no-store, must-revalidate, max-age=0\r\n\
+             retry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            delay_ms.div_ceil(1000),
+            frame.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(&frame);
+        response
     }
 
     /// The whole HTTP/1.1 response sent before closing.
@@ -135,19 +161,50 @@ impl Drop for ConnectionSlot {
 /// answer, so refusing never costs more than this many extra descriptors.
 pub(super) const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 
-/// Answers a refused plain connection and closes it: the response is written without reading
-/// the request, then whatever the client sends is read (at most 64 KiB, for at most a second)
-/// so that closing does not reset the connection before the client read the answer.
+/// Most bytes of a refused connection's request head read to choose its answer...
+const REFUSAL_HEAD_BYTES: usize = 8 * 1024;
+/// ...and the longest it is waited for.
+const REFUSAL_HEAD_TIME: Duration = Duration::from_millis(500);
+
+/// Answers a refused plain connection and closes it. The request head is read first (at most
+/// 8 KiB, for at most half a second), because a browser's `EventSource` fails for good
+/// on any status but `200`: a `GET` that accepts `text/event-stream` is answered with a `200`
+/// stream that only sets a jittered `retry:` and ends, so the browser comes back by itself once
+/// connections free; anything else gets the `503`/`429`. Then whatever the client still sends
+/// is read (at most 64 KiB) so that closing does not reset the connection before the client
+/// read the answer.
 pub(super) async fn refuse(stream: TcpStream, refusal: Refusal) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = stream;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    // A client that sends nothing (or too slowly) gets the plain answer.
+    let read_head = async {
+        loop {
+            match wants_event_stream(&head) {
+                Some(answer) => return answer,
+                None if head.len() >= REFUSAL_HEAD_BYTES => return false,
+                None => {}
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let event_source = tokio::time::timeout(REFUSAL_HEAD_TIME, read_head)
+        .await
+        .unwrap_or(false);
     let answered = async {
-        stream.write_all(refusal.response()).await?;
+        if event_source {
+            stream.write_all(&refusal.event_stream_response()).await?;
+        } else {
+            stream.write_all(refusal.response()).await?;
+        }
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut read = 0;
+        let mut read = head.len();
         while read < 64 * 1024 {
-            match stream.read(&mut sink).await? {
+            match stream.read(&mut chunk).await? {
                 0 => break,
                 n => read += n,
             }
@@ -155,4 +212,32 @@ pub(super) async fn refuse(stream: TcpStream, refusal: Refusal) {
         io::Result::Ok(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+}
+
+/// Whether the request head read so far is a `GET` that accepts `text/event-stream`: `None`
+/// while the head is incomplete.
+fn wants_event_stream(read: &[u8]) -> Option<bool> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(read) {
+        Ok(httparse::Status::Partial) => None,
+        // Unreadable or too many headers: not an `EventSource` we can recognise.
+        Err(_) => Some(false),
+        Ok(httparse::Status::Complete(_)) => Some(
+            request.method == Some("GET")
+                && request.headers.iter().any(|header| {
+                    header.name.eq_ignore_ascii_case("accept")
+                        && String::from_utf8_lossy(header.value)
+                            .split(',')
+                            .any(|range| {
+                                range
+                                    .split(';')
+                                    .next()
+                                    .unwrap_or("")
+                                    .trim()
+                                    .eq_ignore_ascii_case("text/event-stream")
+                            })
+                }),
+        ),
+    }
 }

@@ -243,6 +243,37 @@ async fn connections_over_the_total_limit_get_503_until_one_closes() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("retry-after: 5"), "{refused}");
     assert!(refused.contains("too many open connections"), "{refused}");
+    // An EventSource (it accepts text/event-stream) refused at the connection limit is told to
+    // come back in a 200 stream: a browser never retries an error status.
+    let mut browser = connect_from(Ipv4Addr::new(127, 0, 2, 2), hub.addr)
+        .await
+        .expect("connect");
+    browser
+        .write_all(
+            b"GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\
+              Accept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), browser.read_to_end(&mut answer))
+        .await
+        .expect("the answer and the end within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("content-type: text/event-stream"),
+        "{answer}"
+    );
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let mut parser = ssehub::wire::Parser::new();
+    assert_eq!(
+        parser.push(body.as_bytes()).expect("an event stream"),
+        vec![]
+    );
+    let delay = parser.reconnection_time_ms().expect("a retry field");
+    assert!((5_000..=10_000).contains(&delay), "{answer}");
     held.truncate(29);
     let started = Instant::now();
     loop {
