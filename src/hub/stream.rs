@@ -179,6 +179,26 @@ impl SubscriptionStream {
     }
 }
 
+impl SubscriptionStream {
+    /// Ends the stream for `reason`: the last item, if any. A stream ended by a cause that passes
+    /// by itself (the hub shutting down, history unreadable) says so and sets a jittered
+    /// `retry:` of 1 to 2 s, so that the clients of a restarting hub do not all come back in
+    /// the same millisecond (browsers otherwise wait a fixed delay of their own, about 3 s).
+    fn end(&mut self, reason: CloseReason) -> Option<Bytes> {
+        self.close_reason = Some(reason);
+        let why = match reason {
+            CloseReason::Shutdown => "the hub is shutting down",
+            CloseReason::HistoryUnavailable => "history cannot be read for now",
+            _ => return None,
+        };
+        let delay_ms = fastrand::u64(1_000..=2_000);
+        Some(crate::wire::encode_retry(
+            &format!("{why}; reconnect in {delay_ms} ms"),
+            delay_ms,
+        ))
+    }
+}
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -198,8 +218,7 @@ impl Stream for SubscriptionStream {
         // §Subscribers requires closing the connection when the token expires.
         if let Some((at, reason)) = this.ends_at {
             if Instant::now() >= at {
-                this.close_reason = Some(reason);
-                return Poll::Ready(None);
+                return Poll::Ready(this.end(reason));
             }
         }
         let mut pages_read = 0;
@@ -211,8 +230,7 @@ impl Stream for SubscriptionStream {
             if let Some(cursor) = &mut this.replay {
                 // A close (shutdown, slow consumer) wins over finishing the replay.
                 if let Some(reason) = this.subscriber.queue.closed() {
-                    this.close_reason = Some(reason);
-                    return Poll::Ready(None);
+                    return Poll::Ready(this.end(reason));
                 }
                 if pages_read == REPLAY_PAGES_PER_POLL {
                     cx.waker().wake_by_ref();
@@ -222,8 +240,7 @@ impl Stream for SubscriptionStream {
                     Poll::Ready(Ok(page)) => page,
                     Poll::Ready(Err(error)) => {
                         tracing::warn!(%error, subscriber = this.subscriber.info.id, "replay failed");
-                        this.close_reason = Some(CloseReason::HistoryUnavailable);
-                        return Poll::Ready(None);
+                        return Poll::Ready(this.end(CloseReason::HistoryUnavailable));
                     }
                     Poll::Pending => return Poll::Pending,
                 };
@@ -231,8 +248,7 @@ impl Stream for SubscriptionStream {
                 // Retention dropped events this replay had not reached: end the stream, so the
                 // client reconnects and learns from `Last-Event-ID` what it lost.
                 if page.truncated && !cursor.from_earliest {
-                    this.close_reason = Some(CloseReason::SlowConsumer);
-                    return Poll::Ready(None);
+                    return Poll::Ready(this.end(CloseReason::SlowConsumer));
                 }
                 cursor.from_earliest = false;
                 match page.events.last() {
@@ -262,8 +278,7 @@ impl Stream for SubscriptionStream {
             // that is already queued still wins over sending more.
             match this.subscriber.queue.poll_drain(cx) {
                 Poll::Ready(Drained::Closed(reason)) => {
-                    this.close_reason = Some(reason);
-                    return Poll::Ready(None);
+                    return Poll::Ready(this.end(reason));
                 }
                 Poll::Ready(Drained::Frames(frames)) => {
                     let skip = this.skip_through_seq;
@@ -280,8 +295,7 @@ impl Stream for SubscriptionStream {
             let now = Instant::now();
             if let Some((at, reason)) = this.ends_at {
                 if now >= at {
-                    this.close_reason = Some(reason);
-                    return Poll::Ready(None);
+                    return Poll::Ready(this.end(reason));
                 }
             }
             if let (Some(due), Some(period)) = (this.heartbeat_due, this.heartbeat) {
@@ -353,6 +367,30 @@ mod tests {
         let text = std::str::from_utf8(&item).expect("utf-8");
         assert_eq!(text.matches("data: ").count(), 3, "{text}");
         assert!(text.ends_with("data: three\n\n"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ended_by_shutdown_sets_a_jittered_retry_then_ends() {
+        let mut delays = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let (hub, mut stream) = hub_and_stream().await;
+            hub.shutdown().await;
+            let item = stream.next().await.expect("a last frame");
+            let mut parser = crate::wire::Parser::new();
+            assert_eq!(parser.push(&item).expect("parses"), vec![], "no event");
+            let delay = parser.reconnection_time_ms().expect("a retry field");
+            assert!((1_000..=2_000).contains(&delay), "{delay}");
+            delays.insert(delay);
+            assert!(stream.next().await.is_none(), "then the end");
+        }
+        assert!(delays.len() > 1, "jittered: {delays:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_by_the_application_just_ends() {
+        let (hub, mut stream) = hub_and_stream().await;
+        assert!(hub.close_subscriber(stream.subscriber_id()));
+        assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]
