@@ -113,6 +113,17 @@ async fn bad_subscriptions_get_400() {
         .await
         .expect("get");
     assert_eq!(empty_bearer.status(), 401);
+    let not_utf8 = reqwest::Client::new()
+        .get(format!("{}?topic=t", hub.url))
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes(b"id-\xff").expect("obs-text"),
+        )
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(not_utf8.status(), 400);
+    assert!(not_utf8.text().await.expect("body").contains("UTF-8"));
     let too_many: String = (0..65).map(|i| format!("topic=t{i}&")).collect();
     let sub = hub.subscribe(&too_many).await;
     assert_eq!(sub.status, 400);
