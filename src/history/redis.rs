@@ -258,38 +258,60 @@ impl RedisHistory {
             .collect()
     }
 
+    /// Runs a read-only `pipe` and, when it failed because the connection broke, once more.
+    /// After a Redis restart the first command on the old connection fails (broken pipe, reset)
+    /// while the manager reconnects; these reads (locating a replay, reading a page) are
+    /// idempotent, so retrying them on the new connection hides the restart from the subscriber
+    /// that happened to arrive first. Writes are never retried here: a lost answer to an
+    /// append does not say whether it was stored.
+    async fn read_retrying<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        let mut connection = self.commands.clone();
+        match pipe.query_async(&mut connection).await {
+            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
+                tracing::debug!(%error, "a Redis read met a broken connection; retrying once");
+                let mut connection = self.commands.clone();
+                pipe.query_async(&mut connection).await
+            }
+            result => result,
+        }
+    }
+
     async fn locate_start(self: Arc<Self>, from: ReplayFrom) -> Result<ReplayStart, HistoryError> {
         let id = match &from {
             ReplayFrom::AfterId(id) => id.as_str(),
             ReplayFrom::Earliest => "",
         };
-        let mut connection = self.commands.clone();
         let (entry, newest, oldest, last_dropped_id): (
             Option<String>,
             StreamRangeReply,
             StreamRangeReply,
             Option<String>,
-        ) = redis::pipe()
-            .atomic()
-            .cmd("HGET")
-            .arg(&self.keys.ids)
-            .arg(id)
-            .cmd("XREVRANGE")
-            .arg(&self.keys.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&self.keys.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("HGET")
-            .arg(&self.keys.meta)
-            .arg("last_dropped_id")
-            .query_async(&mut connection)
+        ) = self
+            .read_retrying(
+                redis::pipe()
+                    .atomic()
+                    .cmd("HGET")
+                    .arg(&self.keys.ids)
+                    .arg(id)
+                    .cmd("XREVRANGE")
+                    .arg(&self.keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .cmd("XRANGE")
+                    .arg(&self.keys.stream)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .cmd("HGET")
+                    .arg(&self.keys.meta)
+                    .arg("last_dropped_id"),
+            )
             .await
             .map_err(unavailable)?;
         let through_seq = newest.ids.first().and_then(|e| seq_of(&e.id)).unwrap_or(0);
@@ -321,19 +343,20 @@ impl RedisHistory {
         if after_seq >= through_seq || max_events == 0 {
             return Ok(Page::default());
         }
-        let mut connection = self.commands.clone();
-        let (range, last_dropped): (StreamRangeReply, Option<String>) = redis::pipe()
-            .atomic()
-            .cmd("XRANGE")
-            .arg(&self.keys.stream)
-            .arg(format!("({}", entry_of(after_seq)))
-            .arg(entry_of(through_seq))
-            .arg("COUNT")
-            .arg(max_events)
-            .cmd("HGET")
-            .arg(&self.keys.meta)
-            .arg("last_dropped_entry")
-            .query_async(&mut connection)
+        let (range, last_dropped): (StreamRangeReply, Option<String>) = self
+            .read_retrying(
+                redis::pipe()
+                    .atomic()
+                    .cmd("XRANGE")
+                    .arg(&self.keys.stream)
+                    .arg(format!("({}", entry_of(after_seq)))
+                    .arg(entry_of(through_seq))
+                    .arg("COUNT")
+                    .arg(max_events)
+                    .cmd("HGET")
+                    .arg(&self.keys.meta)
+                    .arg("last_dropped_entry"),
+            )
             .await
             .map_err(unavailable)?;
         let events = range

@@ -270,3 +270,38 @@ async fn a_redis_that_lost_its_data_is_detected_and_served_on() {
     let resumed = SseClient::open(&format!("{}?topic=t", hub.url), &[("last-event-id", "a")]).await;
     assert_eq!(resumed.header("last-event-id"), Some("earliest"));
 }
+
+#[tokio::test]
+async fn the_first_replay_read_after_a_redis_restart_succeeds() {
+    use ssehub::history::{History, RedisHistory, ReplayFrom};
+    use std::sync::Arc;
+    let mut redis = RedisServer::start(true).await;
+    let history = Arc::new(
+        RedisHistory::connect(&redis.url(), "restart-reads", 1_000)
+            .await
+            .expect("connect"),
+    );
+    let stored = history
+        .clone()
+        .append((0..5).map(|i| ssehub::Event::new("t", format!("{i}"))).collect())
+        .await
+        .expect("append");
+    // Redis restarts (keeping its data): the history's connection is now dead, and nothing
+    // used it since, so the very next read is the first to meet the broken connection.
+    redis.restart().await;
+    let start = history
+        .clone()
+        .locate(ReplayFrom::AfterId(stored[1].id.clone()))
+        .await
+        .expect("locating a replay right after the restart works");
+    assert_eq!(start.after_seq, stored[1].seq);
+    redis.restart().await;
+    let page = history
+        .clone()
+        .read_page(start.after_seq, start.through_seq, 10)
+        .await
+        .expect("reading a page right after the restart works");
+    let ids: Vec<_> = page.events.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<_> = stored[2..].iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, expected);
+}
