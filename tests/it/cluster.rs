@@ -283,7 +283,11 @@ async fn the_first_replay_read_after_a_redis_restart_succeeds() {
     );
     let stored = history
         .clone()
-        .append((0..5).map(|i| ssehub::Event::new("t", format!("{i}"))).collect())
+        .append(
+            (0..5)
+                .map(|i| ssehub::Event::new("t", format!("{i}")))
+                .collect(),
+        )
         .await
         .expect("append");
     // Redis restarts (keeping its data): the history's connection is now dead, and nothing
@@ -304,4 +308,102 @@ async fn the_first_replay_read_after_a_redis_restart_succeeds() {
     let ids: Vec<_> = page.events.iter().map(|e| e.id.clone()).collect();
     let expected: Vec<_> = stored[2..].iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids, expected);
+}
+
+/// Whether the page's `EventSource` received every one of `ids` (as data) and never failed.
+fn page_has(ids: &[String]) -> String {
+    let list = serde_json::to_string(ids).expect("JSON");
+    format!("{list}.every((id) => t.data.includes(id))")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_an_instance_whose_redis_restarts_miss_nothing() {
+    use crate::support::chromium::{
+        event_source_page, hub_origin_page, start_event_source, EVENT_SOURCE_STATE,
+    };
+    let mut redis = RedisServer::start(true).await;
+    let hub = instances(&redis, 1).remove(0);
+    let base = hub.url.trim_end_matches("/.well-known/mercure").to_owned();
+    let token = publisher_token(&["*"]);
+    let (_open_browser, mut open_page) = event_source_page(&base, "topic=t").await;
+    open_page
+        .wait_until(
+            "es.readyState === 1",
+            Duration::from_secs(20),
+            EVENT_SOURCE_STATE,
+        )
+        .await;
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        let id = format!("before-{i}");
+        let (status, body) = publish_with(
+            &hub.url,
+            &token,
+            &[("topic", "t"), ("id", &id), ("data", &id)],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        acked.push(id);
+    }
+    open_page
+        .wait_until(
+            &page_has(&acked),
+            Duration::from_secs(10),
+            EVENT_SOURCE_STATE,
+        )
+        .await;
+
+    // A page that connects right after the restart, resuming after the first event: its
+    // replay is read on the connection the restart broke, and must be served at once.
+    let (_late_browser, mut late_page) = hub_origin_page(&base).await;
+    redis.restart().await;
+    start_event_source(&mut late_page, "topic=t&lastEventID=before-0").await;
+    // Publishes around the restart: some may meet the instance before it reconnected (503,
+    // retried); every acknowledged one must reach both pages.
+    for i in 0..3 {
+        let id = format!("after-{i}");
+        let mut answered = 0;
+        for _ in 0..100 {
+            answered = publish_with(
+                &hub.url,
+                &token,
+                &[("topic", "t"), ("id", &id), ("data", &id)],
+            )
+            .await
+            .0;
+            if answered == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answered, 200, "{id} was never acknowledged");
+        acked.push(id);
+    }
+    open_page
+        .wait_until(
+            &format!("{} && t.errors === 0", page_has(&acked)),
+            Duration::from_secs(15),
+            EVENT_SOURCE_STATE,
+        )
+        .await;
+    late_page
+        .wait_until(
+            &format!("{} && t.errors === 0", page_has(&acked[1..])),
+            Duration::from_secs(15),
+            EVENT_SOURCE_STATE,
+        )
+        .await;
+    let late: serde_json::Value = serde_json::from_str(
+        late_page
+            .eval(EVENT_SOURCE_STATE)
+            .await
+            .as_str()
+            .expect("state"),
+    )
+    .expect("JSON");
+    assert_eq!(late["opened"], 1, "served on its first connection: {late}");
+    assert_eq!(
+        late["data"][0], "before-1",
+        "the replay comes first: {late}"
+    );
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ssehub::HubConfig;
 
+use crate::support::chromium::{event_source_page, EVENT_SOURCE_STATE};
 use crate::support::sse::{End, SseClient};
 use crate::support::{config, expect_metric, TestHub};
 
@@ -131,43 +132,6 @@ async fn causes_that_will_not_pass_keep_their_status_for_an_event_source_too() {
     assert_eq!(hub.hub.subscriber_count(), 0);
 }
 
-/// What the page's `EventSource` did so far.
-const PAGE_STATE: &str = "JSON.stringify({opened: t.opened, errors: t.errors, \
-     states: t.states, data: t.data, readyState: es.readyState})";
-
-/// Opens a Chromium tab on the hub's own origin (`/healthz`) and starts an `EventSource` there
-/// that records what it sees in `window.t`.
-async fn page_with_event_source(
-    base: &str,
-    query: &str,
-) -> (
-    crate::support::chromium::Chromium,
-    crate::support::chromium::DevTools,
-) {
-    let page_url = format!("{base}/healthz");
-    let browser = crate::support::chromium::Chromium::open(&page_url, &[]).await;
-    let mut page = browser.page(&page_url).await;
-    // The tab may still be loading the page: wait for it, or the script runs in a document
-    // that is about to be replaced.
-    page.wait_until(
-        "document.readyState === 'complete' && location.pathname === '/healthz'",
-        Duration::from_secs(20),
-        "document.readyState",
-    )
-    .await;
-    let started = page
-        .eval(&format!(
-            "window.t = {{opened: 0, errors: 0, states: [], data: []}}; \
-             window.es = new EventSource('/.well-known/mercure?{query}'); \
-             es.onopen = () => t.opened++; \
-             es.onerror = () => {{ t.errors++; t.states.push(es.readyState); }}; \
-             es.onmessage = (e) => t.data.push(e.data); true"
-        ))
-        .await;
-    assert_eq!(started, serde_json::Value::Bool(true));
-    (browser, page)
-}
-
 #[tokio::test]
 async fn a_browser_refused_by_a_full_hub_comes_back_by_itself() {
     let hub = TestHub::start(HubConfig {
@@ -177,13 +141,12 @@ async fn a_browser_refused_by_a_full_hub_comes_back_by_itself() {
     .await;
     let held = hub.subscribe("topic=t").await;
     assert_eq!(held.status, 200);
-    let (_browser, mut page) =
-        page_with_event_source(&format!("http://{}", hub.addr), "topic=t").await;
+    let (_browser, mut page) = event_source_page(&format!("http://{}", hub.addr), "topic=t").await;
     // Refused: the stream opened and ended, and the EventSource waits to reconnect (state 0,
     // CONNECTING). An error status would have closed it for good (state 2).
-    page.wait_until("t.errors >= 1", Duration::from_secs(20), PAGE_STATE)
+    page.wait_until("t.errors >= 1", Duration::from_secs(20), EVENT_SOURCE_STATE)
         .await;
-    let state = page.eval(PAGE_STATE).await;
+    let state = page.eval(EVENT_SOURCE_STATE).await;
     let state: serde_json::Value =
         serde_json::from_str(state.as_str().expect("state")).expect("JSON");
     assert_eq!(state["states"][0], 0, "the browser will retry: {state}");
@@ -210,7 +173,7 @@ async fn a_browser_refused_by_a_full_hub_comes_back_by_itself() {
     page.wait_until(
         "t.data.includes('after-the-refusal') && es.readyState === 1",
         Duration::from_secs(10),
-        PAGE_STATE,
+        EVENT_SOURCE_STATE,
     )
     .await;
 }

@@ -188,3 +188,47 @@ impl DevTools {
         }
     }
 }
+
+/// What the page's `EventSource` did so far (see [`event_source_page`]), as a JSON string.
+pub const EVENT_SOURCE_STATE: &str = "JSON.stringify({opened: t.opened, errors: t.errors, \
+     states: t.states, data: t.data, readyState: es.readyState})";
+
+/// Opens a Chromium tab on the hub's own origin (`/healthz`) and starts an `EventSource` there
+/// that records what it sees in `window.t`.
+pub async fn event_source_page(base: &str, query: &str) -> (Chromium, DevTools) {
+    let (browser, mut page) = hub_origin_page(base).await;
+    start_event_source(&mut page, query).await;
+    (browser, page)
+}
+
+/// Opens a Chromium tab on the hub's own origin (`/healthz`), so that its scripts reach the
+/// hub without CORS, and waits until the page is loaded.
+pub async fn hub_origin_page(base: &str) -> (Chromium, DevTools) {
+    let page_url = format!("{base}/healthz");
+    let browser = Chromium::open(&page_url, &[]).await;
+    let mut page = browser.page(&page_url).await;
+    // The tab may still be loading the page: wait for it, or the script runs in a document
+    // that is about to be replaced.
+    page.wait_until(
+        "document.readyState === 'complete' && location.pathname === '/healthz'",
+        Duration::from_secs(20),
+        "document.readyState",
+    )
+    .await;
+    (browser, page)
+}
+
+/// Starts an `EventSource` on `/.well-known/mercure?QUERY` in `page`, recording what it sees
+/// in `window.t` ([`EVENT_SOURCE_STATE`]).
+pub async fn start_event_source(page: &mut DevTools, query: &str) {
+    let started = page
+        .eval(&format!(
+            "window.t = {{opened: 0, errors: 0, states: [], data: []}}; \
+             window.es = new EventSource('/.well-known/mercure?{query}'); \
+             es.onopen = () => t.opened++; \
+             es.onerror = () => {{ t.errors++; t.states.push(es.readyState); }}; \
+             es.onmessage = (e) => t.data.push(e.data); true"
+        ))
+        .await;
+    assert_eq!(started, serde_json::Value::Bool(true));
+}
