@@ -153,6 +153,22 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     let readyz = format!("http://{}/readyz", hubs[0].addr);
     let during = reqwest::get(&readyz).await.expect("readyz");
     assert_eq!(during.status(), 503, "not ready while Redis is away");
+    // A browser resuming now cannot be replayed to: it is told to come back (200, retry:),
+    // not failed for good with a 503; a backend client gets the 503.
+    let resume = format!("{}?topic=t&lastEventID=e0", hubs[1].url);
+    let mut browser = SseClient::open(&resume, &[]).await;
+    assert_eq!(browser.status, 200, "{:?}", browser.headers);
+    assert_eq!(
+        browser.wait_end(Duration::from_secs(10)).await,
+        Some(crate::support::sse::End::Clean)
+    );
+    let told = String::from_utf8_lossy(&browser.raw).into_owned();
+    assert!(
+        told.contains("refused for now") && told.contains("\nretry: "),
+        "{told}"
+    );
+    let backend = reqwest::get(&resume).await.expect("get");
+    assert_eq!(backend.status(), 503);
     redis.restart().await;
     publisher.await.expect("publisher");
     let mut ready_again = false;
