@@ -101,6 +101,10 @@ pub enum EventError {
     /// empty) for the default `message` type.
     #[error("`type` must not be only whitespace (leave it out for `message` events)")]
     BlankType,
+    /// The `mercure` type is reserved for what the hub itself says in a stream (a replay that
+    /// could not be gap-free), so that a page can trust it.
+    #[error("`type` must not be `mercure` (reserved for the hub's own signals)")]
+    ReservedType,
 }
 
 impl Event {
@@ -160,6 +164,9 @@ impl Event {
             check_single_line("type", event_type, false)?;
             if event_type.trim().is_empty() {
                 return Err(EventError::BlankType);
+            }
+            if event_type == crate::wire::HUB_EVENT_TYPE {
+                return Err(EventError::ReservedType);
             }
         }
         Ok(())
@@ -263,6 +270,8 @@ mod tests {
         assert_eq!(event.validate(&limits), Err(EventError::BlankType));
         event.event_type = Some("order updated".into());
         assert_eq!(event.validate(&limits), Ok(()));
+        event.event_type = Some("mercure".into());
+        assert_eq!(event.validate(&limits), Err(EventError::ReservedType));
     }
 
     #[test]

@@ -194,6 +194,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
     pub max_queued_bytes: usize,
 
+    /// Start every stream opened without a Last-Event-ID with an id-only frame naming the
+    /// newest event (`true` or `false`): a browser cut off before its first event then resumes
+    /// where it started instead of missing what was published meanwhile.
+    #[arg(long, env = "SSEHUB_INITIAL_CURSOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub initial_cursor: bool,
+
     /// Most streams open at once; more get 503 with Retry-After.
     #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,

@@ -44,6 +44,7 @@ impl ServeArgs {
             queue_capacity: positive("--queue-capacity", self.queue_capacity)?,
             max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
             max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
+            initial_cursor: self.initial_cursor,
             max_topics_per_subscription: self.max_topics,
             event_limits,
             max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,

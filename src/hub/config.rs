@@ -29,6 +29,12 @@ pub struct HubConfig {
     /// instead of every subscriber's delay growing. The frames themselves are shared, so this
     /// bounds delay, not memory.
     pub max_queued_bytes: usize,
+    /// Whether a stream opened without a `Last-Event-ID` starts with an id-only frame naming
+    /// the newest event (default on). WHATWG: a frame with an `id` and no `data` sets the
+    /// `EventSource`'s last event id and fires nothing, so a client cut off before its first
+    /// event resumes from where it started instead of missing what was published meanwhile.
+    /// The response's `Last-Event-ID` header names the same id.
+    pub initial_cursor: bool,
     /// Open streams allowed at once; more are refused with `503` (default 100,000).
     pub max_subscribers: usize,
     /// `topic` selectors allowed in one subscription (default 64).
@@ -60,6 +66,7 @@ impl Default for HubConfig {
             history_size: 100_000,
             queue_capacity: 4096,
             max_queued_bytes: 16 * 1024 * 1024,
+            initial_cursor: true,
             max_subscribers: 100_000,
             max_topics_per_subscription: 64,
             event_limits: EventLimits::default(),

@@ -54,11 +54,27 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Where subscription events go, when `subscriptions` is on (a task publishes them).
     subscription_events: Option<mpsc::UnboundedSender<Event>>,
-    /// The newest event dispatched, for the subscriptions API's `lastEventID`.
+    /// The newest event dispatched: the subscriptions API's `lastEventID`, and where a stream
+    /// opened without a `Last-Event-ID` starts ([`Shared::dispatch_cursor`]).
     last_dispatched: Mutex<Option<Arc<StoredEvent>>>,
 }
 
 impl Shared {
+    /// The sequence number and id of the newest event dispatched (`0` and `earliest` before
+    /// any). The dispatcher sets it after queueing the event to the registered subscribers, so
+    /// a subscriber registered before this call has been queued every later event, and maybe
+    /// this one too: it skips live events up to this number.
+    pub(crate) fn dispatch_cursor(&self) -> (u64, String) {
+        self.last_dispatched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or_else(
+                || (0, crate::event::EARLIEST.to_owned()),
+                |event| (event.seq, event.id.clone()),
+            )
+    }
+
     /// Takes a subscriber out of the registry, closes its queue and runs the close hooks; does
     /// nothing if it already left (so hooks run exactly once).
     pub(crate) fn release(&self, id: SubscriberId, reason: CloseReason) {
@@ -279,13 +295,7 @@ impl Hub {
 
     /// The id of the newest event dispatched, or `earliest` when there was none.
     pub fn last_event_id(&self) -> String {
-        self.inner
-            .shared
-            .last_dispatched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or_else(|| crate::event::EARLIEST.to_owned(), |e| e.id.clone())
+        self.inner.shared.dispatch_cursor().1
     }
 
     /// How many streams are open.

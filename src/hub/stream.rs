@@ -119,6 +119,7 @@ impl SubscriptionStream {
         skip_through_seq: u64,
         heartbeat: Duration,
         ends_at: Option<(Instant, CloseReason)>,
+        first_frame: Option<Bytes>,
     ) -> Self {
         let now = Instant::now();
         let heartbeat = (!heartbeat.is_zero()).then_some(heartbeat);
@@ -128,7 +129,7 @@ impl SubscriptionStream {
             shared,
             subscriber,
             replay: replay.filter(|cursor| !cursor.is_done()),
-            backlog: VecDeque::new(),
+            backlog: first_frame.into_iter().collect(),
             skip_through_seq,
             heartbeat,
             heartbeat_due,
@@ -333,11 +334,16 @@ mod tests {
 
     use crate::{Event, Hub, HubConfig, SubscribeRequest};
 
+    /// A hub and one stream on `t`, without the initial cursor frame (tested in `subscribe`),
+    /// so that the first item is what the test published.
     async fn hub_and_stream() -> (Hub, super::SubscriptionStream) {
-        let hub = Hub::builder(HubConfig::default())
-            .build()
-            .await
-            .expect("hub");
+        let hub = Hub::builder(HubConfig {
+            initial_cursor: false,
+            ..HubConfig::default()
+        })
+        .build()
+        .await
+        .expect("hub");
         let subscription = hub
             .subscribe(SubscribeRequest {
                 topics: vec!["t".into()],

@@ -41,6 +41,20 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// The in-band loss signal: the first frame of a stream whose replay cannot be gap-free (the
+/// requested id is unknown, or retention dropped events after it). An event of the reserved
+/// `mercure` type, which `onmessage` handlers never see and publishers cannot send, whose JSON
+/// data names the id the client asked for and the one replay resumes after (`earliest`: the
+/// oldest event kept), so that a page that listens for it knows to refetch its state.
+fn replay_gap_signal(requested: &str, resumed_after: &str) -> bytes::Bytes {
+    let data = serde_json::json!({
+        "type": "replayGap",
+        "requestedId": requested,
+        "resumedAfter": resumed_after,
+    });
+    crate::wire::encode_hub_signal(&data.to_string())
+}
+
 impl Hub {
     /// Registers a subscriber, then replays history after its `Last-Event-ID`.
     ///
@@ -145,22 +159,40 @@ impl Hub {
                 }
             }
         };
-        let skip_through_seq = start.as_ref().map_or(0, |s| s.through_seq);
-        let (replay, resumed_after) = match start {
-            None => (None, None),
+        let mut skip_through_seq = start.as_ref().map_or(0, |s| s.through_seq);
+        let (replay, resumed_after, first_frame) = match start {
+            None if config.initial_cursor => {
+                // The stream starts after the newest event dispatched so far: it names it in an
+                // id-only frame, and the live events up to it (dispatched since the
+                // registration) are left out, so the cursor and the stream agree.
+                let (seq, id) = self.inner.shared.dispatch_cursor();
+                skip_through_seq = seq;
+                let frame = crate::wire::encode_id_only(&id);
+                (None, Some(id), Some(frame))
+            }
+            None => (None, None, None),
             Some(ReplayStart {
                 after_seq,
                 through_seq,
                 resumed_after,
-            }) => (
-                Some(ReplayCursor::new(
-                    self.inner.replay_reads.clone(),
-                    after_seq,
-                    through_seq,
-                    from_earliest,
-                )),
-                Some(resumed_after),
-            ),
+            }) => {
+                let gap = match &request.last_event_id {
+                    Some(requested) if !from_earliest && *requested != resumed_after => {
+                        Some(replay_gap_signal(requested, &resumed_after))
+                    }
+                    _ => None,
+                };
+                (
+                    Some(ReplayCursor::new(
+                        self.inner.replay_reads.clone(),
+                        after_seq,
+                        through_seq,
+                        from_earliest,
+                    )),
+                    Some(resumed_after),
+                    gap,
+                )
+            }
         };
         info!(
             subscriber = id,
@@ -177,6 +209,7 @@ impl Hub {
             skip_through_seq,
             config.heartbeat,
             ends_at,
+            first_frame,
         );
         Ok(Subscription {
             resumed_after,

@@ -64,6 +64,32 @@ pub fn encode_retry(reason: &str, ms: u64) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes an id-only frame: it sets the client's last event id to `id` and dispatches no
+/// event (WHATWG HTML §9.2.6: the id is taken before the empty data buffer ends the dispatch).
+/// `id` must be a validated event id (no CR, LF or NUL).
+pub fn encode_id_only(id: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(id.len() + 6);
+    put_single_line_field(&mut buf, b"id: ", id);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// The event type reserved for what the hub itself tells a stream ([`encode_hub_signal`]);
+/// publishers cannot use it, and `EventSource.onmessage` never sees it.
+pub const HUB_EVENT_TYPE: &str = "mercure";
+
+/// Encodes an event of the reserved [`HUB_EVENT_TYPE`] with `json` as its data and no id, so
+/// that it leaves the client's last event id as it was.
+pub fn encode_hub_signal(json: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(json.len() + 32);
+    buf.put_slice(b"event: ");
+    buf.put_slice(HUB_EVENT_TYPE.as_bytes());
+    buf.put_u8(b'\n');
+    put_data(&mut buf, json);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
 fn put_single_line_field(buf: &mut BytesMut, name: &[u8], value: &str) {
     buf.put_slice(name);
     let bytes = value.as_bytes();
@@ -139,6 +165,28 @@ mod tests {
         let mut parser = crate::wire::Parser::new();
         assert_eq!(parser.push(&frame).expect("parses"), vec![]);
         assert_eq!(parser.reconnection_time_ms(), Some(7342));
+    }
+
+    #[test]
+    fn an_id_only_frame_sets_the_last_event_id_and_dispatches_nothing() {
+        let frame = encode_id_only("urn:uuid:1");
+        assert_eq!(&frame[..], b"id: urn:uuid:1\n\n");
+        let mut parser = crate::wire::Parser::new();
+        assert_eq!(parser.push(&frame).expect("parses"), vec![]);
+        assert_eq!(parser.last_event_id(), "urn:uuid:1");
+    }
+
+    #[test]
+    fn a_hub_signal_is_a_mercure_event_without_an_id() {
+        let mut parser = crate::wire::Parser::new();
+        parser.push(&encode_id_only("before")).expect("parses");
+        let events = parser
+            .push(&encode_hub_signal(r#"{"type":"replayGap"}"#))
+            .expect("parses");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "mercure");
+        assert_eq!(events[0].data, r#"{"type":"replayGap"}"#);
+        assert_eq!(parser.last_event_id(), "before", "the last id is kept");
     }
 
     #[test]

@@ -10,5 +10,8 @@
 pub mod encode;
 pub mod parse;
 
-pub use encode::{encode, encode_comment, encode_retry, HEARTBEAT};
+pub use encode::{
+    encode, encode_comment, encode_hub_signal, encode_id_only, encode_retry, HEARTBEAT,
+    HUB_EVENT_TYPE,
+};
 pub use parse::{ParsedEvent, Parser};

@@ -34,6 +34,24 @@ async fn next_frame(stream: &mut SubscriptionStream) -> Bytes {
         .expect("a frame, but the stream ended")
 }
 
+/// Subscribes to `topics` without a `Last-Event-ID` and reads the stream's first frame, which
+/// must be the id-only cursor (`id: …` and the blank line, no data).
+async fn open_after_cursor(hub: &ssehub::Hub, topics: &[&str]) -> SubscriptionStream {
+    let mut stream = hub
+        .subscribe(request(topics))
+        .await
+        .expect("subscribe")
+        .stream;
+    let cursor = next_frame(&mut stream).await;
+    assert!(
+        cursor.starts_with(b"id: ")
+            && cursor.ends_with(b"\n\n")
+            && !cursor.windows(5).any(|w| w == b"data:"),
+        "the first frame is the cursor: {cursor:?}"
+    );
+    stream
+}
+
 /// Asserts that `stream` neither yields a frame nor ends for `limit`.
 async fn assert_silent(stream: &mut SubscriptionStream, limit: Duration) {
     if let Ok(item) = tokio::time::timeout(limit, stream.next()).await {
@@ -52,11 +70,7 @@ async fn idle_stream_gets_a_heartbeat_every_period() {
         ..HubConfig::default()
     })
     .await;
-    let mut stream = hub
-        .subscribe(request(&["t"]))
-        .await
-        .expect("subscribe")
-        .stream;
+    let mut stream = open_after_cursor(&hub, &["t"]).await;
     let opened = Instant::now();
     for n in 1..=4 {
         assert_silent(&mut stream, PERIOD - Duration::from_millis(1)).await;
@@ -77,11 +91,7 @@ async fn heartbeat_waits_while_events_flow() {
         ..HubConfig::default()
     })
     .await;
-    let mut stream = hub
-        .subscribe(request(&["t"]))
-        .await
-        .expect("subscribe")
-        .stream;
+    let mut stream = open_after_cursor(&hub, &["t"]).await;
     for i in 0..6 {
         // Polled all along: a heartbeat due in this time would show up here.
         assert_silent(&mut stream, PERIOD - Duration::from_secs(1)).await;
@@ -112,11 +122,7 @@ async fn max_lifetime_ends_the_stream_at_its_deadline_and_the_client_resumes() {
         ..HubConfig::default()
     })
     .await;
-    let mut stream = hub
-        .subscribe(request(&["t"]))
-        .await
-        .expect("subscribe")
-        .stream;
+    let mut stream = open_after_cursor(&hub, &["t"]).await;
     let opened = Instant::now();
     assert_silent(&mut stream, LIFETIME / 2).await;
     let before = hub
@@ -304,14 +310,7 @@ async fn one_encoding_is_shared_by_every_subscriber() {
         .expect("hub");
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let subscription = hub
-            .subscribe(SubscribeRequest {
-                topics: vec!["t".into()],
-                ..SubscribeRequest::default()
-            })
-            .await
-            .expect("subscribe");
-        streams.push(subscription.stream);
+        streams.push(open_after_cursor(&hub, &["t"]).await);
     }
     hub.publish(ssehub::Event::new("t", "shared"))
         .await

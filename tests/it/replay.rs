@@ -30,6 +30,72 @@ async fn last_event_id_header_replays_what_followed_and_says_so() {
     // Live events follow the replay.
     publish_ids(&hub, "t", &["e"]).await;
     assert_eq!(sub.next_event().await.id, "e");
+    // A gap-free resume never carries the loss signal (it would have come first).
+    assert!(sub.signals.is_empty(), "{:?}", sub.signals);
+    assert!(!String::from_utf8_lossy(&sub.raw).contains("event: mercure"));
+}
+
+/// The signal's JSON, checked field by field.
+fn assert_gap_signal(sub: &SseClient, requested: &str, resumed_after: &str) {
+    assert_eq!(sub.signals.len(), 1, "one loss signal: {:?}", sub.signals);
+    let signal = &sub.signals[0];
+    assert_eq!(
+        signal.id, "",
+        "the signal carries no id (the last event id stays)"
+    );
+    let data: serde_json::Value = serde_json::from_str(&signal.data).expect("JSON data");
+    assert_eq!(data["type"], "replayGap", "{data}");
+    assert_eq!(data["requestedId"], requested, "{data}");
+    assert_eq!(data["resumedAfter"], resumed_after, "{data}");
+    let raw = String::from_utf8_lossy(&sub.raw);
+    assert!(
+        raw.starts_with("event: mercure\n"),
+        "the stream starts with it: {raw:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_last_event_id_starts_with_a_cursor_and_resumes_from_it() {
+    let hub = TestHub::start(config()).await;
+    publish_ids(&hub, "t", &["a", "b"]).await;
+    let mut sub = hub.subscribe("topic=t").await;
+    assert_eq!(sub.header("last-event-id"), Some("b"));
+    // The first frame names the newest event and fires nothing.
+    sub.assert_no_event(Duration::from_millis(200)).await;
+    assert_eq!(String::from_utf8_lossy(&sub.raw), "id: b\n\n");
+    // Cut before any event; what is published meanwhile is replayed from the cursor, once.
+    drop(sub);
+    publish_ids(&hub, "t", &["c", "d"]).await;
+    let mut back = hub.subscribe("topic=t&lastEventID=b").await;
+    assert_eq!(back.next_ids(2).await, ["c", "d"]);
+    back.assert_no_event(Duration::from_millis(200)).await;
+    assert!(back.signals.is_empty());
+}
+
+#[tokio::test]
+async fn the_initial_cursor_can_be_turned_off() {
+    let hub = TestHub::start(HubConfig {
+        initial_cursor: false,
+        ..config()
+    })
+    .await;
+    publish_ids(&hub, "t", &["a"]).await;
+    let mut sub = hub.subscribe("topic=t").await;
+    assert_eq!(sub.header("last-event-id"), None);
+    sub.assert_no_event(Duration::from_millis(200)).await;
+    assert!(
+        sub.raw.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&sub.raw)
+    );
+}
+
+#[tokio::test]
+async fn publishers_cannot_forge_the_hub_signal() {
+    let hub = TestHub::start(config()).await;
+    let (status, body) = hub.publish(&[("topic", "t"), ("type", "mercure")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("reserved"), "{body}");
 }
 
 #[tokio::test]
@@ -55,6 +121,7 @@ async fn earliest_replays_everything_kept() {
     let mut sub = hub.subscribe("topic=t&lastEventID=earliest").await;
     assert_eq!(sub.header("last-event-id"), Some("earliest"));
     assert_eq!(sub.next_ids(2).await, ["a", "b"]);
+    assert!(sub.signals.is_empty(), "asking for the oldest is no gap");
 }
 
 #[tokio::test]
@@ -66,6 +133,8 @@ async fn unknown_id_is_not_treated_as_now() {
     assert_eq!(sub.header("last-event-id"), Some("earliest"));
     // ...and gets everything the hub still has rather than nothing.
     assert_eq!(sub.next_ids(2).await, ["a", "b"]);
+    // The browser, which cannot read that header, is told in the stream.
+    assert_gap_signal(&sub, "never-published", "earliest");
 }
 
 #[tokio::test]
@@ -80,6 +149,7 @@ async fn id_dropped_from_history_reports_where_replay_really_starts() {
     // "b" was dropped: replay resumes after it, not after "a", so the client knows it lost "b".
     assert_eq!(sub.header("last-event-id"), Some("b"));
     assert_eq!(sub.next_ids(2).await, ["c", "d"]);
+    assert_gap_signal(&sub, "a", "b");
 }
 
 #[tokio::test]
@@ -191,7 +261,8 @@ async fn an_empty_last_event_id_counts_as_absent() {
     let hub = TestHub::start(config()).await;
     publish_ids(&hub, "t", &["a", "b"]).await;
     let mut sub = SseClient::open(&format!("{}?topic=t", hub.url), &[("last-event-id", "")]).await;
-    assert_eq!(sub.header("last-event-id"), None);
+    // Absent: the stream starts at the newest event, and says so.
+    assert_eq!(sub.header("last-event-id"), Some("b"));
     sub.assert_no_event(Duration::from_millis(200)).await;
     // An empty header leaves the query parameter in charge.
     let mut sub = SseClient::open(

@@ -16,8 +16,9 @@ async fn stream_headers_keep_proxies_from_buffering_or_caching() {
         Some("private, no-cache, no-store, must-revalidate, max-age=0")
     );
     assert_eq!(sub.header("x-accel-buffering"), Some("no"));
-    // No Last-Event-ID asked, none answered.
-    assert_eq!(sub.header("last-event-id"), None);
+    // No Last-Event-ID asked: the header names where the stream starts (nothing published
+    // yet), as the stream's first frame does.
+    assert_eq!(sub.header("last-event-id"), Some("earliest"));
 }
 
 #[tokio::test]

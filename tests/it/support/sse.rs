@@ -28,6 +28,9 @@ pub struct SseClient {
     pending: VecDeque<ParsedEvent>,
     /// The raw bytes received so far.
     pub raw: Vec<u8>,
+    /// Events of the hub's reserved `mercure` type (a replay gap), which a browser's
+    /// `onmessage` never sees: kept apart, in order, for the tests that look for them.
+    pub signals: Vec<ParsedEvent>,
     pub ended: Option<End>,
 }
 
@@ -54,6 +57,7 @@ impl SseClient {
             parser: Parser::new(),
             pending: VecDeque::new(),
             raw: Vec::new(),
+            signals: Vec::new(),
             ended: None,
         }
     }
@@ -78,8 +82,13 @@ impl SseClient {
                 Ok(Some(Err(_))) => self.ended = Some(End::Error),
                 Ok(Some(Ok(chunk))) => {
                     self.raw.extend_from_slice(&chunk);
-                    self.pending
-                        .extend(self.parser.push(&chunk).expect("valid event stream"));
+                    for event in self.parser.push(&chunk).expect("valid event stream") {
+                        if event.event_type == ssehub::wire::HUB_EVENT_TYPE {
+                            self.signals.push(event);
+                        } else {
+                            self.pending.push_back(event);
+                        }
+                    }
                 }
             }
         }
