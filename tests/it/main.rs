@@ -7,6 +7,7 @@ mod auth;
 mod auth_attacks;
 mod bad_input;
 mod bench;
+mod browser_resume;
 mod cli_https;
 mod cluster;
 mod concurrency;

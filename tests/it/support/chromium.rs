@@ -191,7 +191,7 @@ impl DevTools {
 
 /// What the page's `EventSource` did so far (see [`event_source_page`]), as a JSON string.
 pub const EVENT_SOURCE_STATE: &str = "JSON.stringify({opened: t.opened, errors: t.errors, \
-     states: t.states, data: t.data, readyState: es.readyState})";
+     states: t.states, data: t.data, signals: t.signals, readyState: es.readyState})";
 
 /// Opens a Chromium tab on the hub's own origin (`/healthz`) and starts an `EventSource` there
 /// that records what it sees in `window.t`.
@@ -219,15 +219,17 @@ pub async fn hub_origin_page(base: &str) -> (Chromium, DevTools) {
 }
 
 /// Starts an `EventSource` on `/.well-known/mercure?QUERY` in `page`, recording what it sees
-/// in `window.t` ([`EVENT_SOURCE_STATE`]).
+/// in `window.t` ([`EVENT_SOURCE_STATE`]): `onmessage` data, and apart from it the hub's
+/// `mercure` signals, as a page that refetches its state after a gap would listen for them.
 pub async fn start_event_source(page: &mut DevTools, query: &str) {
     let started = page
         .eval(&format!(
-            "window.t = {{opened: 0, errors: 0, states: [], data: []}}; \
+            "window.t = {{opened: 0, errors: 0, states: [], data: [], signals: []}}; \
              window.es = new EventSource('/.well-known/mercure?{query}'); \
              es.onopen = () => t.opened++; \
              es.onerror = () => {{ t.errors++; t.states.push(es.readyState); }}; \
-             es.onmessage = (e) => t.data.push(e.data); true"
+             es.onmessage = (e) => t.data.push(e.data); \
+             es.addEventListener('mercure', (e) => t.signals.push(JSON.parse(e.data))); true"
         ))
         .await;
     assert_eq!(started, serde_json::Value::Bool(true));
