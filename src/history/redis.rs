@@ -28,7 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::record::{decode_record, encode_record};
-use super::{History, HistoryError, HistoryFuture, Page, ReplayFrom, ReplayStart, StoredEvent};
+use super::{
+    Damage, History, HistoryError, HistoryFuture, HistoryRole, Page, ReplayFrom, ReplayStart,
+    SharedLog, Sources, StoredEvent,
+};
 use crate::event::Event;
 
 /// Bits of a sequence number that hold the entry id's counter within its millisecond.
@@ -125,10 +128,6 @@ impl std::fmt::Debug for RedisHistory {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Unavailable(format!("redis: {error}"))
-}
-
 fn field_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
     match entry.map.get(field)? {
         Value::BulkString(bytes) => Some(bytes),
@@ -136,11 +135,22 @@ fn field_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
     }
 }
 
-fn decode_entry(entry: &StreamId) -> Result<StoredEvent, String> {
-    let seq = seq_of(&entry.id).ok_or_else(|| format!("entry id {} out of range", entry.id))?;
-    let record =
-        field_bytes(entry, "e").ok_or_else(|| format!("entry {} has no record", entry.id))?;
-    decode_record(seq, record).map_err(|e| format!("entry {}: {e}", entry.id))
+/// The sequence number of an entry id, or why there is none.
+fn seq_of_entry(entry: &str) -> Result<u64, Damage> {
+    seq_of(entry).ok_or_else(|| Damage::EntryId {
+        entry: entry.to_owned(),
+    })
+}
+
+fn decode_entry(entry: &StreamId) -> Result<StoredEvent, Damage> {
+    let seq = seq_of_entry(&entry.id)?;
+    let record = field_bytes(entry, "e").ok_or_else(|| Damage::EntryWithoutRecord {
+        entry: entry.id.clone(),
+    })?;
+    decode_record(seq, record).map_err(|error| Damage::EntryRecord {
+        entry: entry.id.clone(),
+        error,
+    })
 }
 
 fn now_ms() -> u64 {
@@ -153,18 +163,15 @@ impl RedisHistory {
     /// Connects to `url` (`redis://host:port/db`) and checks that Redis answers.
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when the URL is invalid or Redis does not answer.
+    /// [`HistoryError::Redis`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str, prefix: &str, max_len: u64) -> Result<Self, HistoryError> {
-        let client = Client::open(url).map_err(unavailable)?;
+        let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let commands = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
+        let commands = client.get_connection_manager_with_config(config).await?;
         let history = Self {
             client,
             commands,
@@ -201,8 +208,7 @@ impl RedisHistory {
             .arg(&self.keys.meta)
             .arg("epoch")
             .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(epoch)
     }
 
@@ -237,10 +243,7 @@ impl RedisHistory {
             prepared.push(stored);
         }
         let mut connection = self.commands.clone();
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<Value> = invocation.invoke_async(&mut connection).await?;
         let mut values = reply.into_iter();
         if let Some(Value::Int(len)) = values.next() {
             self.approx_len
@@ -250,9 +253,9 @@ impl RedisHistory {
             .into_iter()
             .zip(values)
             .map(|(mut stored, entry)| {
-                let entry: String = redis::from_redis_value(entry).map_err(unavailable)?;
-                stored.seq = seq_of(&entry)
-                    .ok_or_else(|| unavailable(format!("entry id {entry} out of range")))?;
+                let entry: String =
+                    redis::from_redis_value(entry).map_err(redis::RedisError::from)?;
+                stored.seq = seq_of_entry(&entry)?;
                 Ok(Arc::new(stored))
             })
             .collect()
@@ -290,8 +293,7 @@ impl RedisHistory {
             .arg(&self.keys.meta)
             .arg("last_dropped_id")
             .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let through_seq = newest.ids.first().and_then(|e| seq_of(&e.id)).unwrap_or(0);
         if let (ReplayFrom::AfterId(id), Some(entry)) = (&from, entry.as_deref().and_then(seq_of)) {
             return Ok(ReplayStart {
@@ -334,14 +336,12 @@ impl RedisHistory {
             .arg(&self.keys.meta)
             .arg("last_dropped_entry")
             .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let events = range
             .ids
             .iter()
             .map(|entry| decode_entry(entry).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(HistoryError::Unavailable)?;
+            .collect::<Result<Vec<_>, _>>()?;
         // Entry ids have gaps, so a drop is known from the newest entry retention removed.
         let truncated = last_dropped
             .as_deref()
@@ -355,10 +355,10 @@ impl RedisHistory {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(None);
-        self.client
+        Ok(self
+            .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
+            .await?)
     }
 
     /// The newest entry id now, where a starting instance begins reading.
@@ -371,8 +371,7 @@ impl RedisHistory {
             .arg("COUNT")
             .arg(1)
             .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(newest
             .ids
             .first()
@@ -409,7 +408,11 @@ impl RedisHistory {
                 connected = connected => match connected {
                     Ok(connection) => connection,
                     Err(error) => {
-                        warn!(%error, retry_ms = backoff.as_millis() as u64, "feed cannot reach Redis");
+                        warn!(
+                            error = %Sources::of(&error),
+                            retry_ms = backoff.as_millis() as u64,
+                            "feed cannot reach Redis"
+                        );
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = tokio::time::sleep(backoff) => {}
@@ -442,7 +445,7 @@ impl RedisHistory {
                     Ok(reply) => reply,
                     Err(error) => {
                         self.feed_reading.store(false, Ordering::Relaxed);
-                        warn!(%error, "feed lost Redis; reconnecting");
+                        warn!(error = %Sources::of(&error), "feed lost Redis; reconnecting");
                         continue 'connect;
                     }
                 };
@@ -453,7 +456,10 @@ impl RedisHistory {
                                 break 'connect;
                             }
                         }
-                        Err(error) => error!(%error, "skipping an undecodable stream entry"),
+                        Err(damage) => error!(
+                            error = %Sources::of(&damage),
+                            "skipping an undecodable stream entry"
+                        ),
                     }
                     cursor = Some(entry.id);
                 }
@@ -483,14 +489,13 @@ impl History for RedisHistory {
     fn check(self: Arc<Self>) -> HistoryFuture<()> {
         Box::pin(async move {
             if !self.feed_reading.load(Ordering::Relaxed) {
-                return Err(unavailable("the feed is not reading the stream"));
+                return Err(HistoryError::FeedNotReading);
             }
             let mut connection = self.commands.clone();
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
+                .await?;
+            Ok(())
         })
     }
 
@@ -498,12 +503,18 @@ impl History for RedisHistory {
         self.approx_len.load(Ordering::Relaxed)
     }
 
+    fn role(self: Arc<Self>) -> HistoryRole {
+        HistoryRole::SharedLog(self)
+    }
+}
+
+impl SharedLog for RedisHistory {
     fn feed(
         self: Arc<Self>,
         dispatch: mpsc::Sender<Arc<StoredEvent>>,
         shutdown: CancellationToken,
-    ) -> Option<BoxFuture<'static, ()>> {
-        Some(Box::pin(self.run_feed(dispatch, shutdown)))
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_feed(dispatch, shutdown))
     }
 }
 

@@ -12,9 +12,11 @@ use tracing::{info_span, Instrument};
 
 use super::dispatcher::run_dispatcher;
 use super::registry::Registry;
-use super::writer::{run_subscription_events, run_writer};
+use super::writer::{run_subscription_events, run_writer, AfterAppend};
 use super::{CloseReason, Hub, HubConfig, HubInner, Shared, SubscriberInfo};
-use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, SharedReads, StoredEvent};
+use crate::history::{
+    History, HistoryError, HistoryRole, MemoryHistory, ReplayFrom, SharedReads, StoredEvent,
+};
 use crate::metrics::Metrics;
 use crate::topic::SelectorCache;
 
@@ -102,23 +104,21 @@ impl HubBuilder {
         // waits here rather than acknowledging publishes whose delivery would lag further.
         let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE_EVENTS);
         let tasks = TaskTracker::new();
-        // A shared log feeds this instance every event, its own included; otherwise the writer
-        // passes on what it appended.
-        let writer_dispatch = match history.clone().feed(dispatch_tx.clone(), shutdown.clone()) {
-            Some(feed) => {
-                tasks.spawn(feed.instrument(info_span!("hub_feed")));
-                None
+        // A shared log feeds this instance every event, its own included; a local one leaves
+        // it to the writer to pass on what it appended.
+        let after_append = match history.clone().role() {
+            HistoryRole::SharedLog(log) => {
+                tasks.spawn(
+                    log.feed(dispatch_tx, shutdown.clone())
+                        .instrument(info_span!("hub_feed")),
+                );
+                AfterAppend::LeaveToFeed
             }
-            None => Some(dispatch_tx),
+            HistoryRole::Local => AfterAppend::Dispatch(dispatch_tx),
         };
         tasks.spawn(
-            run_writer(
-                writer_rx,
-                history.clone(),
-                writer_dispatch,
-                shutdown.clone(),
-            )
-            .instrument(info_span!("hub_writer")),
+            run_writer(writer_rx, history.clone(), after_append, shutdown.clone())
+                .instrument(info_span!("hub_writer")),
         );
         if let Some(events) = subscription_rx {
             tasks.spawn(
