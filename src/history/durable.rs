@@ -547,4 +547,72 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// Overwrites the stored record of event `seq` with bytes that are not a record, through
+    /// redb itself (the file stays a valid database: only our decoding can tell).
+    fn overwrite_record(dir: &Path, seq: u64, bytes: &[u8]) {
+        let db = Database::create(dir.join(FILE_NAME)).expect("open the file");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(EVENTS)
+            .expect("events")
+            .insert(seq, bytes)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_damage_to_read_and_the_newest_one_to_open() {
+        let dir = temp_dir("damaged-record");
+        {
+            let history = open(&dir, keep(3));
+            history
+                .append_now(["a", "b", "c"].iter().map(|id| event(id)).collect())
+                .expect("append");
+        }
+        // The oldest record, cut after its id: opening reads the ids of the newest records and
+        // decodes only the newest one whole.
+        let header_only = |seq: u64, id: &str| {
+            let record = encode_record(&StoredEvent::new(seq, event(id)), 0);
+            record[..1 + 1 + 8 + 4 + id.len()].to_vec()
+        };
+        overwrite_record(&dir, 1, &header_only(1, "a"));
+        let history = open(&dir, keep(3));
+        match history.read_page_now(0, 3, 10) {
+            Err(HistoryError::Damaged(Damage::Event { seq: 1, error })) => {
+                assert_eq!(error, crate::history::RecordError::Truncated);
+            }
+            other => panic!("expected the damage of event 1, got {other:?}"),
+        }
+        drop(history);
+
+        // The newest record damaged: the file does not open, and says how to recover.
+        overwrite_record(&dir, 3, &header_only(3, "c"));
+        match DurableHistory::open(&dir, keep(3), SyncPolicy::Batch) {
+            Err(HistoryError::DamagedFile {
+                damage: Damage::Event { seq: 3, .. },
+                ..
+            }) => {}
+            other => panic!("expected a damaged file, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_data_directory_that_cannot_be_created_is_an_io_error_naming_it() {
+        let dir = temp_dir("not-a-dir");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("plain-file");
+        std::fs::write(&file, b"x").expect("write");
+        let inside = file.join("data");
+        match DurableHistory::open(&inside, keep(3), SyncPolicy::Batch) {
+            Err(error @ HistoryError::Io { .. }) => {
+                assert_eq!(
+                    error.to_string(),
+                    format!("cannot use {}", inside.display())
+                );
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -540,4 +540,31 @@ mod tests {
         assert_eq!(seq_of("nonsense"), None);
         assert_eq!(seq_of("1-99999999"), None);
     }
+
+    #[tokio::test]
+    async fn a_redis_that_does_not_answer_is_a_redis_error() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        let url = format!("redis://127.0.0.1:{port}/0");
+        match RedisHistory::connect(&url, "ssehub-test", 0).await {
+            Err(error @ HistoryError::Redis(_)) => {
+                assert_eq!(error.to_string(), "Redis does not answer");
+                assert!(
+                    std::error::Error::source(&error).is_some(),
+                    "the cause is kept"
+                );
+            }
+            other => panic!("expected a Redis error, got {other:?}"),
+        }
+        match RedisHistory::connect("not-a-url", "ssehub-test", 0).await {
+            Err(error @ HistoryError::Redis(_)) => assert_eq!(
+                error.to_string(),
+                "the Redis URL or connection settings are invalid"
+            ),
+            other => panic!("expected a Redis error, got {other:?}"),
+        }
+    }
 }
