@@ -179,3 +179,130 @@ async fn newest_stored(history: &Arc<dyn History>) -> Option<Arc<StoredEvent>> {
         .ok()?;
     page.events.last().cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::future::BoxFuture;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::history::{HistoryFuture, Page, ReplayStart, SharedLog};
+    use crate::SubscribeRequest;
+
+    /// A shared log in memory: what is appended is stored, and read back by the feed with a
+    /// frame of its own, as every instance reads a Redis stream back.
+    struct LoopbackLog {
+        store: Arc<MemoryHistory>,
+        appended: mpsc::UnboundedSender<Arc<StoredEvent>>,
+        read_back: Mutex<Option<mpsc::UnboundedReceiver<Arc<StoredEvent>>>>,
+    }
+
+    impl History for LoopbackLog {
+        fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+            Box::pin(async move {
+                let stored = self.store.clone().append(events).await?;
+                for event in &stored {
+                    let _ = self.appended.send(event.clone());
+                }
+                Ok(stored)
+            })
+        }
+        fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+            self.store.clone().locate(from)
+        }
+        fn read_page(
+            self: Arc<Self>,
+            after_seq: u64,
+            through_seq: u64,
+            max_events: usize,
+        ) -> HistoryFuture<Page> {
+            self.store
+                .clone()
+                .read_page(after_seq, through_seq, max_events)
+        }
+        fn len(&self) -> usize {
+            self.store.len()
+        }
+        fn role(self: Arc<Self>) -> HistoryRole {
+            HistoryRole::SharedLog(self)
+        }
+    }
+
+    impl SharedLog for LoopbackLog {
+        fn feed(
+            self: Arc<Self>,
+            dispatch: mpsc::Sender<Arc<StoredEvent>>,
+            shutdown: CancellationToken,
+        ) -> BoxFuture<'static, ()> {
+            let read_back = self.read_back.lock().expect("lock").take();
+            Box::pin(async move {
+                let Some(mut read_back) = read_back else {
+                    return;
+                };
+                while let Some(Some(event)) = shutdown.run_until_cancelled(read_back.recv()).await {
+                    let frame = Bytes::from(format!("data: via the feed {}\n\n", event.id));
+                    let event = StoredEvent {
+                        frame,
+                        ..(*event).clone()
+                    };
+                    if dispatch.send(Arc::new(event)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_log_is_dispatched_by_its_feed_and_not_by_the_writer() {
+        let (appended, read_back) = mpsc::unbounded_channel();
+        let log = Arc::new(LoopbackLog {
+            store: Arc::new(MemoryHistory::new(100)),
+            appended,
+            read_back: Mutex::new(Some(read_back)),
+        });
+        let hub = Hub::builder(HubConfig::default())
+            .history(log)
+            .build()
+            .await
+            .expect("hub");
+        let mut subscription = hub
+            .subscribe(SubscribeRequest {
+                topics: vec!["t".into()],
+                ..SubscribeRequest::default()
+            })
+            .await
+            .expect("subscribe");
+        for id in ["a", "b", "c"] {
+            hub.publish(Event {
+                id: id.into(),
+                ..Event::new("t", "from the writer")
+            })
+            .await
+            .expect("publish");
+        }
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !text.contains("via the feed c") {
+                let frame = subscription
+                    .stream
+                    .next()
+                    .await
+                    .expect("the stream goes on");
+                text.push_str(std::str::from_utf8(&frame).expect("utf-8"));
+            }
+        })
+        .await
+        .expect("the feed's events arrive");
+        assert!(
+            !text.contains("from the writer"),
+            "the writer dispatched: {text}"
+        );
+        assert_eq!(text.matches("via the feed").count(), 3, "{text}");
+        hub.shutdown().await;
+    }
+}
