@@ -8,7 +8,9 @@
 //! default of `ssehub serve`) and [`RedisHistory`] (a Redis stream shared by several hub
 //! instances). Streams read pages through [`SharedReads`], so that many clients resuming from
 //! the same place cost one store read per page. Who receives an event is [`crate::hub`]'s
-//! business.
+//! business; who dispatches it is the history's [`HistoryRole`]: the hub's writer for a local
+//! log, the [`SharedLog`]'s feed for a log shared by several instances. Failures are
+//! [`HistoryError`]s, each with its source.
 
 pub mod durable;
 mod error;

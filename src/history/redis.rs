@@ -13,33 +13,27 @@
 //! `XREAD BLOCK` on a connection of its own (a blocking read would stall commands queued behind it
 //! on a shared one), from the last entry id it delivered: after a Redis outage it resumes there,
 //! with no gap and no duplicate. Plain pub/sub would lose every event sent while an instance is
-//! disconnected; a stream cursor does not.
+//! disconnected; a stream cursor does not. The feed is `redis/feed.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamId, StreamRangeReply};
+use redis::{Client, Script, Value};
 
 use super::record::{decode_record, encode_record};
 use super::{
     Damage, History, HistoryError, HistoryFuture, HistoryRole, Page, ReplayFrom, ReplayStart,
-    SharedLog, Sources, StoredEvent,
+    StoredEvent,
 };
 use crate::event::Event;
 
+mod feed;
+
 /// Bits of a sequence number that hold the entry id's counter within its millisecond.
 const COUNTER_BITS: u32 = 20;
-/// Entries the feed reads per `XREAD`.
-const FEED_BATCH: usize = 512;
-/// How long one `XREAD` blocks before the feed checks for shutdown.
-const FEED_BLOCK_MS: usize = 1000;
 
 /// Appends a batch, indexes ids, trims to the length cap (exactly, so that the id index can be
 /// trimmed with it), and records what was dropped. Returns the stream length, then the entry ids.
@@ -212,17 +206,6 @@ impl RedisHistory {
         Ok(epoch)
     }
 
-    /// After a reconnection: whether Redis still holds the data it held (same epoch).
-    async fn check_epoch(&self) -> Result<bool, HistoryError> {
-        let known = self.lock_epoch().clone();
-        let current = self.ensure_epoch().await?;
-        if current == known {
-            return Ok(true);
-        }
-        *self.lock_epoch() = current;
-        Ok(false)
-    }
-
     async fn append_batch(
         self: Arc<Self>,
         events: Vec<Event>,
@@ -349,123 +332,6 @@ impl RedisHistory {
             .is_some_and(|dropped| dropped > after_seq);
         Ok(Page { events, truncated })
     }
-
-    /// A connection of its own for blocking reads (no response timeout).
-    async fn feed_connection(&self) -> Result<MultiplexedConnection, HistoryError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
-    /// The newest entry id now, where a starting instance begins reading.
-    async fn newest_entry(&self) -> Result<String, HistoryError> {
-        let mut connection = self.commands.clone();
-        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&self.keys.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut connection)
-            .await?;
-        Ok(newest
-            .ids
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
-    }
-
-    /// Reads the stream from where this instance starts, forever, and dispatches each event.
-    async fn run_feed(
-        self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
-        shutdown: CancellationToken,
-    ) {
-        let mut cursor: Option<String> = None;
-        let mut backoff = Duration::from_millis(100);
-        'connect: while !shutdown.is_cancelled() {
-            let connected = async {
-                let connection = self.feed_connection().await?;
-                if cursor.is_some() && !self.check_epoch().await? {
-                    error!(
-                        stream = %self.keys.stream,
-                        "Redis lost its data (restarted without persistence?): events stored \
-                         before are gone; clients resuming from them are told `earliest`"
-                    );
-                    // The new stream's ids may be lower than our cursor: read it from the start.
-                    cursor = Some("0-0".to_owned());
-                }
-                if cursor.is_none() {
-                    cursor = Some(self.newest_entry().await?);
-                }
-                Ok::<_, HistoryError>(connection)
-            };
-            let mut connection = tokio::select! {
-                () = shutdown.cancelled() => break,
-                connected = connected => match connected {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        warn!(
-                            error = %Sources::of(&error),
-                            retry_ms = backoff.as_millis() as u64,
-                            "feed cannot reach Redis"
-                        );
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            info!(stream = %self.keys.stream, after = cursor.as_deref().unwrap_or("-"), "feed reading");
-            self.feed_reading.store(true, Ordering::Relaxed);
-            backoff = Duration::from_millis(100);
-            loop {
-                let after = cursor.clone().unwrap_or_else(|| "0-0".to_owned());
-                let mut command = redis::cmd("XREAD");
-                command
-                    .arg("COUNT")
-                    .arg(FEED_BATCH)
-                    .arg("BLOCK")
-                    .arg(FEED_BLOCK_MS)
-                    .arg("STREAMS")
-                    .arg(&self.keys.stream)
-                    .arg(&after);
-                let read = command.query_async::<Option<StreamReadReply>>(&mut connection);
-                let reply = tokio::select! {
-                    () = shutdown.cancelled() => break 'connect,
-                    reply = read => reply,
-                };
-                let reply = match reply {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        self.feed_reading.store(false, Ordering::Relaxed);
-                        warn!(error = %Sources::of(&error), "feed lost Redis; reconnecting");
-                        continue 'connect;
-                    }
-                };
-                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                    match decode_entry(&entry) {
-                        Ok(event) => {
-                            if dispatch.send(Arc::new(event)).await.is_err() {
-                                break 'connect;
-                            }
-                        }
-                        Err(damage) => error!(
-                            error = %Sources::of(&damage),
-                            "skipping an undecodable stream entry"
-                        ),
-                    }
-                    cursor = Some(entry.id);
-                }
-            }
-        }
-    }
 }
 
 impl History for RedisHistory {
@@ -505,16 +371,6 @@ impl History for RedisHistory {
 
     fn role(self: Arc<Self>) -> HistoryRole {
         HistoryRole::SharedLog(self)
-    }
-}
-
-impl SharedLog for RedisHistory {
-    fn feed(
-        self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(self.run_feed(dispatch, shutdown))
     }
 }
 
