@@ -28,8 +28,8 @@ pub enum HistoryError {
     #[error("the history file cannot be read or written")]
     Store(#[source] Arc<redb::Error>),
     /// Redis does not answer, or refused a command: publishes fail with 503 until it is back.
-    #[error("{}", redis_problem(.0))]
-    Redis(#[source] redis::RedisError),
+    #[error("{}", redis_problem(&.0 .0))]
+    Redis(#[source] RedisSource),
     /// A file or directory of the store cannot be created or opened (permissions, a missing
     /// disk).
     #[error("cannot use {}", .path.display())]
@@ -92,7 +92,30 @@ fn redis_problem(error: &redis::RedisError) -> &'static str {
 
 impl From<redis::RedisError> for HistoryError {
     fn from(error: redis::RedisError) -> Self {
-        Self::Redis(error)
+        Self::Redis(RedisSource(error))
+    }
+}
+
+/// A [`redis::RedisError`] as a source. redis displays an I/O error as that error's own text
+/// *and* returns it as its source, so a chain printed level by level (`anyhow`'s `{:#}` at
+/// start-up) would say it twice: this source skips a level that repeats it.
+#[derive(Debug, Clone)]
+pub struct RedisSource(pub redis::RedisError);
+
+impl fmt::Display for RedisSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for RedisSource {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        let inner = self.0.source()?;
+        if inner.to_string() == self.0.to_string() {
+            inner.source()
+        } else {
+            Some(inner)
+        }
     }
 }
 
@@ -237,7 +260,7 @@ mod tests {
             "cannot use /data: no space left"
         );
         assert_eq!(Sources::after(&error).to_string(), "no space left");
-        let redis = HistoryError::Redis(redis::RedisError::from(std::io::Error::new(
+        let redis = HistoryError::from(redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "refused",
         )));
@@ -246,6 +269,14 @@ mod tests {
             "Redis does not answer: refused",
             "redis repeats its source's line: said once"
         );
+        // Level by level, as anyhow prints a chain at start-up.
+        let mut levels = Vec::new();
+        let mut next: Option<&(dyn StdError + 'static)> = Some(&redis);
+        while let Some(error) = next {
+            levels.push(error.to_string());
+            next = error.source();
+        }
+        assert_eq!(levels, ["Redis does not answer", "refused"]);
     }
 
     #[test]

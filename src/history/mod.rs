@@ -32,7 +32,7 @@ use crate::wire;
 
 pub use self::redis::RedisHistory;
 pub use durable::{DurableHistory, Retention, SyncPolicy};
-pub use error::{Damage, HistoryError, Sources};
+pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
 pub use open::HistorySettings;
 pub use record::RecordError;

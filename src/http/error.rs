@@ -216,7 +216,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
-                HistoryError::Redis(redis::RedisError::from(std::io::Error::new(
+                HistoryError::from(redis::RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
                     "connection refused",
                 ))),
