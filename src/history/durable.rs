@@ -5,7 +5,7 @@
 //! checksummed commit slots (a crash leaves the last committed state, no journal to replay), MVCC
 //! readers that never block the writer, no background threads, and pure Rust.
 //!
-//! Layout (all in `history.redb` in the data directory):
+//! Layout (all in `history.redb` in the data directory; tables and opening in `file.rs`):
 //! - `events`: sequence number (u64) → record (our own encoding, see `record.rs`): flags,
 //!   store time, id, topics, and the encoded SSE frame;
 //! - `ids`: event id → sequence number of its newest occurrence;
@@ -14,36 +14,40 @@
 //! Durability: every append is one write transaction committed with `Durability::Immediate`
 //! (fsync) before any publisher of the batch is acknowledged ([`SyncPolicy::Batch`], group
 //! commit: the writer takes every publish queued meanwhile), or one transaction per event
-//! ([`SyncPolicy::Always`]). Retention runs inside the same transactions, a bounded number of
-//! old events at a time, so it never pauses publishing for long, and a reader never holds a
-//! transaction between two pages.
+//! ([`SyncPolicy::Always`]). Retention (`retention.rs`) runs inside the same transactions, a
+//! bounded number of old events at a time, so it never pauses publishing for long, and a reader
+//! never holds a transaction between two pages.
 //!
 //! Locating a replay's start: the ids of the newest events (up to `RECENT_IDS`, loaded at
 //! open and kept up to date by appends) are looked up in memory, without a read transaction or
 //! a trip through the blocking thread pool; only older ids are looked up in the `ids` table. So
 //! the clients that all resume at once after a restart do not queue thousands of file reads in
 //! front of the writer's next commit.
+//!
+//! Failures: an I/O error is [`HistoryError::Store`], and the file is reopened on the next call
+//! (redb refuses further use of a handle that saw one); a record that does not decode is
+//! [`HistoryError::Damaged`]; a file that does not open as a history is
+//! [`HistoryError::DamagedFile`].
+
+mod file;
+mod retention;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase};
 
-use super::record::{decode_header, decode_record, encode_record, FORMAT};
-use super::{HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
+use self::file::{at_open, load_recent_ids, open_file, save_state, State, EVENTS, IDS};
+use self::retention::now_ms;
+pub use self::retention::Retention;
+use super::record::{decode_record, encode_record};
+use super::{Damage, HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
 use crate::event::Event;
-
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "history.redb";
-/// Most old events one transaction removes, so that retention never stalls a publish for long.
-const TRIM_BUDGET: usize = 2048;
 /// Ids of the newest events kept in memory, so that clients resuming from a recent event (after
 /// a restart, all of them at once) are located without a read of the file.
 const RECENT_IDS: usize = 16 * 1024;
@@ -76,28 +80,6 @@ impl RecentIds {
     }
 }
 
-/// How much history to keep. Whichever limit is reached first drops the oldest events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Most events kept (0: no limit).
-    pub max_events: u64,
-    /// Oldest event kept (`None`: no limit).
-    pub max_age: Option<Duration>,
-    /// Most bytes of records kept (`None`: no limit). This counts the stored records; the file
-    /// itself reuses freed pages and does not shrink.
-    pub max_bytes: Option<u64>,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self {
-            max_events: 100_000,
-            max_age: None,
-            max_bytes: Some(1 << 30),
-        }
-    }
-}
-
 /// When a publish counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncPolicy {
@@ -106,15 +88,6 @@ pub enum SyncPolicy {
     Batch,
     /// One fsync per event: the slowest, for comparison.
     Always,
-}
-
-/// What the writer tracks between transactions (the file holds the same, committed).
-#[derive(Debug, Clone, Default)]
-struct State {
-    next_seq: u64,
-    first_seq: u64,
-    bytes: u64,
-    last_dropped_id: Option<String>,
 }
 
 /// A durable, bounded event log in one redb file.
@@ -140,43 +113,22 @@ impl std::fmt::Debug for DurableHistory {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Unavailable(error.to_string())
-}
-
-fn damaged(path: &Path, what: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Damaged(format!(
-        "the history file {} is damaged: {what}. To recover: stop ssehub and move the file \
-         aside (ssehub then starts with an empty history, and clients resuming from older ids \
-         are told `Last-Event-ID: earliest`), or restore it from a backup.",
-        path.display()
-    ))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl DurableHistory {
     /// Opens (or creates) `history.redb` in `dir`, creating `dir` if needed, and checks the
     /// file's integrity.
     ///
     /// # Errors
-    /// [`HistoryError::Damaged`] with a recovery hint when the file is not a valid history;
-    /// [`HistoryError::Unavailable`] when it cannot be opened (permissions, locked by another
-    /// process).
+    /// [`HistoryError::DamagedFile`] with a recovery hint when the file is not a valid history;
+    /// [`HistoryError::Io`] when the directory or the file cannot be created or opened
+    /// (permissions), [`HistoryError::Store`] when it is in use by another process.
     pub fn open(dir: &Path, retention: Retention, sync: SyncPolicy) -> Result<Self, HistoryError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            unavailable(format!(
-                "creating the data directory {}: {e}",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io {
+            path: dir.to_owned(),
+            source: Arc::new(source),
         })?;
         let path = dir.join(FILE_NAME);
-        let (db, state) = Self::open_file(&path)?;
-        let recent = Self::load_recent_ids(&db).map_err(|e| damaged(&path, e))?;
+        let (db, state) = open_file(&path)?;
+        let recent = load_recent_ids(&db).map_err(|error| at_open(&path, error))?;
         Ok(Self {
             path,
             db: RwLock::new(Some(Arc::new(db))),
@@ -193,113 +145,8 @@ impl DurableHistory {
         &self.path
     }
 
-    fn open_file(path: &Path) -> Result<(Database, State), HistoryError> {
-        let mut db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                unavailable(format!("{} is in use by another process", path.display()))
-            }
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                unavailable(format!("opening {}: {io}", path.display()))
-            }
-            other => damaged(path, other),
-        })?;
-        // redb recovers from crashes by itself; this catches files changed or damaged behind
-        // its back (checksums of every page).
-        match db.check_integrity() {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(path = %path.display(), "history file was repaired"),
-            Err(e) => return Err(damaged(path, e)),
-        }
-        let txn = db.begin_write().map_err(|e| damaged(path, e))?;
-        let state = Self::load_state(&txn).map_err(|e| damaged(path, e))?;
-        txn.commit().map_err(|e| damaged(path, e))?;
-        Ok((db, state))
-    }
-
-    /// The ids of the newest [`RECENT_IDS`] events.
-    fn load_recent_ids(db: &Database) -> Result<RecentIds, String> {
-        let txn = db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-        let mut newest = Vec::with_capacity(RECENT_IDS);
-        for entry in table.iter().map_err(|e| e.to_string())?.rev() {
-            let (key, value) = entry.map_err(|e| e.to_string())?;
-            let header =
-                decode_header(value.value()).map_err(|e| format!("event {}: {e}", key.value()))?;
-            newest.push((key.value(), header.id.to_owned()));
-            if newest.len() == RECENT_IDS {
-                break;
-            }
-        }
-        let mut recent = RecentIds::default();
-        for (seq, id) in newest.iter().rev() {
-            recent.push(*seq, id);
-        }
-        Ok(recent)
-    }
-
     fn lock_recent(&self) -> MutexGuard<'_, RecentIds> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Creates the tables if missing and reads the writer's state, checking the format.
-    fn load_state(txn: &WriteTransaction) -> Result<State, String> {
-        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-        let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-        txn.open_table(IDS).map_err(|e| e.to_string())?;
-        let format = meta
-            .get("format")
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value().to_vec());
-        match format.as_deref() {
-            None => {
-                meta.insert("format", [FORMAT].as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-            Some([FORMAT]) => {}
-            Some(other) => {
-                return Err(format!(
-                    "unknown format {other:?} (this ssehub reads {FORMAT})"
-                ))
-            }
-        }
-        let read_u64 = |key: &str| -> Result<Option<u64>, String> {
-            match meta.get(key).map_err(|e| e.to_string())? {
-                None => Ok(None),
-                Some(v) => v
-                    .value()
-                    .try_into()
-                    .map(|b: [u8; 8]| Some(u64::from_be_bytes(b)))
-                    .map_err(|_| format!("meta `{key}` is not 8 bytes")),
-            }
-        };
-        let last_seq = events
-            .last()
-            .map_err(|e| e.to_string())?
-            .map(|(k, _)| k.value());
-        let next_seq = read_u64("next_seq")?
-            .unwrap_or(1)
-            .max(last_seq.map_or(1, |s| s + 1));
-        let first_seq = events
-            .first()
-            .map_err(|e| e.to_string())?
-            .map_or(next_seq, |(k, _)| k.value());
-        // The newest record must decode: a cheap check on top of redb's checksums.
-        if let Some((key, value)) = events.last().map_err(|e| e.to_string())? {
-            decode_record(key.value(), value.value())
-                .map_err(|e| format!("event {}: {e}", key.value()))?;
-        }
-        let last_dropped_id = meta
-            .get("last_dropped_id")
-            .map_err(|e| e.to_string())?
-            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-        Ok(State {
-            next_seq,
-            first_seq,
-            bytes: read_u64("bytes")?.unwrap_or(0),
-            last_dropped_id,
-        })
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -318,14 +165,14 @@ impl DurableHistory {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| unavailable("the history file is being reopened after an I/O error"))
+            .ok_or(HistoryError::Reopening)
     }
 
     fn reopen(&self) -> Result<(), HistoryError> {
         let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
         // Drop our handle; the file closes once in-flight page reads drop theirs.
         *slot = None;
-        let (db, state) = Self::open_file(&self.path)?;
+        let (db, state) = open_file(&self.path)?;
         *self.lock_state() = state;
         *slot = Some(Arc::new(db));
         self.needs_reopen.store(false, Ordering::Release);
@@ -333,11 +180,14 @@ impl DurableHistory {
         Ok(())
     }
 
-    fn failed(&self, error: impl std::fmt::Display) -> HistoryError {
-        // redb refuses a handle after an I/O error (`PreviousIo`); reopen on the next call.
-        self.needs_reopen.store(true, Ordering::Release);
-        tracing::warn!(error = %error, "history write failed");
-        unavailable(error)
+    /// A write failed: after an I/O error redb refuses the handle (`PreviousIo`), so the next
+    /// call reopens the file. Whoever answers the error logs it.
+    fn failed(&self, error: HistoryError) -> HistoryError {
+        if matches!(error, HistoryError::Store(_)) {
+            self.needs_reopen.store(true, Ordering::Release);
+            tracing::debug!(path = %self.path.display(), "history file to be reopened");
+        }
+        error
     }
 
     /// Appends `events` and trims in one transaction; returns them stored, and the new state.
@@ -346,91 +196,39 @@ impl DurableHistory {
         db: &Database,
         events: Vec<Event>,
         mut state: State,
-    ) -> Result<(Vec<Arc<StoredEvent>>, State), String> {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<Arc<StoredEvent>>, State), HistoryError> {
+        let txn = db.begin_write()?;
         let now = now_ms();
         let mut stored = Vec::with_capacity(events.len());
         {
-            let mut table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-            let mut ids = txn.open_table(IDS).map_err(|e| e.to_string())?;
+            let mut table = txn.open_table(EVENTS)?;
+            let mut ids = txn.open_table(IDS)?;
             for event in events {
                 let entry = StoredEvent::new(state.next_seq, event);
                 let record = encode_record(&entry, now);
-                table
-                    .insert(entry.seq, record.as_slice())
-                    .map_err(|e| e.to_string())?;
-                ids.insert(entry.id.as_str(), entry.seq)
-                    .map_err(|e| e.to_string())?;
+                table.insert(entry.seq, record.as_slice())?;
+                ids.insert(entry.id.as_str(), entry.seq)?;
                 state.bytes += record.len() as u64;
                 state.next_seq += 1;
                 stored.push(Arc::new(entry));
             }
         }
-        self.trim_in(&txn, &mut state, now)?;
-        Self::save_state(&txn, &state)?;
-        txn.commit().map_err(|e| e.to_string())?;
+        self.retention.trim_in(&txn, &mut state, now)?;
+        save_state(&txn, &state)?;
+        txn.commit()?;
         Ok((stored, state))
     }
 
-    /// Drops the oldest events while a retention limit is exceeded, at most [`TRIM_BUDGET`].
-    fn trim_in(
-        &self,
-        txn: &WriteTransaction,
-        state: &mut State,
-        now: u64,
-    ) -> Result<usize, String> {
-        let mut table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-        let mut ids = txn.open_table(IDS).map_err(|e| e.to_string())?;
-        let retention = &self.retention;
-        let mut removed = 0;
-        while removed < TRIM_BUDGET {
-            let count = state.next_seq - state.first_seq;
-            if count == 0 {
-                break;
-            }
-            let Some((seq, record)) = table
-                .first()
-                .map_err(|e| e.to_string())?
-                .map(|(k, v)| (k.value(), v.value().to_vec()))
-            else {
-                break;
-            };
-            let header = decode_header(&record).map_err(|e| format!("event {seq}: {e}"))?;
-            let over_count = retention.max_events > 0 && count > retention.max_events;
-            let over_bytes = retention.max_bytes.is_some_and(|max| state.bytes > max);
-            let over_age = retention.max_age.is_some_and(|age| {
-                now.saturating_sub(header.stored_at_ms) > age.as_millis() as u64
-            });
-            if !(over_count || over_bytes || over_age) {
-                break;
-            }
-            table.remove(seq).map_err(|e| e.to_string())?;
-            let newest_of_id = ids
-                .get(header.id)
-                .map_err(|e| e.to_string())?
-                .map(|v| v.value());
-            if newest_of_id == Some(seq) {
-                ids.remove(header.id).map_err(|e| e.to_string())?;
-            }
-            state.first_seq = seq + 1;
-            state.bytes = state.bytes.saturating_sub(record.len() as u64);
-            state.last_dropped_id = Some(header.id.to_owned());
-            removed += 1;
+    /// Applies time-based retention in a transaction of its own; whether it dropped anything.
+    fn trim_by_age(&self, db: &Database, state: &mut State) -> Result<bool, HistoryError> {
+        let txn = db.begin_write()?;
+        if self.retention.trim_in(&txn, state, now_ms())? == 0 {
+            txn.abort()?;
+            return Ok(false);
         }
-        Ok(removed)
-    }
-
-    fn save_state(txn: &WriteTransaction, state: &State) -> Result<(), String> {
-        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-        meta.insert("next_seq", state.next_seq.to_be_bytes().as_slice())
-            .map_err(|e| e.to_string())?;
-        meta.insert("bytes", state.bytes.to_be_bytes().as_slice())
-            .map_err(|e| e.to_string())?;
-        if let Some(id) = &state.last_dropped_id {
-            meta.insert("last_dropped_id", id.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        save_state(&txn, state)?;
+        txn.commit()?;
+        Ok(true)
     }
 }
 
@@ -493,13 +291,9 @@ impl LocalHistory for DurableHistory {
         let through_seq = state.next_seq - 1;
         if let ReplayFrom::AfterId(id) = from {
             let db = self.database()?;
-            let txn = db.begin_read().map_err(unavailable)?;
-            let ids = txn.open_table(IDS).map_err(unavailable)?;
-            if let Some(seq) = ids
-                .get(id.as_str())
-                .map_err(unavailable)?
-                .map(|v| v.value())
-            {
+            let txn = db.begin_read()?;
+            let ids = txn.open_table(IDS)?;
+            if let Some(seq) = ids.get(id.as_str())?.map(|v| v.value()) {
                 if seq >= state.first_seq {
                     return Ok(ReplayStart {
                         after_seq: seq.min(through_seq),
@@ -527,16 +321,14 @@ impl LocalHistory for DurableHistory {
         }
         let db = self.database()?;
         // The transaction lives for this page only.
-        let txn = db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(EVENTS).map_err(unavailable)?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
         let mut page = Vec::with_capacity(max_events.min(1024));
-        for entry in table
-            .range(after_seq + 1..=through_seq)
-            .map_err(unavailable)?
-        {
-            let (key, value) = entry.map_err(unavailable)?;
-            let event = decode_record(key.value(), value.value())
-                .map_err(|e| damaged(&self.path, format!("event {}: {e}", key.value())))?;
+        for entry in table.range(after_seq + 1..=through_seq)? {
+            let (key, value) = entry?;
+            let seq = key.value();
+            let event =
+                decode_record(seq, value.value()).map_err(|error| Damage::Event { seq, error })?;
             page.push(Arc::new(event));
             if page.len() == max_events {
                 break;
@@ -551,18 +343,10 @@ impl LocalHistory for DurableHistory {
         }
         let db = self.database()?;
         let mut state = self.lock_state().clone();
-        let trimmed = (|| -> Result<bool, String> {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            if self.trim_in(&txn, &mut state, now_ms())? == 0 {
-                txn.abort().map_err(|e| e.to_string())?;
-                return Ok(false);
-            }
-            Self::save_state(&txn, &state)?;
-            txn.commit().map_err(|e| e.to_string())?;
-            Ok(true)
-        })()
-        .map_err(|e| self.failed(e))?;
-        if trimmed {
+        if self
+            .trim_by_age(&db, &mut state)
+            .map_err(|e| self.failed(e))?
+        {
             *self.lock_state() = state;
         }
         Ok(())
@@ -581,6 +365,8 @@ impl LocalHistory for DurableHistory {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::history::memory::tests::{conformance, replay};
 
@@ -753,10 +539,79 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join(FILE_NAME), vec![0x5a; 64 * 1024]).expect("write");
         match DurableHistory::open(&dir, keep(10), SyncPolicy::Batch) {
-            Err(HistoryError::Damaged(message)) => {
+            Err(error @ HistoryError::DamagedFile { .. }) => {
+                let message = error.to_string();
                 assert!(message.contains("move the file aside"), "{message}");
             }
             other => panic!("expected Damaged, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Overwrites the stored record of event `seq` with bytes that are not a record, through
+    /// redb itself (the file stays a valid database: only our decoding can tell).
+    fn overwrite_record(dir: &Path, seq: u64, bytes: &[u8]) {
+        let db = Database::create(dir.join(FILE_NAME)).expect("open the file");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(EVENTS)
+            .expect("events")
+            .insert(seq, bytes)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_damage_to_read_and_the_newest_one_to_open() {
+        let dir = temp_dir("damaged-record");
+        {
+            let history = open(&dir, keep(3));
+            history
+                .append_now(["a", "b", "c"].iter().map(|id| event(id)).collect())
+                .expect("append");
+        }
+        // The oldest record, cut after its id: opening reads the ids of the newest records and
+        // decodes only the newest one whole.
+        let header_only = |seq: u64, id: &str| {
+            let record = encode_record(&StoredEvent::new(seq, event(id)), 0);
+            record[..1 + 1 + 8 + 4 + id.len()].to_vec()
+        };
+        overwrite_record(&dir, 1, &header_only(1, "a"));
+        let history = open(&dir, keep(3));
+        match history.read_page_now(0, 3, 10) {
+            Err(HistoryError::Damaged(Damage::Event { seq: 1, error })) => {
+                assert_eq!(error, crate::history::RecordError::Truncated);
+            }
+            other => panic!("expected the damage of event 1, got {other:?}"),
+        }
+        drop(history);
+
+        // The newest record damaged: the file does not open, and says how to recover.
+        overwrite_record(&dir, 3, &header_only(3, "c"));
+        match DurableHistory::open(&dir, keep(3), SyncPolicy::Batch) {
+            Err(HistoryError::DamagedFile {
+                damage: Damage::Event { seq: 3, .. },
+                ..
+            }) => {}
+            other => panic!("expected a damaged file, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_data_directory_that_cannot_be_created_is_an_io_error_naming_it() {
+        let dir = temp_dir("not-a-dir");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("plain-file");
+        std::fs::write(&file, b"x").expect("write");
+        let inside = file.join("data");
+        match DurableHistory::open(&inside, keep(3), SyncPolicy::Batch) {
+            Err(error @ HistoryError::Io { .. }) => {
+                assert_eq!(
+                    error.to_string(),
+                    format!("cannot use {}", inside.display())
+                );
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
         }
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -8,9 +8,12 @@
 //! default of `ssehub serve`) and [`RedisHistory`] (a Redis stream shared by several hub
 //! instances). Streams read pages through [`SharedReads`], so that many clients resuming from
 //! the same place cost one store read per page. Who receives an event is [`crate::hub`]'s
-//! business.
+//! business; who dispatches it is the history's [`HistoryRole`]: the hub's writer for a local
+//! log, the [`SharedLog`]'s feed for a log shared by several instances. Failures are
+//! [`HistoryError`]s, each with its source.
 
 pub mod durable;
+mod error;
 pub mod memory;
 mod open;
 mod record;
@@ -21,7 +24,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +32,10 @@ use crate::wire;
 
 pub use self::redis::RedisHistory;
 pub use durable::{DurableHistory, Retention, SyncPolicy};
+pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
 pub use open::HistorySettings;
+pub use record::RecordError;
 pub use shared_reads::SharedReads;
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.
@@ -146,18 +150,6 @@ impl ReplayStart {
     }
 }
 
-/// Errors of a history store.
-#[derive(Debug, Clone, Error)]
-pub enum HistoryError {
-    /// The store cannot take writes or reads now (disk full, I/O error); publishes fail with
-    /// 503 and the store retries on the next request.
-    #[error("history store unavailable: {0}")]
-    Unavailable(String),
-    /// The store's file is damaged; start-up stops with this message.
-    #[error("{0}")]
-    Damaged(String),
-}
-
 /// An event log.
 ///
 /// Methods take `self: Arc<Self>` and return `'static` futures, so that a caller can keep a
@@ -198,17 +190,42 @@ pub trait History: Send + Sync + 'static {
         self.len() == 0
     }
 
-    /// For a log shared by several hub instances: a task that reads every event appended by any
-    /// instance, in log order, and sends it to `dispatch`, until `shutdown`. `None` for a log
-    /// of this instance alone: then the hub dispatches what it appends itself.
+    /// Whether this log is this instance's alone or shared by several instances, which decides
+    /// who dispatches what the writer appends.
+    fn role(self: Arc<Self>) -> HistoryRole {
+        HistoryRole::Local
+    }
+}
+
+/// What a history is to the hub that writes to it.
+pub enum HistoryRole {
+    /// A log of this instance alone: the writer dispatches what it appended.
+    Local,
+    /// A log shared by several instances: its feed reads back every event any instance
+    /// appended, this one's included, and dispatches them; the writer dispatches nothing, so
+    /// every instance delivers in the log's one order.
+    SharedLog(Arc<dyn SharedLog>),
+}
+
+impl std::fmt::Debug for HistoryRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "Local",
+            Self::SharedLog(_) => "SharedLog",
+        })
+    }
+}
+
+/// A log shared by several hub instances ([`RedisHistory`]).
+pub trait SharedLog: Send + Sync + 'static {
+    /// A task that reads every event appended by any instance, in log order, and sends it to
+    /// `dispatch`, until `shutdown` (or until `dispatch` is closed). It rides out outages of
+    /// the log's server by itself, resuming where it stopped.
     fn feed(
         self: Arc<Self>,
         dispatch: mpsc::Sender<Arc<StoredEvent>>,
         shutdown: CancellationToken,
-    ) -> Option<BoxFuture<'static, ()>> {
-        let _ = (dispatch, shutdown);
-        None
-    }
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// A log of this instance alone, with synchronous calls: instant ones (memory) or blocking ones
@@ -220,13 +237,14 @@ pub trait LocalHistory: Send + Sync + 'static {
     /// See [`History::append`].
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when nothing was stored.
+    /// Why nothing was stored: the store cannot be written ([`HistoryError::Store`]), or the
+    /// oldest record, read by retention, does not decode ([`HistoryError::Damaged`]).
     fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError>;
 
     /// See [`History::locate`].
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be read.
+    /// [`HistoryError::Store`] when the store cannot be read.
     fn locate_now(&self, from: &ReplayFrom) -> Result<ReplayStart, HistoryError>;
 
     /// [`Self::locate_now`] without blocking, when the answer is in memory: a blocking store
@@ -239,7 +257,8 @@ pub trait LocalHistory: Send + Sync + 'static {
     /// See [`History::read_page`].
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be read.
+    /// [`HistoryError::Store`] when the store cannot be read, [`HistoryError::Damaged`] when a
+    /// record does not decode.
     fn read_page_now(
         &self,
         after_seq: u64,
@@ -250,7 +269,7 @@ pub trait LocalHistory: Send + Sync + 'static {
     /// See [`History::trim`].
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when the store cannot be written.
+    /// [`HistoryError::Store`] when the store cannot be written.
     fn trim_now(&self) -> Result<(), HistoryError> {
         Ok(())
     }
@@ -278,9 +297,9 @@ fn run_local<S: LocalHistory, T: Send + 'static>(
         tokio::task::spawn_blocking(move || call(&store))
             .await
             .unwrap_or_else(|e| {
-                Err(HistoryError::Unavailable(format!(
-                    "history task failed: {e}"
-                )))
+                Err(HistoryError::Task {
+                    panicked: e.is_panic(),
+                })
             })
     })
 }

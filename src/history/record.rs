@@ -6,6 +6,7 @@
 //! encoding rather than serde's, so that the format is fixed, versioned and cheap to decode.
 
 use bytes::Bytes;
+use thiserror::Error;
 
 use super::StoredEvent;
 
@@ -40,53 +41,71 @@ pub(crate) fn encode_record(event: &StoredEvent, stored_at_ms: u64) -> Vec<u8> {
     out
 }
 
+/// Why a record does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RecordError {
+    /// A length points past the end of the record.
+    #[error("record is truncated")]
+    Truncated,
+    /// An id or a topic is not UTF-8.
+    #[error("record holds invalid UTF-8")]
+    InvalidUtf8,
+    /// The first byte is not a format this ssehub reads.
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+    /// Bytes follow the frame.
+    #[error("record has trailing bytes")]
+    TrailingBytes,
+}
+
 /// Reads a record; every length is checked, so a damaged record is an error, never a panic.
 struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         if self.bytes.len() < n {
-            return Err("record is truncated".into());
+            return Err(RecordError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, RecordError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, RecordError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, RecordError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, RecordError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn str(&mut self) -> Result<&'a str, String> {
+    fn str(&mut self) -> Result<&'a str, RecordError> {
         let len = self.u32()? as usize;
-        std::str::from_utf8(self.take(len)?).map_err(|_| "record holds invalid UTF-8".to_owned())
+        std::str::from_utf8(self.take(len)?).map_err(|_| RecordError::InvalidUtf8)
     }
 }
 
-pub(crate) fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, String> {
+/// The store time and id of a record, without the rest.
+pub(crate) fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, RecordError> {
     let mut reader = Reader { bytes: record };
     let format = reader.u8()?;
     if format != FORMAT {
-        return Err(format!("unknown record format {format}"));
+        return Err(RecordError::UnknownFormat(format));
     }
     let _flags = reader.u8()?;
     let stored_at_ms = reader.u64()?;
@@ -94,11 +113,12 @@ pub(crate) fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, String> {
     Ok(RecordHeader { stored_at_ms, id })
 }
 
-pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, String> {
+/// The event a record holds, with the sequence number its key gives.
+pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, RecordError> {
     let mut reader = Reader { bytes: record };
     let format = reader.u8()?;
     if format != FORMAT {
-        return Err(format!("unknown record format {format}"));
+        return Err(RecordError::UnknownFormat(format));
     }
     let private = reader.u8()? & 1 == 1;
     let _stored_at_ms = reader.u64()?;
@@ -111,7 +131,7 @@ pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, Stri
     let frame_len = reader.u32()? as usize;
     let frame = Bytes::copy_from_slice(reader.take(frame_len)?);
     if !reader.bytes.is_empty() {
-        return Err("record has trailing bytes".into());
+        return Err(RecordError::TrailingBytes);
     }
     Ok(StoredEvent {
         seq,

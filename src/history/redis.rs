@@ -13,30 +13,27 @@
 //! `XREAD BLOCK` on a connection of its own (a blocking read would stall commands queued behind it
 //! on a shared one), from the last entry id it delivered: after a Redis outage it resumes there,
 //! with no gap and no duplicate. Plain pub/sub would lose every event sent while an instance is
-//! disconnected; a stream cursor does not.
+//! disconnected; a stream cursor does not. The feed is `redis/feed.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamId, StreamRangeReply};
+use redis::{Client, Script, Value};
 
 use super::record::{decode_record, encode_record};
-use super::{History, HistoryError, HistoryFuture, Page, ReplayFrom, ReplayStart, StoredEvent};
+use super::{
+    Damage, History, HistoryError, HistoryFuture, HistoryRole, Page, ReplayFrom, ReplayStart,
+    StoredEvent,
+};
 use crate::event::Event;
+
+mod feed;
 
 /// Bits of a sequence number that hold the entry id's counter within its millisecond.
 const COUNTER_BITS: u32 = 20;
-/// Entries the feed reads per `XREAD`.
-const FEED_BATCH: usize = 512;
-/// How long one `XREAD` blocks before the feed checks for shutdown.
-const FEED_BLOCK_MS: usize = 1000;
 
 /// Appends a batch, indexes ids, trims to the length cap (exactly, so that the id index can be
 /// trimmed with it), and records what was dropped. Returns the stream length, then the entry ids.
@@ -125,10 +122,6 @@ impl std::fmt::Debug for RedisHistory {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Unavailable(format!("redis: {error}"))
-}
-
 fn field_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
     match entry.map.get(field)? {
         Value::BulkString(bytes) => Some(bytes),
@@ -136,11 +129,22 @@ fn field_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
     }
 }
 
-fn decode_entry(entry: &StreamId) -> Result<StoredEvent, String> {
-    let seq = seq_of(&entry.id).ok_or_else(|| format!("entry id {} out of range", entry.id))?;
-    let record =
-        field_bytes(entry, "e").ok_or_else(|| format!("entry {} has no record", entry.id))?;
-    decode_record(seq, record).map_err(|e| format!("entry {}: {e}", entry.id))
+/// The sequence number of an entry id, or why there is none.
+fn seq_of_entry(entry: &str) -> Result<u64, Damage> {
+    seq_of(entry).ok_or_else(|| Damage::EntryId {
+        entry: entry.to_owned(),
+    })
+}
+
+fn decode_entry(entry: &StreamId) -> Result<StoredEvent, Damage> {
+    let seq = seq_of_entry(&entry.id)?;
+    let record = field_bytes(entry, "e").ok_or_else(|| Damage::EntryWithoutRecord {
+        entry: entry.id.clone(),
+    })?;
+    decode_record(seq, record).map_err(|error| Damage::EntryRecord {
+        entry: entry.id.clone(),
+        error,
+    })
 }
 
 fn now_ms() -> u64 {
@@ -153,18 +157,15 @@ impl RedisHistory {
     /// Connects to `url` (`redis://host:port/db`) and checks that Redis answers.
     ///
     /// # Errors
-    /// [`HistoryError::Unavailable`] when the URL is invalid or Redis does not answer.
+    /// [`HistoryError::Redis`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str, prefix: &str, max_len: u64) -> Result<Self, HistoryError> {
-        let client = Client::open(url).map_err(unavailable)?;
+        let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let commands = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
+        let commands = client.get_connection_manager_with_config(config).await?;
         let history = Self {
             client,
             commands,
@@ -201,20 +202,8 @@ impl RedisHistory {
             .arg(&self.keys.meta)
             .arg("epoch")
             .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(epoch)
-    }
-
-    /// After a reconnection: whether Redis still holds the data it held (same epoch).
-    async fn check_epoch(&self) -> Result<bool, HistoryError> {
-        let known = self.lock_epoch().clone();
-        let current = self.ensure_epoch().await?;
-        if current == known {
-            return Ok(true);
-        }
-        *self.lock_epoch() = current;
-        Ok(false)
     }
 
     async fn append_batch(
@@ -237,10 +226,7 @@ impl RedisHistory {
             prepared.push(stored);
         }
         let mut connection = self.commands.clone();
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<Value> = invocation.invoke_async(&mut connection).await?;
         let mut values = reply.into_iter();
         if let Some(Value::Int(len)) = values.next() {
             self.approx_len
@@ -250,9 +236,9 @@ impl RedisHistory {
             .into_iter()
             .zip(values)
             .map(|(mut stored, entry)| {
-                let entry: String = redis::from_redis_value(entry).map_err(unavailable)?;
-                stored.seq = seq_of(&entry)
-                    .ok_or_else(|| unavailable(format!("entry id {entry} out of range")))?;
+                let entry: String =
+                    redis::from_redis_value(entry).map_err(redis::RedisError::from)?;
+                stored.seq = seq_of_entry(&entry)?;
                 Ok(Arc::new(stored))
             })
             .collect()
@@ -312,8 +298,7 @@ impl RedisHistory {
                     .arg(&self.keys.meta)
                     .arg("last_dropped_id"),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let through_seq = newest.ids.first().and_then(|e| seq_of(&e.id)).unwrap_or(0);
         if let (ReplayFrom::AfterId(id), Some(entry)) = (&from, entry.as_deref().and_then(seq_of)) {
             return Ok(ReplayStart {
@@ -357,131 +342,18 @@ impl RedisHistory {
                     .arg(&self.keys.meta)
                     .arg("last_dropped_entry"),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let events = range
             .ids
             .iter()
             .map(|entry| decode_entry(entry).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(HistoryError::Unavailable)?;
+            .collect::<Result<Vec<_>, _>>()?;
         // Entry ids have gaps, so a drop is known from the newest entry retention removed.
         let truncated = last_dropped
             .as_deref()
             .and_then(seq_of)
             .is_some_and(|dropped| dropped > after_seq);
         Ok(Page { events, truncated })
-    }
-
-    /// A connection of its own for blocking reads (no response timeout).
-    async fn feed_connection(&self) -> Result<MultiplexedConnection, HistoryError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
-    }
-
-    /// The newest entry id now, where a starting instance begins reading.
-    async fn newest_entry(&self) -> Result<String, HistoryError> {
-        let mut connection = self.commands.clone();
-        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&self.keys.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(newest
-            .ids
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
-    }
-
-    /// Reads the stream from where this instance starts, forever, and dispatches each event.
-    async fn run_feed(
-        self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
-        shutdown: CancellationToken,
-    ) {
-        let mut cursor: Option<String> = None;
-        let mut backoff = Duration::from_millis(100);
-        'connect: while !shutdown.is_cancelled() {
-            let connected = async {
-                let connection = self.feed_connection().await?;
-                if cursor.is_some() && !self.check_epoch().await? {
-                    error!(
-                        stream = %self.keys.stream,
-                        "Redis lost its data (restarted without persistence?): events stored \
-                         before are gone; clients resuming from them are told `earliest`"
-                    );
-                    // The new stream's ids may be lower than our cursor: read it from the start.
-                    cursor = Some("0-0".to_owned());
-                }
-                if cursor.is_none() {
-                    cursor = Some(self.newest_entry().await?);
-                }
-                Ok::<_, HistoryError>(connection)
-            };
-            let mut connection = tokio::select! {
-                () = shutdown.cancelled() => break,
-                connected = connected => match connected {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        warn!(%error, retry_ms = backoff.as_millis() as u64, "feed cannot reach Redis");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            info!(stream = %self.keys.stream, after = cursor.as_deref().unwrap_or("-"), "feed reading");
-            self.feed_reading.store(true, Ordering::Relaxed);
-            backoff = Duration::from_millis(100);
-            loop {
-                let after = cursor.clone().unwrap_or_else(|| "0-0".to_owned());
-                let mut command = redis::cmd("XREAD");
-                command
-                    .arg("COUNT")
-                    .arg(FEED_BATCH)
-                    .arg("BLOCK")
-                    .arg(FEED_BLOCK_MS)
-                    .arg("STREAMS")
-                    .arg(&self.keys.stream)
-                    .arg(&after);
-                let read = command.query_async::<Option<StreamReadReply>>(&mut connection);
-                let reply = tokio::select! {
-                    () = shutdown.cancelled() => break 'connect,
-                    reply = read => reply,
-                };
-                let reply = match reply {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        self.feed_reading.store(false, Ordering::Relaxed);
-                        warn!(%error, "feed lost Redis; reconnecting");
-                        continue 'connect;
-                    }
-                };
-                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                    match decode_entry(&entry) {
-                        Ok(event) => {
-                            if dispatch.send(Arc::new(event)).await.is_err() {
-                                break 'connect;
-                            }
-                        }
-                        Err(error) => error!(%error, "skipping an undecodable stream entry"),
-                    }
-                    cursor = Some(entry.id);
-                }
-            }
-        }
     }
 }
 
@@ -506,14 +378,13 @@ impl History for RedisHistory {
     fn check(self: Arc<Self>) -> HistoryFuture<()> {
         Box::pin(async move {
             if !self.feed_reading.load(Ordering::Relaxed) {
-                return Err(unavailable("the feed is not reading the stream"));
+                return Err(HistoryError::FeedNotReading);
             }
             let mut connection = self.commands.clone();
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
+                .await?;
+            Ok(())
         })
     }
 
@@ -521,12 +392,8 @@ impl History for RedisHistory {
         self.approx_len.load(Ordering::Relaxed)
     }
 
-    fn feed(
-        self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
-        shutdown: CancellationToken,
-    ) -> Option<BoxFuture<'static, ()>> {
-        Some(Box::pin(self.run_feed(dispatch, shutdown)))
+    fn role(self: Arc<Self>) -> HistoryRole {
+        HistoryRole::SharedLog(self)
     }
 }
 
@@ -551,5 +418,32 @@ mod tests {
         }
         assert_eq!(seq_of("nonsense"), None);
         assert_eq!(seq_of("1-99999999"), None);
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_does_not_answer_is_a_redis_error() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        let url = format!("redis://127.0.0.1:{port}/0");
+        match RedisHistory::connect(&url, "ssehub-test", 0).await {
+            Err(error @ HistoryError::Redis(_)) => {
+                assert_eq!(error.to_string(), "Redis does not answer");
+                assert!(
+                    std::error::Error::source(&error).is_some(),
+                    "the cause is kept"
+                );
+            }
+            other => panic!("expected a Redis error, got {other:?}"),
+        }
+        match RedisHistory::connect("not-a-url", "ssehub-test", 0).await {
+            Err(error @ HistoryError::Redis(_)) => assert_eq!(
+                error.to_string(),
+                "the Redis URL or connection settings are invalid"
+            ),
+            other => panic!("expected a Redis error, got {other:?}"),
+        }
     }
 }

@@ -71,7 +71,7 @@ pub fn metrics_router(hub: Hub) -> Router {
 async fn ready(State(hub): State<Hub>) -> Result<&'static str, ApiError> {
     match hub.check_ready().await {
         Ok(()) => Ok("ready\n"),
-        Err(reason) => Err(ApiError::unavailable(format!("not ready: {reason}"), 1)),
+        Err(reason) => Err(reason.into()),
     }
 }
 

@@ -12,9 +12,11 @@ use tracing::{info_span, Instrument};
 
 use super::dispatcher::run_dispatcher;
 use super::registry::Registry;
-use super::writer::{run_subscription_events, run_writer};
+use super::writer::{run_subscription_events, run_writer, AfterAppend};
 use super::{CloseReason, Hub, HubConfig, HubInner, Shared, SubscriberInfo};
-use crate::history::{History, HistoryError, MemoryHistory, ReplayFrom, SharedReads, StoredEvent};
+use crate::history::{
+    History, HistoryError, HistoryRole, MemoryHistory, ReplayFrom, SharedReads, StoredEvent,
+};
 use crate::metrics::Metrics;
 use crate::topic::SelectorCache;
 
@@ -102,23 +104,21 @@ impl HubBuilder {
         // waits here rather than acknowledging publishes whose delivery would lag further.
         let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE_EVENTS);
         let tasks = TaskTracker::new();
-        // A shared log feeds this instance every event, its own included; otherwise the writer
-        // passes on what it appended.
-        let writer_dispatch = match history.clone().feed(dispatch_tx.clone(), shutdown.clone()) {
-            Some(feed) => {
-                tasks.spawn(feed.instrument(info_span!("hub_feed")));
-                None
+        // A shared log feeds this instance every event, its own included; a local one leaves
+        // it to the writer to pass on what it appended.
+        let after_append = match history.clone().role() {
+            HistoryRole::SharedLog(log) => {
+                tasks.spawn(
+                    log.feed(dispatch_tx, shutdown.clone())
+                        .instrument(info_span!("hub_feed")),
+                );
+                AfterAppend::LeaveToFeed
             }
-            None => Some(dispatch_tx),
+            HistoryRole::Local => AfterAppend::Dispatch(dispatch_tx),
         };
         tasks.spawn(
-            run_writer(
-                writer_rx,
-                history.clone(),
-                writer_dispatch,
-                shutdown.clone(),
-            )
-            .instrument(info_span!("hub_writer")),
+            run_writer(writer_rx, history.clone(), after_append, shutdown.clone())
+                .instrument(info_span!("hub_writer")),
         );
         if let Some(events) = subscription_rx {
             tasks.spawn(
@@ -178,4 +178,131 @@ async fn newest_stored(history: &Arc<dyn History>) -> Option<Arc<StoredEvent>> {
         .await
         .ok()?;
     page.events.last().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::future::BoxFuture;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::history::{HistoryFuture, Page, ReplayStart, SharedLog};
+    use crate::SubscribeRequest;
+
+    /// A shared log in memory: what is appended is stored, and read back by the feed with a
+    /// frame of its own, as every instance reads a Redis stream back.
+    struct LoopbackLog {
+        store: Arc<MemoryHistory>,
+        appended: mpsc::UnboundedSender<Arc<StoredEvent>>,
+        read_back: Mutex<Option<mpsc::UnboundedReceiver<Arc<StoredEvent>>>>,
+    }
+
+    impl History for LoopbackLog {
+        fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+            Box::pin(async move {
+                let stored = self.store.clone().append(events).await?;
+                for event in &stored {
+                    let _ = self.appended.send(event.clone());
+                }
+                Ok(stored)
+            })
+        }
+        fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
+            self.store.clone().locate(from)
+        }
+        fn read_page(
+            self: Arc<Self>,
+            after_seq: u64,
+            through_seq: u64,
+            max_events: usize,
+        ) -> HistoryFuture<Page> {
+            self.store
+                .clone()
+                .read_page(after_seq, through_seq, max_events)
+        }
+        fn len(&self) -> usize {
+            self.store.len()
+        }
+        fn role(self: Arc<Self>) -> HistoryRole {
+            HistoryRole::SharedLog(self)
+        }
+    }
+
+    impl SharedLog for LoopbackLog {
+        fn feed(
+            self: Arc<Self>,
+            dispatch: mpsc::Sender<Arc<StoredEvent>>,
+            shutdown: CancellationToken,
+        ) -> BoxFuture<'static, ()> {
+            let read_back = self.read_back.lock().expect("lock").take();
+            Box::pin(async move {
+                let Some(mut read_back) = read_back else {
+                    return;
+                };
+                while let Some(Some(event)) = shutdown.run_until_cancelled(read_back.recv()).await {
+                    let frame = Bytes::from(format!("data: via the feed {}\n\n", event.id));
+                    let event = StoredEvent {
+                        frame,
+                        ..(*event).clone()
+                    };
+                    if dispatch.send(Arc::new(event)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_log_is_dispatched_by_its_feed_and_not_by_the_writer() {
+        let (appended, read_back) = mpsc::unbounded_channel();
+        let log = Arc::new(LoopbackLog {
+            store: Arc::new(MemoryHistory::new(100)),
+            appended,
+            read_back: Mutex::new(Some(read_back)),
+        });
+        let hub = Hub::builder(HubConfig::default())
+            .history(log)
+            .build()
+            .await
+            .expect("hub");
+        let mut subscription = hub
+            .subscribe(SubscribeRequest {
+                topics: vec!["t".into()],
+                ..SubscribeRequest::default()
+            })
+            .await
+            .expect("subscribe");
+        for id in ["a", "b", "c"] {
+            hub.publish(Event {
+                id: id.into(),
+                ..Event::new("t", "from the writer")
+            })
+            .await
+            .expect("publish");
+        }
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !text.contains("via the feed c") {
+                let frame = subscription
+                    .stream
+                    .next()
+                    .await
+                    .expect("the stream goes on");
+                text.push_str(std::str::from_utf8(&frame).expect("utf-8"));
+            }
+        })
+        .await
+        .expect("the feed's events arrive");
+        assert!(
+            !text.contains("from the writer"),
+            "the writer dispatched: {text}"
+        );
+        assert_eq!(text.matches("via the feed").count(), 3, "{text}");
+        hub.shutdown().await;
+    }
 }

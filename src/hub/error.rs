@@ -12,9 +12,10 @@ pub enum PublishError {
     /// The event breaks a rule (400).
     #[error(transparent)]
     Invalid(#[from] EventError),
-    /// The history store refused it (503); nothing was delivered.
+    /// The history did not store it (503 when the store may recover, 500 for damage:
+    /// `http::ApiError` decides); nothing was delivered.
     #[error(transparent)]
-    Unavailable(#[from] HistoryError),
+    History(#[from] HistoryError),
     /// The hub is shutting down (503).
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -46,7 +47,7 @@ pub enum SubscribeError {
     /// The hub is shutting down (503).
     #[error("the hub is shutting down")]
     ShuttingDown,
-    /// History could not be read (503).
+    /// History could not be read (503, or 500 for damage: `http::ApiError` decides).
     #[error(transparent)]
     History(#[from] HistoryError),
     /// A fault of the hub itself, such as a panic while compiling the selectors (500).
@@ -60,7 +61,8 @@ impl SubscribeError {
     /// with `200` and a `retry:` field instead of an error status, which a browser never retries.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Full { .. } | Self::ShuttingDown | Self::History(_) => true,
+            Self::Full { .. } | Self::ShuttingDown => true,
+            Self::History(error) => error.will_pass(),
             Self::NoTopics | Self::BlankTopic | Self::TooManyTopics { .. } | Self::Internal(_) => {
                 false
             }

@@ -229,7 +229,7 @@ impl Hub {
     ///
     /// # Errors
     /// [`PublishError::Invalid`] for a bad event (nothing is stored),
-    /// [`PublishError::Unavailable`] when history refused it, [`PublishError::ShuttingDown`].
+    /// [`PublishError::History`] when history did not store it, [`PublishError::ShuttingDown`].
     pub async fn publish(&self, event: Event) -> Result<PublishReceipt, PublishError> {
         event.validate(&self.inner.config.event_limits)?;
         if self.inner.shutdown.is_cancelled() {

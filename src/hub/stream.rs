@@ -24,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
-use crate::history::{HistoryError, HistoryFuture, Page, SharedReads};
+use crate::history::{HistoryError, HistoryFuture, Page, SharedReads, Sources};
 use crate::wire::HEARTBEAT;
 
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
@@ -240,7 +240,11 @@ impl Stream for SubscriptionStream {
                 let page = match cursor.poll_page(cx) {
                     Poll::Ready(Ok(page)) => page,
                     Poll::Ready(Err(error)) => {
-                        tracing::warn!(%error, subscriber = this.subscriber.info.id, "replay failed");
+                        tracing::warn!(
+                            error = %Sources::of(&error),
+                            subscriber = this.subscriber.info.id,
+                            "replay failed"
+                        );
                         return Poll::Ready(this.end(CloseReason::HistoryUnavailable));
                     }
                     Poll::Pending => return Poll::Pending,

@@ -1,6 +1,7 @@
 //! The writer task: the only writer of the log. It takes every publish queued meanwhile, appends
 //! them to the history in one batch (one transaction and one fsync for the durable store),
-//! acknowledges each publisher, and passes the stored events on to the dispatcher in log order.
+//! acknowledges each publisher, and passes the stored events on to the dispatcher in log order
+//! (unless the log is a shared one, whose feed dispatches: [`AfterAppend`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::PublishError;
 use crate::event::Event;
-use crate::history::{History, HistoryError, StoredEvent};
+use crate::history::{History, Sources, StoredEvent};
 
 pub(super) struct PublishRequest {
     pub(super) event: Event,
     pub(super) ack: oneshot::Sender<Result<u64, PublishError>>,
+}
+
+/// What the writer does with the events it stored, by the history's role
+/// ([`crate::history::HistoryRole`]).
+pub(super) enum AfterAppend {
+    /// A local log: pass them on to the dispatcher, in log order.
+    Dispatch(mpsc::Sender<Arc<StoredEvent>>),
+    /// A shared log: nothing. Its feed reads back every instance's events, these included, and
+    /// dispatches them, so that every instance delivers in the log's one order.
+    LeaveToFeed,
 }
 
 /// Appends batches to the history in arrival order, acknowledges them, and passes them on to
@@ -22,9 +33,7 @@ pub(super) struct PublishRequest {
 pub(super) async fn run_writer(
     mut requests: mpsc::Receiver<PublishRequest>,
     history: Arc<dyn History>,
-    // `None` when the history has a feed: then every instance dispatches what it reads back
-    // from the shared log, including its own events.
-    dispatch: Option<mpsc::Sender<Arc<StoredEvent>>>,
+    after_append: AfterAppend,
     shutdown: CancellationToken,
 ) {
     const MAX_BATCH: usize = 256;
@@ -47,7 +56,7 @@ pub(super) async fn run_writer(
             }
             _ = trim_tick.tick() => {
                 if let Err(error) = history.clone().trim().await {
-                    tracing::warn!(%error, "history retention failed");
+                    tracing::warn!(error = %Sources::of(&error), "history retention failed");
                 }
                 continue;
             }
@@ -58,19 +67,20 @@ pub(super) async fn run_writer(
                 for (event, ack) in stored.into_iter().zip(acks) {
                     // The publisher may have given up waiting; the event is stored regardless.
                     let _ = ack.send(Ok(event.seq));
-                    if let Some(dispatch) = &dispatch {
-                        if dispatch.send(event).await.is_err() {
-                            return;
+                    match &after_append {
+                        AfterAppend::Dispatch(dispatch) => {
+                            if dispatch.send(event).await.is_err() {
+                                return;
+                            }
                         }
+                        AfterAppend::LeaveToFeed => {}
                     }
                 }
             }
             Err(error) => {
-                let message = error.to_string();
+                // Each publisher's answer logs it (`http::ApiError`).
                 for ack in acks {
-                    let _ = ack.send(Err(PublishError::Unavailable(HistoryError::Unavailable(
-                        message.clone(),
-                    ))));
+                    let _ = ack.send(Err(PublishError::History(error.clone())));
                 }
             }
         }
@@ -105,7 +115,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::history::{HistoryFuture, MemoryHistory, Page, ReplayFrom, ReplayStart};
+    use crate::history::{
+        HistoryError, HistoryFuture, MemoryHistory, Page, ReplayFrom, ReplayStart,
+    };
 
     /// The in-memory store, recording the size of each append; or failing every append.
     struct Recording {
@@ -128,9 +140,7 @@ mod tests {
         fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
             self.appends.lock().unwrap().push(events.len());
             if self.fail {
-                return Box::pin(std::future::ready(Err(HistoryError::Unavailable(
-                    "disk full".into(),
-                ))));
+                return Box::pin(std::future::ready(Err(HistoryError::Reopening)));
             }
             self.store.clone().append(events)
         }
@@ -173,7 +183,7 @@ mod tests {
         let writer = tokio::spawn(run_writer(
             requests_rx,
             history.clone(),
-            Some(dispatch),
+            AfterAppend::Dispatch(dispatch),
             shutdown.clone(),
         ));
         let mut seqs = Vec::new();
@@ -212,14 +222,14 @@ mod tests {
         run_writer(
             requests_rx,
             history,
-            Some(dispatch),
+            AfterAppend::Dispatch(dispatch),
             CancellationToken::new(),
         )
         .await;
         for acked in acks {
             assert!(matches!(
                 acked.await.unwrap(),
-                Err(PublishError::Unavailable(HistoryError::Unavailable(_)))
+                Err(PublishError::History(HistoryError::Reopening))
             ));
         }
         assert!(dispatched.recv().await.is_none(), "nothing was dispatched");
@@ -233,7 +243,13 @@ mod tests {
         let (request, acked) = request("e");
         requests.send(request).await.unwrap();
         drop(requests);
-        run_writer(requests_rx, history.clone(), None, CancellationToken::new()).await;
+        run_writer(
+            requests_rx,
+            history.clone(),
+            AfterAppend::LeaveToFeed,
+            CancellationToken::new(),
+        )
+        .await;
         assert_eq!(acked.await.unwrap().unwrap(), 1);
         assert_eq!(history.len(), 1);
     }
@@ -246,7 +262,13 @@ mod tests {
         requests.send(request).await.unwrap();
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        run_writer(requests_rx, history.clone(), None, shutdown).await;
+        run_writer(
+            requests_rx,
+            history.clone(),
+            AfterAppend::LeaveToFeed,
+            shutdown,
+        )
+        .await;
         drop(requests);
         // The request was never taken: its acknowledgement sender went with the channel.
         assert!(acked.await.is_err());

@@ -423,3 +423,41 @@ async fn pages_on_an_instance_whose_redis_restarts_miss_nothing() {
         "the replay comes first: {late}"
     );
 }
+
+#[tokio::test]
+async fn a_redis_that_went_away_fails_publishes_with_503_and_retry_after() {
+    let mut redis = RedisServer::start(false).await;
+    let history = ssehub::history::RedisHistory::connect(&redis.url(), "ssehub", 0)
+        .await
+        .expect("connect");
+    let hub = crate::support::TestHub::start_on(crate::support::config(), Arc::new(history)).await;
+    let (status, body) = hub.publish(&[("topic", "t"), ("id", "before")]).await;
+    assert_eq!(status, 200, "{body}");
+
+    redis.stop();
+    let response = reqwest::Client::new()
+        .post(&hub.url)
+        .bearer_auth(publisher_token(&["*"]))
+        .form(&[("topic", "t"), ("id", "during")])
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        response.text().await.expect("body"),
+        "not stored: Redis does not answer\n"
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", hub.addr))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let reason = ready.text().await.expect("body");
+    assert!(reason.starts_with("not ready: "), "{reason}");
+}

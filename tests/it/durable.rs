@@ -339,3 +339,56 @@ async fn a_full_disk_fails_publishes_with_503_and_the_hub_recovers() {
     drop(sub);
     drop(hub);
 }
+
+#[tokio::test]
+async fn a_damaged_record_that_retention_must_drop_fails_publishes_with_500_naming_it() {
+    use ssehub::history::{DurableHistory, LocalHistory, Retention, SyncPolicy};
+    use ssehub::Event;
+
+    // More events than the store reads the ids of at open (16,384), so that the oldest record
+    // is first read by retention, on the next publish.
+    const KEPT: u64 = 20_000;
+    let data = tempfile::tempdir().expect("temp dir");
+    let retention = Retention {
+        max_events: KEPT,
+        max_age: None,
+        max_bytes: None,
+    };
+    {
+        let history =
+            DurableHistory::open(data.path(), retention, SyncPolicy::Batch).expect("open");
+        for chunk in (0..KEPT).collect::<Vec<_>>().chunks(4096) {
+            let events = chunk
+                .iter()
+                .map(|i| Event {
+                    id: format!("e{i}"),
+                    ..Event::new("t", "x")
+                })
+                .collect();
+            history.append_now(events).expect("append");
+        }
+    }
+    // Event 1's record overwritten, through redb: the file is still a valid database.
+    {
+        let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let db = redb::Database::create(data.path().join("history.redb")).expect("redb");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(events)
+            .expect("events")
+            .insert(1, b"\xff".as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let history = DurableHistory::open(data.path(), retention, SyncPolicy::Batch).expect("opens");
+    let hub = crate::support::TestHub::start_on(crate::support::config(), Arc::new(history)).await;
+    let (status, body) = hub.publish(&[("topic", "t"), ("id", "new")]).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body,
+        "not stored: the stored record of event 1 does not decode\n"
+    );
+    // Not stored: a replay from the newest kept event finds nothing after it.
+    let (events, header) = replay_all(&hub.url, &format!("e{}", KEPT - 1)).await;
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(header, Some(format!("e{}", KEPT - 1)));
+}

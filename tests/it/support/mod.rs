@@ -128,11 +128,24 @@ impl TestHub {
     }
 
     pub async fn start_with(config: HubConfig, options: ServerOptions) -> Self {
+        Self::launch(Hub::builder(config), options).await
+    }
+
+    /// A hub on the given history store (durable, Redis...).
+    pub async fn start_on(config: HubConfig, history: Arc<dyn ssehub::history::History>) -> Self {
+        Self::launch(
+            Hub::builder(config).history(history),
+            ServerOptions::default(),
+        )
+        .await
+    }
+
+    async fn launch(builder: ssehub::HubBuilder, options: ServerOptions) -> Self {
         let shutdown = CancellationToken::new();
         let opens: Arc<Mutex<Vec<u64>>> = Arc::default();
         let closes: Closes = Arc::default();
         let (o, c) = (opens.clone(), closes.clone());
-        let hub = Hub::builder(config)
+        let hub = builder
             .shutdown(shutdown.child_token())
             .on_open(move |info| o.lock().expect("lock").push(info.id))
             .on_close(move |info, reason, _| c.lock().expect("lock").push((info.id, reason)))
