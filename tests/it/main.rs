@@ -19,6 +19,7 @@ mod fanout;
 mod fuzz_regressions;
 mod hostile;
 mod lifecycle;
+mod linger;
 mod ops;
 mod publish;
 mod replay;
