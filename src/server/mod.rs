@@ -379,6 +379,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves one HTTP/1.x connection over any byte stream, exactly as a plain connection whose
+/// first request is not a subscription is served (hyper, the router, lingering close), with
+/// the options' HTTP/1 settings; returns when the connection ends. For the `http_server` fuzz
+/// target, which drives it through an in-memory pipe.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn serve_http1_for_fuzzing<I>(io: I, app: Router, options: &ServerOptions)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let protocols = Protocols::new(options);
+    let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+    let connection = connection::serve_http1(&protocols, io, bytes::Bytes::new(), app, remote);
+    if let Err(error) = connection.await {
+        debug!(%error, "fuzzed connection ended with an error");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::net::TcpStream;
