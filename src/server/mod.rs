@@ -159,7 +159,8 @@ pub struct ServerOptions {
     /// `lingering_time`; zero: close at once).
     pub lingering_time: Duration,
     /// While lingering, the longest pause between two reads before the client is taken to have
-    /// stopped (default 5 s, nginx's `lingering_timeout`).
+    /// stopped (default 5 s, nginx's `lingering_timeout`; zero: only the lingering time
+    /// applies).
     pub lingering_timeout: Duration,
     /// Where connection figures go (the hub's [`crate::metrics::Metrics::connections`]); unregistered
     /// handles by default.
