@@ -19,9 +19,11 @@
 //! sends, and the only state is two timers, allocated when lingering starts. The client "may
 //! still be sending" when a request body was dropped before its end ([`UnreadBody`], set by the
 //! router service) or when bytes are waiting at the moment of the close (a head over the size
-//! limit, a pipelined request after an error); otherwise the socket closes at once, so a normal
-//! `Connection: close` or an idle connection closed by shutdown costs nothing. A client that has
-//! already closed its side (end of file seen) is never waited for.
+//! limit, a pipelined request after an error); otherwise it waits at most
+//! [`QUIET_CLOSE_GRACE`] (the rest of an oversized head may still be on its way), and a client
+//! that answers the hub's FIN with its own, as clients do after `Connection: close` or on an
+//! idle connection, ends the wait at once. A client that has already closed its side (end of
+//! file seen) is never waited for.
 //!
 //! HTTP/2 needs none of this per request: h2 answers an early response with `RST_STREAM`
 //! (`NO_ERROR`, RFC 9113 §8.1) and discards the stream's further data, and the connection goes
@@ -67,6 +69,10 @@ impl Default for LingerSettings {
 /// Bytes read per read while draining. On the stack of the `poll_shutdown` call, never in the
 /// connection's state.
 const DRAIN_CHUNK_BYTES: usize = 16 * 1024;
+/// How long a close waits for the client when nothing shows that it is still sending (no
+/// unread body, no bytes waiting): enough for bytes in flight to arrive, or for the client to
+/// answer the hub's FIN with its own, which ends the wait at once.
+const QUIET_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Most reads per poll while draining, so that one fast sender cannot hold the worker thread;
 /// the task then yields and is polled again.
 const DRAIN_READS_PER_POLL: usize = 64;
@@ -155,6 +161,9 @@ struct Draining {
     total: Pin<Box<Sleep>>,
     /// When the client is taken to have stopped, unless it sends again first.
     idle: Pin<Box<Sleep>>,
+    /// The longest pause between reads: the lingering timeout, or [`QUIET_CLOSE_GRACE`] when
+    /// nothing showed that the client is still sending.
+    idle_timeout: Duration,
     /// The last time bytes were read, to move `idle` lazily (once it fires) rather than on
     /// every read.
     last_read: Instant,
@@ -217,24 +226,28 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Linger<I> {
         if self.peer_closed || self.settings.time.is_zero() {
             return Phase::Closed;
         }
-        let first = match self.read_and_discard(cx) {
-            Drained::Gone => return Phase::Closed,
-            Drained::Nothing if !self.unread.as_ref().is_some_and(UnreadBody::is_marked) => {
-                return Phase::Closed
-            }
-            Drained::Nothing => 0,
-            Drained::Bytes(n) => n as u64,
-        };
-        let now = Instant::now();
-        let idle = if self.settings.timeout.is_zero() {
+        let configured = if self.settings.timeout.is_zero() {
             self.settings.time
         } else {
             self.settings.timeout.min(self.settings.time)
         };
+        let (first, idle_timeout) = match self.read_and_discard(cx) {
+            Drained::Gone => return Phase::Closed,
+            Drained::Bytes(n) => (n as u64, configured),
+            Drained::Nothing if self.unread.as_ref().is_some_and(UnreadBody::is_marked) => {
+                (0, configured)
+            }
+            // Nothing says the client is still sending, nor that it is not: hyper also closes
+            // after a head over the size limit, whose next bytes may not have arrived yet.
+            // Wait a little for them (or for the client's own close, which ends it at once).
+            Drained::Nothing => (0, configured.min(QUIET_CLOSE_GRACE)),
+        };
+        let now = Instant::now();
         debug!("lingering: draining what the client still sends");
         Phase::Draining(Box::new(Draining {
             total: Box::pin(tokio::time::sleep_until(now + self.settings.time)),
-            idle: Box::pin(tokio::time::sleep_until(now + idle)),
+            idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            idle_timeout,
             last_read: now,
             discarded: first,
         }))
@@ -242,11 +255,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Linger<I> {
 
     /// Drains until the client stops, closes, or a limit is reached.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let idle_timeout = if self.settings.timeout.is_zero() {
-            self.settings.time
-        } else {
-            self.settings.timeout
-        };
         for _ in 0..DRAIN_READS_PER_POLL {
             match self.read_and_discard(cx) {
                 Drained::Bytes(n) => {
@@ -279,7 +287,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Linger<I> {
                         if draining.idle.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
-                        let due = draining.last_read + idle_timeout;
+                        let due = draining.last_read + draining.idle_timeout;
                         if due <= Instant::now() {
                             debug!(
                                 discarded_bytes = draining.discarded,
@@ -455,10 +463,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn nothing_to_drain_closes_at_once() {
-        // No unread body, nothing waiting: no lingering.
+    async fn a_quiet_close_waits_only_a_short_grace_and_not_for_a_closed_client() {
+        // No unread body, nothing waiting: a short wait for bytes still in flight.
         let (server, _client) = pipe(false);
-        assert_eq!(close(server).await.expect("close"), Duration::ZERO);
+        assert_eq!(close(server).await.expect("close"), QUIET_CLOSE_GRACE);
+        // ... which the client's own close ends at once.
+        let (server, mut client) = pipe(false);
+        let closing = close(server);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("answer");
+        drop(client);
+        assert_eq!(closing.await.expect("close"), Duration::ZERO);
         // A client that already closed is not waited for, even with an unread body.
         let (mut server, client) = pipe(true);
         drop(client);

@@ -480,3 +480,32 @@ async fn draining_refused_bodies_keeps_the_hub_memory_flat() {
         rss_before.max(peak_before)
     );
 }
+
+/// hyper refuses a head over `--max-header-bytes` with `431` before the client has finished
+/// sending it; no body was involved, but the bytes waiting at the close make it linger too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_written_whole_before_reading_gets_the_431() {
+    let hub = TestHub::start(config()).await;
+    let mut stream = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: ".to_vec();
+    head.resize(head.len() + 4 * 1024 * 1024, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    for (i, chunk) in head.chunks(CHUNK_BYTES).enumerate() {
+        if let Err(error) = stream.write_all(chunk).await {
+            panic!(
+                "the write failed after {} of {} head bytes: {error}",
+                i * CHUNK_BYTES,
+                head.len()
+            );
+        }
+    }
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut read))
+        .await
+        .expect("the answer and the end within 20 s")
+        .expect("read");
+    let (_, response) =
+        parse_responses(&read).unwrap_or_else(|| panic!("{:?}", String::from_utf8_lossy(&read)));
+    assert_eq!(response.status, 431, "{response:?}");
+    hub.stop().await;
+}
