@@ -11,6 +11,10 @@
 //! What stays with others: the fuzz targets themselves, their corpora, seeds, dictionaries and
 //! limits (`fuzz/`, `scripts/fuzz`). Not part of the public API: it may change at any time.
 
+mod http_server;
+
+pub use http_server::http_server;
+
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("publish_form", publish_form),
     ("topic_template", topic_template),
     ("jwt", jwt),
+    ("http_server", http_server),
 ];
 
 /// The byte that separates the fields of a structured input; it is never part of UTF-8.

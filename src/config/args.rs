@@ -239,6 +239,20 @@ pub struct ServeArgs {
     #[serde(with = "duration")]
     pub dispatch_timeout: Duration,
 
+    /// When the hub closes a connection whose client may still be sending (a request refused
+    /// before its body was read: 413, 401), the longest time it keeps reading and discarding
+    /// what comes, so the client reads the answer instead of a reset (0: close at once).
+    /// nginx's `lingering_time`.
+    #[arg(long, env = "SSEHUB_LINGERING_TIME", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub lingering_time: Duration,
+
+    /// While lingering, the longest pause between two reads before the client is taken to have
+    /// stopped. nginx's `lingering_timeout`.
+    #[arg(long, env = "SSEHUB_LINGERING_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub lingering_timeout: Duration,
+
     /// Where `/metrics` is served: `main` (the hub's own listener), `off`, or an address for a
     /// listener of its own (e.g. `127.0.0.1:9100`).
     #[arg(long, env = "SSEHUB_METRICS", default_value = "main")]

@@ -259,6 +259,21 @@ mod tests {
     }
 
     #[test]
+    fn lingering_settings_are_read_from_the_file() {
+        let serve = parse_with_file(
+            "lingering_time = \"12s\"\nlingering_timeout = \"1s\"\n",
+            &["--lingering-timeout", "2s"],
+        )
+        .expect("parses");
+        assert_eq!(serve.lingering_time, Duration::from_secs(12));
+        assert_eq!(
+            serve.lingering_timeout,
+            Duration::from_secs(2),
+            "the flag wins"
+        );
+    }
+
+    #[test]
     fn mercure_write_timeout_in_the_file_is_the_max_lifetime() {
         let serve = parse_with_file("write_timeout = \"90s\"\n", &[]).expect("parses");
         assert_eq!(serve.max_lifetime, Duration::from_secs(90));

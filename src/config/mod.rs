@@ -260,6 +260,29 @@ mod tests {
     }
 
     #[test]
+    fn lingering_settings_reach_the_server_options_with_nginx_defaults() {
+        let args = parse(&["--jwt-key", "k"]).expect("parses");
+        let settings = args.serve.resolve().expect("valid");
+        assert_eq!(settings.server.lingering_time, Duration::from_secs(30));
+        assert_eq!(settings.server.lingering_timeout, Duration::from_secs(5));
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--lingering-time",
+            "2s",
+            "--lingering-timeout",
+            "250ms",
+        ])
+        .expect("parses");
+        let settings = args.serve.resolve().expect("valid");
+        assert_eq!(settings.server.lingering_time, Duration::from_secs(2));
+        assert_eq!(
+            settings.server.lingering_timeout,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_setting() {
         let args = parse(&["--jwt-key", "k", "--cors-origins", "example.com"]).expect("parses");
         let error = args

@@ -65,6 +65,8 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_header_bytes: self.max_header_bytes,
+            lingering_time: self.lingering_time,
+            lingering_timeout: self.lingering_timeout,
             ..ServerOptions::default()
         };
         Ok(Settings {

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, StatusCode};
+use http_body::Body as _;
 
 use super::error::ApiError;
 use super::query_param;
@@ -57,12 +58,21 @@ pub async fn publish(
         }
     }
     let limit = hub.config().max_publish_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than the {limit}-byte limit (or was cut off)"),
         )
-    })?;
+    };
+    // A declared length over the limit is refused before any of the body is read: with
+    // `Expect: 100-continue` the client then gets the 413 instead of `100 Continue` (hyper
+    // sends that only once the body is polled) and never sends the body at all.
+    if usize::try_from(body.size_hint().lower()).map_or(true, |declared| declared > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let event = parse_form(&bytes)?;
     grant.check_topics(&event.topics)?;
     let receipt = hub.publish(event).await?;

@@ -1,6 +1,7 @@
 //! One accepted connection: what its first bytes speak (the HTTP/2 preface, an HTTP/1.1
 //! subscription, another request), and serving it — plain or over TLS — with hyper or, for a
-//! plain HTTP/1.1 subscription, with [`super::direct`]; the router as a hyper service.
+//! plain HTTP/1.1 subscription, with [`super::direct`]; the router as a hyper service. Every
+//! connection hyper serves closes through [`Linger`], so that an early answer is read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,9 +10,11 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 use tracing::debug;
@@ -19,6 +22,7 @@ use tracing::debug;
 use super::direct;
 use super::io::{GreetingTimeout, TimedIo};
 use super::limits::ConnectionSlot;
+use super::linger::{Linger, TrackedBody, UnreadBody};
 use super::Protocols;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4), which a client speaking HTTP/2 sends first.
@@ -104,21 +108,27 @@ impl Connection {
         let remote = self.remote;
         match Box::pin(greet(io, greeting_timeout, max_head_bytes)).await {
             Greeting::Http2(io) => {
+                // HTTP/2 refuses a request body with RST_STREAM, not by closing: nothing to
+                // mark, but the connection's own close still lingers when bytes are waiting.
+                let io = Linger::new(io, self.protocols.linger, None);
                 let io = TokioIo::new(GreetingTimeout::new(io, greeting_timeout));
-                let connection = self.protocols.http2.serve_connection(io, self.service());
+                let connection = self
+                    .protocols
+                    .http2
+                    .serve_connection(io, self.service(None));
                 if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
                     debug!(%remote, %error, "HTTP/2 connection ended with an error");
                 }
             }
             Greeting::Subscription(io, request) => {
-                let service = self.service();
+                let service = self.service(None);
                 // Held until the stream ends, so that graceful shutdown waits for it.
                 let _watcher = self.watcher;
                 direct::serve_subscription(io, *request, service).await;
             }
             Greeting::Other(io, read) => {
-                let io = TokioIo::new(direct::Rewind::new(io, read));
-                let connection = self.protocols.http1.serve_connection(io, self.service());
+                let connection =
+                    serve_http1(&self.protocols, io, read, self.app.clone(), self.remote);
                 if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
                     debug!(%remote, %error, "connection ended with an error");
                 }
@@ -136,6 +146,9 @@ impl Connection {
         handshake_timeout: Duration,
     ) {
         let remote = self.remote;
+        // Below TLS: the drain discards raw TLS records, which need no decrypting.
+        let unread = UnreadBody::default();
+        let io = Linger::new(io, self.protocols.linger, Some(unread.clone()));
         let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
@@ -151,7 +164,7 @@ impl Connection {
         };
         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         let protocols = Arc::clone(&self.protocols);
-        let service = self.service();
+        let service = self.service((!http2).then_some(unread));
         let io = TokioIo::new(GreetingTimeout::new(stream, handshake_timeout));
         let ended = if http2 {
             // Boxed, so that this task's state is sized for HTTP/1.1.
@@ -166,13 +179,39 @@ impl Connection {
         }
     }
 
-    /// The router as a hyper service, with the peer address for `ConnectInfo`.
-    fn service(&self) -> RouterService {
+    /// The router as a hyper service, with the peer address for `ConnectInfo`, marking
+    /// `unread` (HTTP/1) when a request body is left unread.
+    fn service(&self, unread: Option<UnreadBody>) -> RouterService {
         RouterService {
             app: self.app.clone(),
             remote: self.remote,
+            unread,
         }
     }
+}
+
+/// Serves HTTP/1.x with hyper on `io`, whose first bytes `read` were already taken from it:
+/// the path of every plain connection that is not a subscription or HTTP/2, and of the
+/// `http_server` fuzz target (over an in-memory pipe). Its close lingers ([`Linger`]).
+pub(super) fn serve_http1<I>(
+    protocols: &Protocols,
+    io: I,
+    read: bytes::Bytes,
+    app: Router,
+    remote: SocketAddr,
+) -> hyper::server::conn::http1::Connection<TokioIo<direct::Rewind<Linger<I>>>, RouterService>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let unread = UnreadBody::default();
+    let io = Linger::new(io, protocols.linger, Some(unread.clone()));
+    let io = TokioIo::new(direct::Rewind::new(io, read));
+    let service = RouterService {
+        app,
+        remote,
+        unread: Some(unread),
+    };
+    protocols.http1.serve_connection(io, service)
 }
 
 /// The router as a hyper service for one connection.
@@ -181,6 +220,9 @@ pub(super) struct RouterService {
     app: Router,
     /// Inserted into each request as `ConnectInfo<SocketAddr>`.
     remote: SocketAddr,
+    /// HTTP/1: marked when a request body is dropped before its end, so that the connection
+    /// lingers when hyper closes it ([`Linger`]). `None` over HTTP/2 and for subscriptions.
+    unread: Option<UnreadBody>,
 }
 
 impl RouterService {
@@ -202,6 +244,14 @@ impl hyper::service::Service<http::Request<Incoming>> for RouterService {
     type Future = tower::util::Oneshot<Router, http::Request<axum::body::Body>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        self.route(request.map(axum::body::Body::new))
+        match &self.unread {
+            Some(unread) if !request.body().is_end_stream() => {
+                let unread = unread.clone();
+                self.route(
+                    request.map(|body| axum::body::Body::new(TrackedBody::new(body, unread))),
+                )
+            }
+            _ => self.route(request.map(axum::body::Body::new)),
+        }
     }
 }

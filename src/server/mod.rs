@@ -27,6 +27,11 @@
 //! limit is answered at once with `503` (total) or `429` (per address), without reading its
 //! request, and closed; a TLS connection is closed (answering would cost a handshake).
 //!
+//! Refusals are readable: a request answered before its body was read (`413`, `401`) closes
+//! its connection through `linger`, which drains what the client still sends for up to
+//! [`ServerOptions::lingering_time`] before closing, so that the client reads the answer
+//! instead of a reset.
+//!
 //! Slow subscribers over HTTP/2: flow control is per stream, so a stream whose window the client
 //! does not reopen simply stops being polled; its subscriber queue fills and the hub closes that
 //! subscriber alone (`SlowConsumer`), while the other streams of the connection continue. A
@@ -79,6 +84,7 @@ mod connection;
 mod direct;
 mod io;
 mod limits;
+mod linger;
 pub mod tls;
 
 use std::future::Future;
@@ -94,6 +100,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
 pub use io::TimedIo;
+pub use linger::LingerSettings;
 pub use tls::{TlsConfig, TlsError};
 
 use connection::{Connection, RouterService};
@@ -146,6 +153,15 @@ pub struct ServerOptions {
     /// `0` (the default): no limit. Behind a reverse proxy every client shares the proxy's
     /// address: leave it off there and limit at the proxy.
     pub max_connections_per_ip: usize,
+    /// When the hub closes a connection whose client may still be sending (a request refused
+    /// before its body was read), the longest time it keeps reading and discarding what comes,
+    /// so the client reads the answer instead of a reset (default 30 s, nginx's
+    /// `lingering_time`; zero: close at once).
+    pub lingering_time: Duration,
+    /// While lingering, the longest pause between two reads before the client is taken to have
+    /// stopped (default 5 s, nginx's `lingering_timeout`; zero: only the lingering time
+    /// applies).
+    pub lingering_timeout: Duration,
     /// Where connection figures go (the hub's [`crate::metrics::Metrics::connections`]); unregistered
     /// handles by default.
     pub metrics: ConnectionMetrics,
@@ -163,6 +179,8 @@ impl Default for ServerOptions {
             http2_keep_alive_interval: Duration::from_secs(20),
             max_connections: 0,
             max_connections_per_ip: 0,
+            lingering_time: LingerSettings::default().time,
+            lingering_timeout: LingerSettings::default().timeout,
             metrics: ConnectionMetrics::default(),
         }
     }
@@ -206,6 +224,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct Protocols {
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// How a closing connection drains (`linger`).
+    linger: LingerSettings,
 }
 
 impl Protocols {
@@ -228,7 +248,15 @@ impl Protocols {
             .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(keep_alive)
             .keep_alive_timeout(options.http2_keep_alive_interval);
-        Self { http1, http2 }
+        let linger = LingerSettings {
+            time: options.lingering_time,
+            timeout: options.lingering_timeout,
+        };
+        Self {
+            http1,
+            http2,
+            linger,
+        }
     }
 }
 
@@ -350,6 +378,23 @@ pub async fn serve(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves one HTTP/1.x connection over any byte stream, exactly as a plain connection whose
+/// first request is not a subscription is served (hyper, the router, lingering close), with
+/// the options' HTTP/1 settings; returns when the connection ends. For the `http_server` fuzz
+/// target, which drives it through an in-memory pipe.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn serve_http1_for_fuzzing<I>(io: I, app: Router, options: &ServerOptions)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let protocols = Protocols::new(options);
+    let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+    let connection = connection::serve_http1(&protocols, io, bytes::Bytes::new(), app, remote);
+    if let Err(error) = connection.await {
+        debug!(%error, "fuzzed connection ended with an error");
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod fanout;
 mod fuzz_regressions;
 mod hostile;
 mod lifecycle;
+mod linger;
 mod node_clients;
 mod ops;
 mod publish;

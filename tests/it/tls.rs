@@ -1,6 +1,7 @@
 //! HTTP/2 and TLS on the real binary: many subscriptions over one HTTP/2 connection (over TLS
 //! by ALPN, and cleartext with prior knowledge), the slow-subscriber policy per HTTP/2 stream,
-//! bad TLS input, a certificate replaced on disk while the hub runs, and ten `EventSource`s of
+//! bad TLS input, a certificate replaced on disk while the hub runs, a refused 20 MiB publish
+//! whose `413` is read (lingering close below TLS), and ten `EventSource`s of
 //! a headless Chromium over HTTPS (Debian's `chromium`, driven over DevTools).
 //!
 //! Certificates are made here with rcgen: a test CA, and leaf certificates for `localhost`
@@ -683,4 +684,41 @@ async fn connections_that_never_make_a_request_are_closed() {
     .await;
     plain.stop().await;
     tls.stop().await;
+}
+
+/// Lingering close works below TLS (`server::linger` wraps the socket under rustls): a
+/// publisher that writes a 20 MiB body over HTTP/1.1 over TLS before reading anything reads
+/// the whole `413`, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_publisher_writing_20_mib_before_reading_gets_the_413() {
+    const BODY_BYTES: usize = 20 * 1024 * 1024;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = install(dir.path(), &ca.leaf("linger", 1));
+    let hub = start_tls_hub(&cert, &key);
+    let mut tls = connect_tls(&hub, &ca.client(&[b"http/1.1"]))
+        .await
+        .expect("TLS handshake");
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {BODY_BYTES}\r\n\r\n",
+        publisher_token(&["*"])
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'x'; 64 * 1024];
+    for written in (0..BODY_BYTES).step_by(chunk.len()) {
+        if let Err(error) = tls.write_all(&chunk).await {
+            panic!("the write failed after {written} of {BODY_BYTES} body bytes: {error}");
+        }
+    }
+    tls.flush().await.expect("flush");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer))
+        .await
+        .expect("the answer and the end within 20 s")
+        .expect("a clean TLS close after the answer");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text:?}");
+    assert!(text.ends_with("(or was cut off)\n"), "{text:?}");
 }
