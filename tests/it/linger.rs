@@ -129,6 +129,16 @@ async fn publish_then_read(
     token: Option<&str>,
     halfway: Option<oneshot::Sender<()>>,
 ) -> Outcome {
+    send_then_read(addr, framing, publish_head(framing, token, false), halfway).await
+}
+
+/// [`publish_then_read`] with a head of the caller's.
+async fn send_then_read(
+    addr: std::net::SocketAddr,
+    framing: Framing,
+    head: String,
+    halfway: Option<oneshot::Sender<()>>,
+) -> Outcome {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut halfway = halfway;
     let mut outcome = Outcome {
@@ -137,7 +147,6 @@ async fn publish_then_read(
         read: Vec::new(),
         read_error: None,
     };
-    let head = publish_head(framing, token, false);
     if let Err(error) = stream.write_all(head.as_bytes()).await {
         outcome.write_error = Some(error);
         return outcome;
@@ -267,6 +276,25 @@ async fn a_publish_without_a_token_and_a_20_mib_body_gets_the_401() {
     let hub = TestHub::start(config()).await;
     let outcome = publish_then_read(hub.addr, Framing::ContentLength, None, None).await;
     assert_answer_read(&outcome, 401, "");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_is_not_a_form_with_a_20_mib_body_gets_the_415() {
+    let hub = TestHub::start(config()).await;
+    let head = publish_head(
+        Framing::ContentLength,
+        Some(&publisher_token(&["*"])),
+        false,
+    )
+    .replace(
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type: application/json",
+    );
+    assert!(head.contains("application/json"));
+    let outcome = send_then_read(hub.addr, Framing::ContentLength, head, None).await;
+    assert_answer_read(&outcome, 415, "x-www-form-urlencoded");
+    hub_still_serves(&hub, "after-415").await;
     hub.stop().await;
 }
 
