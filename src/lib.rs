@@ -24,7 +24,7 @@
 //! Embedding, with lifecycle hooks:
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use ssehub::{http, server, Hub, HubConfig};
+//! use ssehub::{http, server, HttpConfig, Hub, HubConfig};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let token = CancellationToken::new();
@@ -36,7 +36,7 @@
 //!     .await?;
 //! let app = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hi" }))
-//!     .merge(http::router(hub.clone()));
+//!     .merge(http::router(hub.clone(), HttpConfig::default())); // keys, CORS, body limit
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! server::serve(listener, app, server::ServerOptions::default(), token.clone().cancelled_owned()).await?;
 //! hub.shutdown().await;
@@ -90,6 +90,7 @@ pub mod topic;
 pub mod wire;
 
 pub use event::Event;
+pub use http::HttpConfig;
 pub use hub::{
     CloseKind, CloseReason, Hub, HubBuilder, HubConfig, NotReady, PublishError, PublishReceipt,
     SubscribeError, SubscribeRequest, SubscriberInfo, Subscription,
