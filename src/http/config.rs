@@ -9,7 +9,8 @@ use crate::auth::AuthConfig;
 /// Settings of the HTTP routes. `Default` gives the values documented on each field.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Keys and the anonymous-subscriber policy.
+    /// Keys and the anonymous-subscriber policy (default: no keys and no anonymous
+    /// subscribers, so HTTP refuses every publish and subscription until they are set).
     pub auth: AuthConfig,
     /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
     /// but then without credentials (cookies).
@@ -19,8 +20,8 @@ pub struct HttpConfig {
     pub publish_origins: Vec<String>,
     /// Largest publish request body in bytes (default 1 MiB); larger ones get `413`.
     pub max_publish_bytes: usize,
-    /// Whether [`super::router`] serves `/metrics` (off when metrics have a listener of
-    /// their own, or are disabled).
+    /// Whether [`super::router`] serves `/metrics` (default on; off when metrics have a
+    /// listener of their own, or are disabled).
     pub metrics_on_router: bool,
 }
 
