@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use ssehub::auth::AuthConfig;
-use ssehub::{http, server, Event, Hub, HubConfig};
+use ssehub::{http, server, Event, HttpConfig, Hub, HubConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -47,28 +47,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter("info,ssehub=debug")
         .init();
     let shutdown = CancellationToken::new();
-    let hub = Hub::builder(HubConfig {
-        auth: AuthConfig {
-            anonymous: true,
-            ..AuthConfig::default()
-        },
-        ..HubConfig::default()
-    })
-    .shutdown(shutdown.child_token())
-    .on_open(|info| tracing::info!(subscriber = info.id, topics = ?info.topics, "stream opened"))
-    .on_close(|info, reason, lived| {
-        // Timeout, completion or error: the three callbacks of a servlet `SseEmitter`.
-        let kind = reason.kind();
-        tracing::info!(
-            subscriber = info.id,
-            ?reason,
-            ?kind,
-            ?lived,
-            "stream closed"
-        );
-    })
-    .build()
-    .await?;
+    let hub = Hub::builder(HubConfig::default())
+        .shutdown(shutdown.child_token())
+        .on_open(
+            |info| tracing::info!(subscriber = info.id, topics = ?info.topics, "stream opened"),
+        )
+        .on_close(|info, reason, lived| {
+            // Timeout, completion or error: the three callbacks of a servlet `SseEmitter`.
+            let kind = reason.kind();
+            tracing::info!(
+                subscriber = info.id,
+                ?reason,
+                ?kind,
+                ?lived,
+                "stream closed"
+            );
+        })
+        .build()
+        .await?;
 
     let app = Router::new()
         .route("/orders", post(create_order))
@@ -76,7 +72,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             hub: hub.clone(),
             next_order: Arc::new(AtomicU64::new(1)),
         })
-        .merge(http::router(hub.clone()));
+        .merge(http::router(
+            hub.clone(),
+            HttpConfig {
+                // Browsers subscribe without a token; the application publishes itself.
+                auth: AuthConfig {
+                    anonymous: true,
+                    ..AuthConfig::default()
+                },
+                ..HttpConfig::default()
+            },
+        ));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");

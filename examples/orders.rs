@@ -53,7 +53,7 @@ use clap::Parser;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use ssehub::auth::AuthConfig;
 use ssehub::http::ApiError;
-use ssehub::{server, CloseKind, CloseReason, Event, Hub, HubConfig, SubscriberInfo};
+use ssehub::{server, CloseKind, CloseReason, Event, HttpConfig, Hub, HubConfig, SubscriberInfo};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -275,8 +275,9 @@ async fn stats(State(app): State<App>) -> Json<serde_json::Value> {
     }))
 }
 
-/// The application: its routes, and the hub's (`/.well-known/mercure`) merged beside them.
-fn router(app: App) -> Router {
+/// The application: its routes, and the hub's (`/.well-known/mercure`) merged beside them,
+/// with `http` (who may subscribe and publish over HTTP).
+fn router(app: App, http: HttpConfig) -> Router {
     let hub = app.hub.clone();
     Router::new()
         .route("/orders", post(create_order))
@@ -285,7 +286,7 @@ fn router(app: App) -> Router {
         .route("/orders/{id}", get(get_order))
         .route("/stats", get(stats))
         .with_state(app)
-        .merge(ssehub::http::router(hub))
+        .merge(ssehub::http::router(hub, http))
 }
 
 /// A pool of at most `size` connections; waits for a free one at most 5 s.
@@ -394,26 +395,30 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let shutdown = CancellationToken::new();
     let streams = Arc::new(StreamStats::default());
     let (on_open, on_close) = (streams.clone(), streams.clone());
-    let hub = Hub::builder(HubConfig {
-        // Browsers subscribe without a token; only this application publishes (through
-        // `Hub::publish`: the hub's HTTP publish endpoint has no key, so it refuses everyone).
+    let hub = Hub::builder(HubConfig::default())
+        .shutdown(shutdown.child_token())
+        .on_open(move |info| on_open.opened(info))
+        .on_close(move |info, reason, lived| on_close.closed(info, reason, lived))
+        .build()
+        .await?;
+    // Browsers subscribe without a token; only this application publishes (through
+    // `Hub::publish`: the hub's HTTP publish endpoint has no key, so it refuses everyone).
+    let http = HttpConfig {
         auth: AuthConfig {
             anonymous: true,
             ..AuthConfig::default()
         },
-        ..HubConfig::default()
-    })
-    .shutdown(shutdown.child_token())
-    .on_open(move |info| on_open.opened(info))
-    .on_close(move |info, reason, lived| on_close.closed(info, reason, lived))
-    .build()
-    .await?;
-    let app = router(App {
-        hub: hub.clone(),
-        db: db.clone(),
-        sql: Arc::new(Sql::for_table(&table)),
-        streams,
-    });
+        ..HttpConfig::default()
+    };
+    let app = router(
+        App {
+            hub: hub.clone(),
+            db: db.clone(),
+            sql: Arc::new(Sql::for_table(&table)),
+            streams,
+        },
+        http,
+    );
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, %table, pool_size = args.pool_size, "listening");

@@ -2,8 +2,8 @@
 //!
 //! Publishers `POST` updates; browsers subscribe with `EventSource` and receive them in real
 //! time, resuming with `Last-Event-ID` after a disconnect. The same hub is a library: build a
-//! [`Hub`], mount [`http::router`] beside your own routes, or call [`Hub::publish`] and
-//! [`Hub::subscribe`] directly.
+//! [`Hub`] with a [`HubConfig`], mount [`http::router`] (with an [`HttpConfig`]) beside your own
+//! routes or nested under a prefix, or call [`Hub::publish`] and [`Hub::subscribe`] directly.
 //!
 //! Module map (one concern each):
 //! - [`event`]: the event model and its validation.
@@ -14,8 +14,12 @@
 //!   subscriber's queue and stream, the emitter lifecycle and its hooks.
 //! - [`history`]: the event log used for `Last-Event-ID` replay.
 //! - [`auth`]: JWTs for publishers and subscribers.
-//! - [`http`]: the Mercure routes, CORS and error responses.
-//! - [`server`]: the accept loop, connection timeouts and graceful shutdown.
+//! - [`http`]: the Mercure routes and their settings ([`HttpConfig`]: keys, CORS, publish
+//!   origins, the body limit), CORS and error responses; a stream's response is marked
+//!   [`http::EventStream`].
+//! - [`server`]: the accept loop, connection limits and timeouts, HTTP/2 and TLS, graceful
+//!   shutdown, and the direct writer for plain HTTP/1.1 streams (the `GET`s of
+//!   [`server::ServerOptions::subscribe_path`] whose answer is marked as an event stream).
 //! - [`metrics`]: Prometheus metrics, one registry per hub.
 //! - `config` and `cli`: settings and the `ssehub` command line (cargo feature `cli`, on by
 //!   default; an application embedding the hub can leave it out with `default-features = false`,
@@ -24,10 +28,17 @@
 //! Embedding, with lifecycle hooks:
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use ssehub::{http, server, Hub, HubConfig};
+//! use ssehub::auth::AuthConfig;
+//! use ssehub::{http, server, HttpConfig, Hub, HubConfig};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let token = CancellationToken::new();
+//! // Keys, CORS and the publish body limit: here anonymous subscribers, and publishing only
+//! // through `Hub::publish` (no publisher key).
+//! let http_config = HttpConfig {
+//!     auth: AuthConfig { anonymous: true, ..AuthConfig::default() },
+//!     ..HttpConfig::default()
+//! };
 //! let hub = Hub::builder(HubConfig::default())
 //!     .shutdown(token.child_token()) // ends every stream on cancel
 //!     .on_open(|info| println!("subscriber {} opened", info.id))
@@ -36,13 +47,16 @@
 //!     .await?;
 //! let app = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hi" }))
-//!     .merge(http::router(hub.clone()));
+//!     .merge(http::router(hub.clone(), http_config));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! server::serve(listener, app, server::ServerOptions::default(), token.clone().cancelled_owned()).await?;
 //! hub.shutdown().await;
 //! # Ok(()) }
 //! ```
-//! `examples/orders.rs` does the same with a PostgreSQL connection pool of its own.
+//! `examples/orders.rs` does the same with a PostgreSQL connection pool of its own. Nested under
+//! a prefix (`Router::new().nest("/events", http::router(..))`), the streams work as they are;
+//! set [`server::ServerOptions::subscribe_path`] to `/events/.well-known/mercure` so that they
+//! also keep the server's small writer (about 3.7 KB per idle stream instead of 12).
 //!
 //! # Emitter lifecycle and why there is no global lock
 //!
@@ -90,6 +104,7 @@ pub mod topic;
 pub mod wire;
 
 pub use event::Event;
+pub use http::HttpConfig;
 pub use hub::{
     CloseKind, CloseReason, Hub, HubBuilder, HubConfig, NotReady, PublishError, PublishReceipt,
     SubscribeError, SubscribeRequest, SubscriberInfo, Subscription,

@@ -62,13 +62,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         on_signal.cancel();
         info!("shutdown signal received: closing streams");
     });
-    let mut app = http::router(hub.clone());
+    let mut app = http::router(hub.clone(), settings.http.clone());
     if let Some(signer) = settings.demo {
         tracing::warn!(
             url = %format!("{scheme}://{addr}/"),
             "--demo: serving the demo page, and publisher tokens to anyone who asks (never in production)"
         );
-        app = app.merge(http::demo::router(hub.clone(), signer));
+        app = app.merge(http::demo::router(hub.clone(), settings.http, signer));
     }
     let options = server::ServerOptions {
         metrics: hub.metrics().connections.clone(),

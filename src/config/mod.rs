@@ -8,8 +8,8 @@
 //!   environment;
 //! - [`file`]: the config file, layered under them with figment ([`merge_config_file`]);
 //! - `resolve`: [`ServeArgs::resolve`] turns them into the library's [`HubConfig`],
-//!   [`ServerOptions`] and [`HistorySettings`], and a bad value stops start-up with a message
-//!   naming it.
+//!   [`HttpConfig`], [`ServerOptions`] and [`HistorySettings`], and a bad value stops start-up
+//!   with a message naming it.
 //!
 //! Opening the history store is [`HistorySettings::open`], in [`crate::history`].
 //!
@@ -30,6 +30,7 @@ pub use self::args::{parse_duration, HistoryKind, ServeArgs, SyncMode};
 pub use self::file::merge_config_file;
 use crate::auth::{JwtKeyError, JwtSigner};
 pub use crate::history::HistorySettings;
+use crate::http::HttpConfig;
 use crate::hub::HubConfig;
 use crate::server::ServerOptions;
 
@@ -38,6 +39,8 @@ use crate::server::ServerOptions;
 pub struct Settings {
     /// The hub's settings.
     pub hub: HubConfig,
+    /// The HTTP routes' settings (keys, origins, the publish body limit, `/metrics`).
+    pub http: HttpConfig,
     /// Connection settings.
     pub server: ServerOptions,
     /// The history store.
@@ -128,7 +131,7 @@ mod tests {
     fn jwt_key_is_the_fallback_for_both() {
         let args = parse(&["--jwt-key", "secret"]).expect("parses");
         let settings = args.serve.resolve().expect("valid");
-        assert!(settings.hub.auth.publisher.is_some() && settings.hub.auth.subscriber.is_some());
+        assert!(settings.http.auth.publisher.is_some() && settings.http.auth.subscriber.is_some());
         assert!(matches!(settings.history, HistorySettings::Durable { .. }));
     }
 
@@ -148,9 +151,9 @@ mod tests {
             ["https://a.example", "https://b.example", "c"]
         );
         let settings = args.serve.resolve().expect("valid");
-        let publisher = format!("{:?}", settings.hub.auth.publisher);
+        let publisher = format!("{:?}", settings.http.auth.publisher);
         assert!(publisher.contains("https://b.example"), "{publisher}");
-        let subscriber = format!("{:?}", settings.hub.auth.subscriber);
+        let subscriber = format!("{:?}", settings.http.auth.subscriber);
         assert!(subscriber.contains("https://b.example"), "{subscriber}");
         let args = parse(&["--jwt-key", "k"]).expect("parses");
         assert!(args.serve.jwt_audience.is_empty());

@@ -1,4 +1,4 @@
-//! [`ServeArgs::resolve`]: the merged flags become the library's [`HubConfig`],
+//! [`ServeArgs::resolve`]: the merged flags become the library's [`HubConfig`], [`HttpConfig`],
 //! [`ServerOptions`] and [`HistorySettings`], or a [`ConfigError`] naming the first bad setting.
 //!
 //! Each concern has its own step (keys, limits, origins, TLS, the history store), so a new
@@ -13,6 +13,7 @@ use super::args::{HistoryKind, ServeArgs, SyncMode};
 use super::{ConfigError, Settings};
 use crate::auth::{AuthConfig, JwtSigner, JwtVerifier};
 use crate::history::{HistorySettings, Retention, SyncPolicy};
+use crate::http::HttpConfig;
 use crate::hub::HubConfig;
 use crate::server::{ServerOptions, TlsConfig};
 
@@ -37,7 +38,6 @@ impl ServeArgs {
         self.check_origins()?;
         let metrics_addr = self.metrics_addr()?;
         let hub = HubConfig {
-            metrics_on_router: self.metrics == "main",
             heartbeat: self.heartbeat,
             max_lifetime: (!self.max_lifetime.is_zero()).then_some(self.max_lifetime),
             history_size: self.history_size,
@@ -47,15 +47,18 @@ impl ServeArgs {
             initial_cursor: self.initial_cursor,
             max_topics_per_subscription: self.max_topics,
             event_limits,
-            max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,
+            subscriptions: self.subscriptions,
+        };
+        let http = HttpConfig {
             auth: AuthConfig {
                 publisher: Some(keys.publisher),
                 subscriber: keys.subscriber,
                 anonymous: self.anonymous,
             },
-            publish_origins: non_empty(&self.publish_origins),
-            subscriptions: self.subscriptions,
             cors_origins: non_empty(&self.cors_origins),
+            publish_origins: non_empty(&self.publish_origins),
+            max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,
+            metrics_on_router: self.metrics == "main",
         };
         let server = ServerOptions {
             tls: self.tls()?,
@@ -71,6 +74,7 @@ impl ServeArgs {
         };
         Ok(Settings {
             hub,
+            http,
             server,
             history: self.history_settings()?,
             metrics_addr,

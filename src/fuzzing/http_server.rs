@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 
 use super::Input;
 use crate::auth::{AuthConfig, JwtAlgorithm, JwtSigner, JwtVerifier};
+use crate::http::HttpConfig;
 use crate::hub::{Hub, HubConfig};
 use crate::server::{serve_http1_for_fuzzing, ServerOptions};
 
@@ -86,14 +87,7 @@ pub fn http_server(bytes: &[u8]) {
 }
 
 fn hub_config() -> HubConfig {
-    let verifier = || JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("a valid secret");
     HubConfig {
-        auth: AuthConfig {
-            publisher: Some(verifier()),
-            subscriber: Some(verifier()),
-            anonymous: true,
-        },
-        max_publish_bytes: MAX_PUBLISH_BYTES,
         history_size: 16,
         // An event stream whose client left is noticed at its next write at the latest.
         heartbeat: HEARTBEAT,
@@ -101,10 +95,23 @@ fn hub_config() -> HubConfig {
     }
 }
 
+fn http_config() -> HttpConfig {
+    let verifier = || JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("a valid secret");
+    HttpConfig {
+        auth: AuthConfig {
+            publisher: Some(verifier()),
+            subscriber: Some(verifier()),
+            anonymous: true,
+        },
+        max_publish_bytes: MAX_PUBLISH_BYTES,
+        ..HttpConfig::default()
+    }
+}
+
 /// Opens a connection to the hub's server over an in-memory pipe.
 fn connect(hub: &Hub) -> (DuplexStream, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let app = crate::http::router(hub.clone());
+    let app = crate::http::router(hub.clone(), http_config());
     let serving = tokio::spawn(async move {
         serve_http1_for_fuzzing(server, app, &ServerOptions::default()).await;
     });

@@ -27,6 +27,7 @@
 //! ([`REPLAY_FIRST_WAIT`], [`REPLAY_QUIET`]). An event the replay had not reached by then is not
 //! lost: the cursor stops before it and the next poll returns it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
@@ -39,6 +40,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::error::ApiError;
+use super::HttpConfig;
 use crate::auth::{self, Claims, JwtSigner, MercureClaim};
 use crate::event::EARLIEST;
 use crate::hub::{Hub, SubscribeRequest, Subscription};
@@ -73,21 +75,28 @@ const POLL_READ_LIMIT: Duration = Duration::from_secs(2);
 /// The most events one poll returns; the client continues from `last_id`.
 const MAX_POLL_EVENTS: usize = 1000;
 
-/// The demo routes, to merge beside [`super::router`]. `signer` signs the tokens of
-/// `/demo/token` and must match the hub's publisher key.
-pub fn router(hub: Hub, signer: JwtSigner) -> Router {
+/// The demo routes, to merge beside [`super::router`], with the same `config` (its `auth`
+/// authorizes the polls). `signer` signs the tokens of `/demo/token` and must match the
+/// publisher key.
+pub fn router(hub: Hub, config: HttpConfig, signer: JwtSigner) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/demo/token", get(token))
         .route("/demo/poll", get(poll))
         .route("/demo/longpoll", get(long_poll))
-        .with_state(DemoState { hub, signer })
+        .with_state(DemoState {
+            hub,
+            config: Arc::new(config),
+            signer,
+        })
 }
 
 /// What the demo handlers share.
 #[derive(Clone)]
 struct DemoState {
     hub: Hub,
+    /// The HTTP settings: the polls authorize like the Mercure subscribe endpoint.
+    config: Arc<HttpConfig>,
     /// The publisher signing key (the HMAC secret the hub verifies publishers with).
     signer: JwtSigner,
 }
@@ -201,14 +210,14 @@ impl PollQuery {
 /// Authorizes like the Mercure subscribe endpoint, then subscribes after `last_event_id`.
 async fn open(
     hub: &Hub,
+    config: &HttpConfig,
     headers: &HeaderMap,
     query: &PollQuery,
     last_event_id: Option<String>,
 ) -> Result<Subscription, ApiError> {
     let token =
         auth::extract_token(headers, query.authorization.as_deref())?.map(|(token, _)| token);
-    let grant = hub
-        .config()
+    let grant = config
         .auth
         .authorize_subscriber(token.as_deref(), hub.selector_cache())?;
     Ok(hub
@@ -250,7 +259,7 @@ async fn poll(
     let query = PollQuery::parse(query.as_deref());
     let cursor_only = query.after.is_none();
     let from = query.after.clone().unwrap_or_else(|| EARLIEST.to_owned());
-    let mut subscription = open(&state.hub, &headers, &query, Some(from)).await?;
+    let mut subscription = open(&state.hub, &state.config, &headers, &query, Some(from)).await?;
     let mut parser = Parser::new();
     let mut events = Vec::new();
     let mut last_id = query.after.clone();
@@ -286,7 +295,14 @@ async fn long_poll(
     RawQuery(query): RawQuery,
 ) -> Result<PollAnswer, ApiError> {
     let query = PollQuery::parse(query.as_deref());
-    let mut subscription = open(&state.hub, &headers, &query, query.after.clone()).await?;
+    let mut subscription = open(
+        &state.hub,
+        &state.config,
+        &headers,
+        &query,
+        query.after.clone(),
+    )
+    .await?;
     let mut parser = Parser::new();
     let deadline = Instant::now() + LONG_POLL_WAIT;
     loop {

@@ -1,16 +1,23 @@
 //! The HTTP API: routes, CORS, and errors as responses.
 //!
 //! [`router`] returns an axum `Router` with the Mercure endpoint at `/.well-known/mercure`
-//! (`GET` subscribes, `POST` publishes); an application can `merge` it beside its own routes.
-//! Serving it (listener, timeouts, graceful shutdown) is [`crate::server`]'s job.
+//! (`GET` subscribes, `POST` publishes); an application can `merge` it beside its own routes,
+//! or `nest` it under a prefix. Its settings are an [`HttpConfig`], apart from the hub's own
+//! [`crate::HubConfig`]; handlers reach both through the router's state. Serving it (listener,
+//! timeouts, graceful shutdown, the direct writer for event streams) is [`crate::server`]'s
+//! job: a subscription's response carries the [`EventStream`] extension so that the server
+//! knows it is a stream without reading its headers.
 
+pub mod config;
 pub mod demo;
 pub mod error;
 pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;
 
-use axum::extract::{Request, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,16 +26,45 @@ use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
+pub use config::HttpConfig;
 pub use error::ApiError;
+pub use subscribe::EventStream;
 
 /// The well-known path of a Mercure hub.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
 
+/// What the handlers of [`router`] share: the hub, and the HTTP settings. Handlers take the
+/// part they need (`State<Hub>`, `State<Arc<HttpConfig>>`) through [`FromRef`].
+#[derive(Clone)]
+struct Api {
+    hub: Hub,
+    /// Shared by every request; read, never changed.
+    config: Arc<HttpConfig>,
+}
+
+impl FromRef<Api> for Hub {
+    fn from_ref(api: &Api) -> Self {
+        api.hub.clone()
+    }
+}
+
+impl FromRef<Api> for Arc<HttpConfig> {
+    fn from_ref(api: &Api) -> Self {
+        Arc::clone(&api.config)
+    }
+}
+
 /// The hub's routes: the Mercure endpoint, `/healthz`, `/readyz`, and `/metrics` unless
-/// [`HubConfig::metrics_on_router`](crate::HubConfig::metrics_on_router) is off; CORS for the
-/// configured origins; every error response counted by reason.
-pub fn router(hub: Hub) -> Router {
-    let cors = cors_layer(&hub.config().cors_origins);
+/// [`HttpConfig::metrics_on_router`] is off; the subscriptions API when
+/// [`HubConfig::subscriptions`](crate::HubConfig::subscriptions) is on; CORS for
+/// [`HttpConfig::cors_origins`]; every error response counted by reason.
+///
+/// An application may `merge` it beside its own routes or `nest` it under a prefix; when
+/// nested, tell the server where subscriptions are
+/// ([`ServerOptions::subscribe_path`](crate::server::ServerOptions::subscribe_path)), so that
+/// their streams still get the small writer.
+pub fn router(hub: Hub, config: HttpConfig) -> Router {
+    let cors = cors_layer(&config.cors_origins);
     let mut router = Router::new()
         .route(
             MERCURE_PATH,
@@ -36,7 +72,7 @@ pub fn router(hub: Hub) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
-    if hub.config().metrics_on_router {
+    if config.metrics_on_router {
         router = router.route("/metrics", get(metrics));
     }
     if hub.config().subscriptions {
@@ -53,7 +89,10 @@ pub fn router(hub: Hub) -> Router {
             hub.clone(),
             count_rejections,
         ))
-        .with_state(hub);
+        .with_state(Api {
+            hub,
+            config: Arc::new(config),
+        });
     match cors {
         Some(cors) => router.layer(cors),
         None => router,

@@ -4,6 +4,8 @@
 //! publisher for every topic, and answers `200` with the event id once the event is in history.
 //! Any refusal happens before the hub sees the event, so a rejected publish changes nothing.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use http::{header, HeaderMap, StatusCode};
 use http_body::Body as _;
 
 use super::error::ApiError;
-use super::query_param;
+use super::{query_param, HttpConfig};
 use crate::auth::{self, TokenSource};
 use crate::event::{generate_id, Event};
 use crate::hub::Hub;
@@ -23,6 +25,7 @@ use crate::hub::Hub;
 /// form, `400` for an invalid update, `503` when it cannot be stored.
 pub async fn publish(
     State(hub): State<Hub>,
+    State(config): State<Arc<HttpConfig>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -35,10 +38,9 @@ pub async fn publish(
         None => (None, None),
     };
     if source == Some(TokenSource::Cookie) {
-        check_cookie_origin(&hub, &headers)?;
+        check_cookie_origin(&config, &headers)?;
     }
-    let grant = hub
-        .config()
+    let grant = config
         .auth
         .authorize_publisher(token.as_deref(), hub.selector_cache())?;
 
@@ -57,7 +59,7 @@ pub async fn publish(
             ));
         }
     }
-    let limit = hub.config().max_publish_bytes;
+    let limit = config.max_publish_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -136,12 +138,11 @@ fn parse_retry(value: &str) -> Result<u64, ApiError> {
 
 /// A cookie is sent by the browser on any cross-site form post, so a cookie-authorized publish
 /// must come from an origin the operator allowed (CSRF protection).
-fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_cookie_origin(config: &HttpConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     match origin {
         Some(origin)
-            if hub
-                .config()
+            if config
                 .publish_origins
                 .iter()
                 .any(|allowed| allowed == origin || allowed == "*") =>

@@ -4,11 +4,13 @@
 //! Reads `topic` (repeatable), `lastEventID` and `authorization` from the query, authorizes the
 //! subscriber, opens a [`Subscription`](crate::hub::Subscription) and answers with its stream as
 //! a `text/event-stream` body. The response headers go out at once, before any event exists, so
-//! `EventSource.onopen` fires immediately.
+//! `EventSource.onopen` fires immediately. The response carries the [`EventStream`] extension:
+//! that, not its content type, is how [`crate::server`] knows to write it as a stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -20,6 +22,7 @@ use http::{header, HeaderValue, StatusCode};
 use http_body::Frame;
 
 use super::error::ApiError;
+use super::HttpConfig;
 use crate::auth;
 use crate::hub::{Hub, SubscribeError, SubscribeRequest, SubscriptionStream};
 
@@ -29,6 +32,14 @@ pub const LAST_EVENT_ID: &str = "last-event-id";
 /// What Mercure's reference hub sends, so that no proxy or browser caches a stream.
 const CACHE_CONTROL: &str = "private, no-cache, no-store, must-revalidate, max-age=0";
 
+/// The mark of a response that is an open event stream, in its extensions: set by
+/// [`subscribe`] on every stream it opens, and read by the server's direct HTTP/1.1 writer,
+/// which writes a marked response as a stream (chunk by chunk, for as long as it lasts) and
+/// any other one whole, whatever its `Content-Type` says. An application's own handler that
+/// returns an endless body on the subscribe path can set it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventStream;
+
 /// Handles a subscription.
 ///
 /// # Errors
@@ -36,7 +47,11 @@ const CACHE_CONTROL: &str = "private, no-cache, no-store, must-revalidate, max-a
 /// subscribers are off) or invalid token. A refusal that will pass (the hub is full, history
 /// cannot be read for a moment, shutdown) is `503` with `Retry-After`, except for a client that
 /// accepts `text/event-stream`: it gets a `200` stream that sets `retry:` and ends.
-pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Response, ApiError> {
+pub async fn subscribe(
+    State(hub): State<Hub>,
+    State(config): State<Arc<HttpConfig>>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let mut topics = Vec::new();
     let (mut query_last_event_id, mut query_token) = (None, None);
     if let Some(query) = request.uri().query() {
@@ -55,8 +70,7 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
     }
     let headers = request.headers();
     let token = auth::extract_token(headers, query_token.as_deref())?.map(|(token, _)| token);
-    let grant = hub
-        .config()
+    let grant = config
         .auth
         .authorize_subscriber(token.as_deref(), hub.selector_cache())?;
     // Mercure §Reconciliation: the header takes precedence over the query parameter. Browsers
@@ -93,6 +107,7 @@ pub async fn subscribe(State(hub): State<Hub>, request: Request) -> Result<Respo
 
     let mut response = Response::new(Body::new(SseBody(subscription.stream)));
     *response.status_mut() = StatusCode::OK;
+    response.extensions_mut().insert(EventStream);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -4,7 +4,9 @@
 //! active subscriptions of this instance. The client needs a subscriber token whose
 //! `mercure.subscribe` selectors match the requested URL.
 
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -12,13 +14,19 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::query_param;
+use super::{query_param, HttpConfig};
 use crate::auth::{self, AuthError};
 use crate::hub::subscription_events::{subscription_document, SUBSCRIPTIONS_PATH};
 use crate::hub::Hub;
 
-/// The routes of the subscriptions API (merged into [`super::router`] when enabled).
-pub fn routes() -> Router<Hub> {
+/// The routes of the subscriptions API (merged into [`super::router`] when enabled), for any
+/// router state that yields the hub and the HTTP settings (whose `auth` checks the tokens).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Hub: FromRef<S>,
+    Arc<HttpConfig>: FromRef<S>,
+{
     Router::new()
         .route(SUBSCRIPTIONS_PATH, get(all))
         .route(&format!("{SUBSCRIPTIONS_PATH}/{{topic}}"), get(by_topic))
@@ -31,6 +39,7 @@ pub fn routes() -> Router<Hub> {
 /// Mercure: the requested URL must match one of the token's `mercure.subscribe` selectors.
 fn authorize(
     hub: &Hub,
+    config: &HttpConfig,
     headers: &HeaderMap,
     query: Option<&str>,
     url: &str,
@@ -40,8 +49,7 @@ fn authorize(
     let Some(token) = token else {
         return Err(AuthError::MissingToken.into());
     };
-    let grant = hub
-        .config()
+    let grant = config
         .auth
         .authorize_subscriber(Some(&token), hub.selector_cache())?;
     if grant.private_selectors.iter().any(|s| s.matches(url)) {
@@ -92,10 +100,17 @@ fn subscriptions(hub: &Hub, topic: Option<&str>) -> Vec<Value> {
 
 async fn all(
     State(hub): State<Hub>,
+    State(config): State<Arc<HttpConfig>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, query.as_deref(), SUBSCRIPTIONS_PATH)?;
+    authorize(
+        &hub,
+        &config,
+        &headers,
+        query.as_deref(),
+        SUBSCRIPTIONS_PATH,
+    )?;
     let list = subscriptions(&hub, None);
     Ok(json_ld(
         &hub,
@@ -105,6 +120,7 @@ async fn all(
 
 async fn by_topic(
     State(hub): State<Hub>,
+    State(config): State<Arc<HttpConfig>>,
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -113,7 +129,7 @@ async fn by_topic(
         "{SUBSCRIPTIONS_PATH}/{}",
         crate::hub::subscription_events::expand_variable(&topic)
     );
-    authorize(&hub, &headers, query.as_deref(), &id)?;
+    authorize(&hub, &config, &headers, query.as_deref(), &id)?;
     let list = subscriptions(&hub, Some(&topic));
     Ok(json_ld(
         &hub,
@@ -123,12 +139,13 @@ async fn by_topic(
 
 async fn one(
     State(hub): State<Hub>,
+    State(config): State<Arc<HttpConfig>>,
     Path((topic, subscriber)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = crate::hub::subscription_events::subscription_topic(&topic, &subscriber);
-    authorize(&hub, &headers, query.as_deref(), &id)?;
+    authorize(&hub, &config, &headers, query.as_deref(), &id)?;
     let found = hub
         .subscribers()
         .into_iter()

@@ -1,12 +1,11 @@
 //! The hub's settings: what a [`crate::Hub`] is built with, and their defaults.
 //!
-//! Settings of the HTTP layer that the hub reads back (keys, CORS, publish origins, the body
-//! limit) still live here until they move to `http`; the command line fills this struct in
-//! `config`.
+//! Only what the hub itself uses lives here (streams, queues, history, limits on events and
+//! subscriptions). The HTTP layer's settings (keys, CORS, publish origins, the body limit, the
+//! `/metrics` route) are [`crate::http::HttpConfig`]; the command line fills both in `config`.
 
 use std::time::Duration;
 
-use crate::auth::AuthConfig;
 use crate::event::EventLimits;
 
 /// Settings of a hub. `Default` gives the values documented on each field.
@@ -41,21 +40,8 @@ pub struct HubConfig {
     pub max_topics_per_subscription: usize,
     /// Limits on published events.
     pub event_limits: EventLimits,
-    /// Largest publish request body in bytes (default 1 MiB); larger ones get `413`.
-    pub max_publish_bytes: usize,
-    /// Keys and the anonymous-subscriber policy.
-    pub auth: AuthConfig,
-    /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
-    /// but then without credentials (cookies).
-    pub cors_origins: Vec<String>,
-    /// Origins allowed to publish with the `mercureAuthorization` cookie (CSRF protection);
-    /// empty refuses cookie-authorized publishes.
-    pub publish_origins: Vec<String>,
     /// Whether subscription events are published and the subscriptions API is served.
     pub subscriptions: bool,
-    /// Whether [`crate::http::router`] serves `/metrics` (off when metrics have a listener of
-    /// their own, or are disabled).
-    pub metrics_on_router: bool,
 }
 
 impl Default for HubConfig {
@@ -70,12 +56,7 @@ impl Default for HubConfig {
             max_subscribers: 100_000,
             max_topics_per_subscription: 64,
             event_limits: EventLimits::default(),
-            max_publish_bytes: 1024 * 1024,
-            auth: AuthConfig::default(),
-            cors_origins: Vec::new(),
-            publish_origins: Vec::new(),
             subscriptions: false,
-            metrics_on_router: true,
         }
     }
 }

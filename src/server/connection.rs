@@ -60,16 +60,22 @@ enum Greeting {
     Failed(String),
 }
 
-/// Finds out what a plain connection speaks, and reads its first HTTP/1.1 request head, within
-/// `timeout` for each.
-async fn greet(mut io: TimedIo, timeout: Duration, max_head_bytes: usize) -> Greeting {
+/// Finds out what a plain connection speaks, and reads its first HTTP/1.1 request head (a `GET`
+/// of `subscribe_path` is read whole), within `timeout` for each.
+async fn greet(
+    mut io: TimedIo,
+    timeout: Duration,
+    max_head_bytes: usize,
+    subscribe_path: &[u8],
+) -> Greeting {
     match tokio::time::timeout(timeout, starts_with_preface(io.stream())).await {
         Ok(Ok(true)) => return Greeting::Http2(io),
         Ok(Ok(false)) => {}
         Ok(Err(error)) => return Greeting::Failed(format!("connection failed: {error}")),
         Err(_) => return Greeting::Failed("no request within the header read timeout".into()),
     }
-    match tokio::time::timeout(timeout, direct::read_first_head(&mut io, max_head_bytes)).await {
+    let reading = direct::read_first_head(&mut io, max_head_bytes, subscribe_path);
+    match tokio::time::timeout(timeout, reading).await {
         Ok(Ok(direct::FirstRequest::Subscription(request))) => {
             Greeting::Subscription(io, Box::new(request))
         }
@@ -106,7 +112,8 @@ impl Connection {
         max_head_bytes: usize,
     ) {
         let remote = self.remote;
-        match Box::pin(greet(io, greeting_timeout, max_head_bytes)).await {
+        let subscribe_path = &self.protocols.subscribe_path;
+        match Box::pin(greet(io, greeting_timeout, max_head_bytes, subscribe_path)).await {
             Greeting::Http2(io) => {
                 // HTTP/2 refuses a request body with RST_STREAM, not by closing: nothing to
                 // mark, but the connection's own close still lingers when bytes are waiting.

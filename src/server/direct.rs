@@ -5,12 +5,15 @@
 //! was most of the hub's memory per idle stream (`BENCHMARKS.md`). A subscription needs neither:
 //! its request has no body, and its frames are already encoded, shared `Bytes` ready for the
 //! socket. So the first request head of a plain connection is read here ([`read_first_head`]);
-//! if it is a subscription (`GET /.well-known/mercure?…`, HTTP/1.1, no body, no upgrade), the
-//! router answers it as usual and an event stream is written here: the head, then each body
-//! frame as one chunk of the chunked transfer coding in one vectored write, then the last chunk
-//! when the stream ends. Everything else (publishes, other paths, HTTP/1.0, odd heads) goes to
-//! hyper with the bytes read so far put back in front ([`Rewind`]), so hyper still parses and
-//! answers every request this module does not fully understand, errors included.
+//! if it may be a subscription (a `GET` of [`ServerOptions::subscribe_path`], by default
+//! `/.well-known/mercure?…`; HTTP/1.1, no body, no upgrade), the router answers it as usual, and
+//! if the answer carries the [`EventStream`] extension (the subscribe handler's mark), an event
+//! stream is written here: the head, then each body frame as one chunk of the chunked transfer
+//! coding in one vectored write, then the last chunk when the stream ends. Any other answer is
+//! written whole, whatever its `Content-Type`. Everything else (publishes, other paths,
+//! HTTP/1.0, odd heads) goes to hyper with the bytes read so far put back in front ([`Rewind`]),
+//! so hyper still parses and answers every request this module does not fully understand,
+//! errors included.
 //!
 //! What this module must get right, and where: the head is read within the header read timeout
 //! and at most the head size limit (the caller's timeout; [`read_first_head`]); a client that
@@ -18,6 +21,9 @@
 //! leaves the registry when the body is dropped); a write blocked for longer than the write
 //! timeout ends it ([`super::TimedIo`]); responses that are not event streams (a 401, a 400, a
 //! 503) are written whole with `connection: close`.
+//!
+//! [`ServerOptions::subscribe_path`]: super::ServerOptions::subscribe_path
+//! [`EventStream`]: crate::http::EventStream
 
 use std::io;
 use std::pin::Pin;
@@ -30,17 +36,15 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{RouterService, TimedIo};
-
-/// The path of subscriptions (its query string carries the topics): Mercure's, in one place.
-const SUBSCRIBE_PATH: &[u8] = crate::http::MERCURE_PATH.as_bytes();
+use crate::http::EventStream;
 
 /// Whether the bytes read so far can still begin the request line of a subscription: `GET `,
-/// then [`SUBSCRIBE_PATH`].
-fn may_be_subscription(read: &[u8]) -> bool {
+/// then `subscribe_path` (whose query string carries the topics).
+fn may_be_subscription(read: &[u8], subscribe_path: &[u8]) -> bool {
     const METHOD: &[u8] = b"GET ";
     let (method, rest) = read.split_at(read.len().min(METHOD.len()));
-    let seen = rest.len().min(SUBSCRIBE_PATH.len());
-    method == &METHOD[..method.len()] && rest[..seen] == SUBSCRIBE_PATH[..seen]
+    let seen = rest.len().min(subscribe_path.len());
+    method == &METHOD[..method.len()] && rest[..seen] == subscribe_path[..seen]
 }
 /// Most header fields read here (hyper's default is 100 as well); more go to hyper.
 const MAX_HEADERS: usize = 100;
@@ -58,10 +62,12 @@ pub(super) enum FirstRequest {
 }
 
 /// Reads the first request head of a connection, stopping as soon as it is clearly not a
-/// subscription. The caller bounds the time; `max_head_bytes` bounds the size.
+/// subscription (a `GET` of `subscribe_path`). The caller bounds the time; `max_head_bytes`
+/// bounds the size.
 pub(super) async fn read_first_head(
     io: &mut TimedIo,
     max_head_bytes: usize,
+    subscribe_path: &[u8],
 ) -> io::Result<FirstRequest> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -79,10 +85,10 @@ pub(super) async fn read_first_head(
                 FirstRequest::Other(buf.freeze())
             });
         }
-        if !may_be_subscription(&buf) {
+        if !may_be_subscription(&buf, subscribe_path) {
             return Ok(FirstRequest::Other(buf.freeze()));
         }
-        match parse_subscription(&buf) {
+        match parse_subscription(&buf, subscribe_path) {
             Parsed::Subscription(request) => return Ok(FirstRequest::Subscription(request)),
             Parsed::Other => return Ok(FirstRequest::Other(buf.freeze())),
             Parsed::Partial => {}
@@ -98,8 +104,9 @@ enum Parsed {
     Partial,
 }
 
-/// Whether `bytes` are exactly one complete subscription request head.
-fn parse_subscription(bytes: &[u8]) -> Parsed {
+/// Whether `bytes` are exactly one complete subscription request head: a `GET` of
+/// `subscribe_path`, with or without a query.
+fn parse_subscription(bytes: &[u8], subscribe_path: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let length = match head.parse(bytes) {
@@ -108,14 +115,14 @@ fn parse_subscription(bytes: &[u8]) -> Parsed {
         Err(_) => return Parsed::Other,
     };
     let path = head.path.unwrap_or_default().as_bytes();
-    let subscribe_path = path
-        .strip_prefix(SUBSCRIBE_PATH)
+    let of_subscribe_path = path
+        .strip_prefix(subscribe_path)
         .is_some_and(|rest| rest.is_empty() || rest[0] == b'?');
     // Bytes after the head would be a pipelined request (or a body): hyper's business.
     if length != bytes.len()
         || head.method != Some("GET")
         || head.version != Some(1)
-        || !subscribe_path
+        || !of_subscribe_path
     {
         return Parsed::Other;
     }
@@ -138,8 +145,9 @@ fn parse_subscription(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// Answers a subscription request and, if the router opened a stream, writes it until it ends,
-/// the client leaves or a write times out. The connection closes afterwards.
+/// Answers a subscription request and, if the router opened a stream (its answer carries
+/// [`EventStream`]), writes it until it ends, the client leaves or a write times out. The
+/// connection closes afterwards.
 pub(super) fn serve_subscription(
     io: TimedIo,
     request: http::Request<()>,
@@ -166,9 +174,11 @@ async fn stream_answer(mut io: TimedIo, answer: AnswerFuture) {
 
 /// What the router answered, ready to write.
 enum Answer {
-    /// An event stream: its encoded head, and the body to write as chunks.
+    /// An event stream (marked [`EventStream`]): its encoded head, and the body to write as
+    /// chunks.
     Stream { head: Vec<u8>, body: Body },
-    /// Any other response (an error, usually), encoded whole with its length.
+    /// Any other response (an error, usually), encoded whole with its length, whatever its
+    /// `Content-Type`.
     Whole(Vec<u8>),
 }
 
@@ -186,11 +196,9 @@ async fn answer(request: http::Request<()>, service: RouterService) -> io::Resul
     ] {
         parts.headers.remove(framing);
     }
-    let event_stream = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
-    if event_stream {
+    // The subscribe handler's mark, not the content type: a handler's `text/event-stream` error
+    // page (or an application's own finite body) is written whole and the connection closed.
+    if parts.extensions.get::<EventStream>().is_some() {
         let head = encode_head(&parts, &[("transfer-encoding", b"chunked")]);
         return Ok(Answer::Stream { head, body });
     }
@@ -433,8 +441,10 @@ forward_async_write!(Rewind);
 mod tests {
     use super::*;
 
+    const MERCURE: &[u8] = crate::http::MERCURE_PATH.as_bytes();
+
     fn parse(text: &str) -> Parsed {
-        parse_subscription(text.as_bytes())
+        parse_subscription(text.as_bytes(), MERCURE)
     }
 
     #[test]
@@ -461,7 +471,7 @@ mod tests {
             b"GET /.well-known/mercure?topic=a",
         ] {
             assert!(
-                may_be_subscription(read),
+                may_be_subscription(read, MERCURE),
                 "{:?}",
                 String::from_utf8_lossy(read)
             );
@@ -473,7 +483,7 @@ mod tests {
             b"GET  /",
         ] {
             assert!(
-                !may_be_subscription(read),
+                !may_be_subscription(read, MERCURE),
                 "{:?}",
                 String::from_utf8_lossy(read)
             );
@@ -499,6 +509,24 @@ mod tests {
         assert!(matches!(
             parse("GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: x\r\n"),
             Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn the_subscribe_path_is_the_one_given() {
+        let nested = b"/events/.well-known/mercure";
+        let head = "GET /events/.well-known/mercure?topic=a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(matches!(
+            parse_subscription(head.as_bytes(), nested),
+            Parsed::Subscription(_)
+        ));
+        assert!(may_be_subscription(b"GET /events/.well", nested));
+        // The default path is not a subscription under another one, and the other way round.
+        assert!(!may_be_subscription(b"GET /.well-known/mercure", nested));
+        assert!(matches!(parse(head), Parsed::Other));
+        assert!(matches!(
+            parse_subscription(b"GET /.well-known/mercure?topic=a HTTP/1.1\r\n\r\n", nested),
+            Parsed::Other
         ));
     }
 }

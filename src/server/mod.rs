@@ -165,6 +165,15 @@ pub struct ServerOptions {
     /// Where connection figures go (the hub's [`crate::metrics::Metrics::connections`]); unregistered
     /// handles by default.
     pub metrics: ConnectionMetrics,
+    /// The path where the router subscribes (default [`crate::http::MERCURE_PATH`]): a plain
+    /// HTTP/1.1 `GET` of it is read by the server itself, and if the router's answer carries
+    /// [`crate::http::EventStream`], the stream is written without hyper's per-connection
+    /// buffers (about 3.7 KB per idle stream instead of 12). An application that nests
+    /// [`crate::http::router`] under a prefix sets the full path here
+    /// (`/events/.well-known/mercure`); with the wrong path its streams still work, through
+    /// hyper. It must start with `/` and hold no query, fragment, space or control character
+    /// ([`serve`] refuses it otherwise).
+    pub subscribe_path: String,
 }
 
 impl Default for ServerOptions {
@@ -182,6 +191,38 @@ impl Default for ServerOptions {
             lingering_time: LingerSettings::default().time,
             lingering_timeout: LingerSettings::default().timeout,
             metrics: ConnectionMetrics::default(),
+            subscribe_path: crate::http::MERCURE_PATH.to_owned(),
+        }
+    }
+}
+
+/// A [`ServerOptions::subscribe_path`] that no request line could name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "subscribe_path {path:?} is not a path: it must start with `/` and hold no `?`, `#`, space \
+     or control character"
+)]
+pub struct InvalidSubscribePath {
+    /// The refused value.
+    pub path: String,
+}
+
+impl ServerOptions {
+    /// Checks the options that could be wrong whatever the listener: today the
+    /// [`subscribe_path`](Self::subscribe_path).
+    ///
+    /// # Errors
+    /// [`InvalidSubscribePath`].
+    pub fn validate(&self) -> Result<(), InvalidSubscribePath> {
+        let path = &self.subscribe_path;
+        let valid = path.starts_with('/')
+            && !path
+                .bytes()
+                .any(|b| b == b'?' || b == b'#' || b == b' ' || b.is_ascii_control());
+        if valid {
+            Ok(())
+        } else {
+            Err(InvalidSubscribePath { path: path.clone() })
         }
     }
 }
@@ -226,6 +267,8 @@ struct Protocols {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// How a closing connection drains (`linger`).
     linger: LingerSettings,
+    /// [`ServerOptions::subscribe_path`]: the plain HTTP/1.1 `GET`s that [`direct`] reads.
+    subscribe_path: Box<[u8]>,
 }
 
 impl Protocols {
@@ -256,6 +299,7 @@ impl Protocols {
             http1,
             http2,
             linger,
+            subscribe_path: options.subscribe_path.as_bytes().into(),
         }
     }
 }
@@ -270,13 +314,17 @@ impl Protocols {
 /// ([`TlsConfig::watch_files`]).
 ///
 /// # Errors
-/// None today: accept errors (such as running out of file descriptors) are logged and retried.
+/// Options that [`ServerOptions::validate`] refuses (`InvalidInput`, before anything is
+/// served). Accept errors (such as running out of file descriptors) are logged and retried.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    options
+        .validate()
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(&options));
     let limits = Arc::new(ConnectionLimits::new(&options));
@@ -427,6 +475,37 @@ mod tests {
         let size = std::mem::size_of_val(&serving);
         eprintln!("plain connection state: {size} bytes");
         assert!(size <= 1024, "{size} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_path_that_is_not_a_path_is_refused_before_serving() {
+        assert!(ServerOptions::default().validate().is_ok());
+        let nested = ServerOptions {
+            subscribe_path: "/events/.well-known/mercure".into(),
+            ..ServerOptions::default()
+        };
+        assert!(nested.validate().is_ok());
+        for bad in [
+            "",
+            "events/.well-known/mercure",
+            "/a?topic=t",
+            "/a#b",
+            "/a b",
+            "/a\r\n",
+        ] {
+            let options = ServerOptions {
+                subscribe_path: bad.into(),
+                ..ServerOptions::default()
+            };
+            assert!(options.validate().is_err(), "{bad:?}");
+            let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+            // Refused at once: the shutdown future never resolves.
+            let serving = serve(listener, Router::new(), options, std::future::pending());
+            let served = tokio::time::timeout(Duration::from_secs(5), serving).await;
+            let error = served.expect("refused, not served").expect_err(bad);
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(error.to_string().contains("subscribe_path"), "{error}");
+        }
     }
 
     #[test]

@@ -6,24 +6,24 @@ use std::time::Duration;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
-use ssehub::HubConfig;
+use ssehub::{HttpConfig, HubConfig};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::support::{
-    config, hub_without_server, publish_with, publisher_token, reasons, subscriber_token,
-    SseClient, TestHub,
+    config, http_config, hub_without_server, publish_with, publisher_token, reasons,
+    subscriber_token, SseClient, TestHub,
 };
 
-fn no_anonymous() -> HubConfig {
-    let mut config = config();
-    config.auth.anonymous = false;
-    config
+fn no_anonymous() -> HttpConfig {
+    let mut http = http_config();
+    http.auth.anonymous = false;
+    http
 }
 
 #[tokio::test]
 async fn anonymous_subscribers_are_refused_unless_enabled() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let sub = hub.subscribe("topic=t").await;
     assert_eq!(sub.status, 401);
     assert_eq!(sub.header("www-authenticate"), Some("Bearer"));
@@ -38,7 +38,7 @@ async fn anonymous_subscribers_are_refused_unless_enabled() {
 
 #[tokio::test]
 async fn wrong_expired_or_malformed_tokens_get_401() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let wrong_key = JwtSigner::new(JwtAlgorithm::HS256, "not-the-hub-secret-not-the-hub-secret")
         .expect("key")
         .sign(&Claims::default())
@@ -153,7 +153,7 @@ async fn private_updates_reach_only_authorized_subscribers() {
 
 #[tokio::test]
 async fn token_from_cookie_or_query_parameter() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let token = subscriber_token(&["*"], None);
     let by_cookie = SseClient::open(
         &format!("{}?topic=t", hub.url),
@@ -179,9 +179,9 @@ async fn token_from_cookie_or_query_parameter() {
 
 #[tokio::test]
 async fn publishing_by_cookie_needs_an_allowed_origin() {
-    let mut config = config();
-    config.publish_origins = vec!["https://app.example.com".into()];
-    let hub = TestHub::start(config).await;
+    let mut http = http_config();
+    http.publish_origins = vec!["https://app.example.com".into()];
+    let hub = TestHub::start_http(config(), http).await;
     let token = publisher_token(&["*"]);
     let post = |origin: &'static str| {
         let request = reqwest::Client::new()
@@ -209,7 +209,7 @@ async fn subscribe_in_process(hub: &ssehub::Hub, query: &str, token: &str) -> (u
         .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .expect("request");
-    let response = ssehub::http::router(hub.clone())
+    let response = ssehub::http::router(hub.clone(), http_config())
         .oneshot(request)
         .await
         .expect("the router is infallible");
@@ -309,14 +309,17 @@ async fn rs256_and_es256_public_keys_verify_tokens() {
         let dir = dir.join(algorithm.to_string());
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (private, public) = openssl_key_pair(&dir, args);
-        let hub = TestHub::start(HubConfig {
-            auth: AuthConfig {
-                publisher: Some(JwtVerifier::new(algorithm, &public).expect("public key")),
-                subscriber: None,
-                anonymous: true,
+        let hub = TestHub::start_http(
+            config(),
+            HttpConfig {
+                auth: AuthConfig {
+                    publisher: Some(JwtVerifier::new(algorithm, &public).expect("public key")),
+                    subscriber: None,
+                    anonymous: true,
+                },
+                ..HttpConfig::default()
             },
-            ..HubConfig::default()
-        })
+        )
         .await;
         let claims = Claims {
             exp: None,
@@ -404,7 +407,7 @@ async fn token_expiry_ends_even_a_busy_stream() {
 
 #[tokio::test]
 async fn a_float_exp_is_accepted() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     // As PHP's lcobucci/jwt (Symfony's Mercure bundle) writes it.
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

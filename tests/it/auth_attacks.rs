@@ -9,11 +9,11 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use ssehub::auth::{AuthConfig, JwtAlgorithm, JwtVerifier};
-use ssehub::HubConfig;
+use ssehub::{HttpConfig, HubConfig};
 
 use crate::auth::openssl_key_pair;
 use crate::support::binary::BinaryHub;
-use crate::support::{config, publish_with, SseClient, TestHub, SECRET};
+use crate::support::{config, http_config, publish_with, SseClient, TestHub, SECRET};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -49,11 +49,11 @@ fn all_powerful() -> Value {
     json!({"mercure": {"publish": ["*"], "subscribe": ["*"]}})
 }
 
-/// A config with HS256 keys and no anonymous subscribers.
-fn no_anonymous() -> HubConfig {
-    let mut config = config();
-    config.auth.anonymous = false;
-    config
+/// HTTP settings with HS256 keys and no anonymous subscribers.
+fn no_anonymous() -> HttpConfig {
+    let mut http = http_config();
+    http.auth.anonymous = false;
+    http
 }
 
 /// Opens a subscription with `headers`; answers the status and, for a refusal, the body (a
@@ -116,7 +116,7 @@ fn assert_refused(
 
 #[tokio::test]
 async fn alg_none_is_refused_in_every_spelling_with_or_without_a_signature() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let claims = all_powerful().to_string();
     let hmac = EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
     for alg in ["none", "None", "NONE", "nOnE"] {
@@ -230,14 +230,17 @@ async fn algorithm_confusion_is_refused() {
         ),
     ] {
         let verifier = JwtVerifier::new(algorithm, public).expect("public key");
-        let hub = TestHub::start(HubConfig {
-            auth: AuthConfig {
-                publisher: Some(verifier.clone()),
-                subscriber: Some(verifier),
-                anonymous: false,
+        let hub = TestHub::start_http(
+            config(),
+            HttpConfig {
+                auth: AuthConfig {
+                    publisher: Some(verifier.clone()),
+                    subscriber: Some(verifier),
+                    anonymous: false,
+                },
+                ..HttpConfig::default()
             },
-            ..HubConfig::default()
-        })
+        )
         .await;
         // The genuine token works, so the refusals below are about the attack.
         let (status, body) = publish_with(&hub.url, &genuine, &[("topic", "t")]).await;
@@ -261,7 +264,7 @@ async fn algorithm_confusion_is_refused() {
 
 #[tokio::test]
 async fn expired_and_not_yet_valid_tokens_are_refused() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let at = |extra: Value| {
         let mut claims = all_powerful();
         for (name, value) in extra.as_object().expect("object") {
@@ -318,17 +321,17 @@ async fn expired_and_not_yet_valid_tokens_are_refused() {
     assert_eq!(hub.hub.history_len(), accepted.len());
 }
 
-fn audience_config(audiences: &[&str]) -> HubConfig {
+fn audience_config(audiences: &[&str]) -> HttpConfig {
     let verifier = JwtVerifier::new(JwtAlgorithm::HS256, SECRET)
         .expect("key")
         .with_audience(audiences);
-    HubConfig {
+    HttpConfig {
         auth: AuthConfig {
             publisher: Some(verifier.clone()),
             subscriber: Some(verifier),
             anonymous: false,
         },
-        ..HubConfig::default()
+        ..HttpConfig::default()
     }
 }
 
@@ -342,7 +345,11 @@ fn with_aud(aud: Option<Value>) -> String {
 
 #[tokio::test]
 async fn a_configured_audience_is_required() {
-    let hub = TestHub::start(audience_config(&["https://hub.example.com", "ssehub"])).await;
+    let hub = TestHub::start_http(
+        config(),
+        audience_config(&["https://hub.example.com", "ssehub"]),
+    )
+    .await;
     let refused = [
         ("no aud", with_aud(None), "no valid aud"),
         (
@@ -383,7 +390,7 @@ async fn a_configured_audience_is_required() {
 
 #[tokio::test]
 async fn without_an_audience_aud_is_ignored() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     for aud in [
         None,
         Some(json!("anyone")),
@@ -819,7 +826,7 @@ async fn refusals_and_logs_never_quote_secrets_or_private_data() {
 
 #[tokio::test]
 async fn key_reference_headers_are_ignored_and_crit_is_refused() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     // Where a hub that followed jku/x5u would go: nothing may connect here.
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -875,14 +882,17 @@ async fn an_embedded_jwk_is_not_trusted() {
     let (_, hub_public) = openssl_key_pair(&hub_dir, &rsa);
     let (attacker_private, _) = openssl_key_pair(&attacker_dir, &rsa);
     let verifier = JwtVerifier::new(JwtAlgorithm::RS256, &hub_public).expect("key");
-    let hub = TestHub::start(HubConfig {
-        auth: AuthConfig {
-            publisher: Some(verifier.clone()),
-            subscriber: Some(verifier),
-            anonymous: false,
+    let hub = TestHub::start_http(
+        config(),
+        HttpConfig {
+            auth: AuthConfig {
+                publisher: Some(verifier.clone()),
+                subscriber: Some(verifier),
+                anonymous: false,
+            },
+            ..HttpConfig::default()
         },
-        ..HubConfig::default()
-    })
+    )
     .await;
     let attacker = EncodingKey::from_rsa_pem(attacker_private.as_bytes()).expect("key");
     let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker, Algorithm::RS256).expect("jwk");
@@ -904,7 +914,7 @@ async fn an_embedded_jwk_is_not_trusted() {
 
 #[tokio::test]
 async fn claims_of_the_wrong_shape_are_clear_401s() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     let typed = [
         json!({"mercure": {"publish": "*", "subscribe": "*"}}),
         json!({"mercure": {"publish": [["*"]], "subscribe": [{"topic": "*"}]}}),
@@ -967,7 +977,7 @@ async fn claims_of_the_wrong_shape_are_clear_401s() {
 
 #[tokio::test]
 async fn huge_tokens_get_a_4xx_and_the_hub_carries_on() {
-    let hub = TestHub::start(no_anonymous()).await;
+    let hub = TestHub::start_http(config(), no_anonymous()).await;
     // Under the header limit (64 KiB): verified like any other.
     let padding = "p".repeat(30 * 1024);
     let big_valid = hs256_claims(
@@ -997,9 +1007,9 @@ async fn huge_tokens_get_a_4xx_and_the_hub_carries_on() {
 
 #[tokio::test]
 async fn the_header_token_beats_the_cookie_and_query_both_ways() {
-    let mut config = no_anonymous();
-    config.publish_origins = vec!["https://app.example.com".into()];
-    let hub = TestHub::start(config).await;
+    let mut http = no_anonymous();
+    http.publish_origins = vec!["https://app.example.com".into()];
+    let hub = TestHub::start_http(config(), http).await;
     let good = hs256_claims(&all_powerful());
     let bad = hs256_claims(&json!({"exp": 1, "mercure": {"publish": ["*"], "subscribe": ["*"]}}));
     let url = format!("{}?topic=t", hub.url);

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use ssehub::HubConfig;
+use ssehub::{HttpConfig, HubConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{config, publisher_token, TestHub};
+use crate::support::{config, http_config, publisher_token, TestHub};
 
 async fn post_raw(hub: &TestHub, content_type: &str, body: Vec<u8>) -> (u16, String) {
     let response = reqwest::Client::new()
@@ -22,10 +22,13 @@ async fn post_raw(hub: &TestHub, content_type: &str, body: Vec<u8>) -> (u16, Str
 
 #[tokio::test]
 async fn rejected_publishes_get_clear_errors_and_change_nothing() {
-    let hub = TestHub::start(HubConfig {
-        max_publish_bytes: 1024,
-        ..config()
-    })
+    let hub = TestHub::start_http(
+        config(),
+        HttpConfig {
+            max_publish_bytes: 1024,
+            ..http_config()
+        },
+    )
     .await;
     let mut sub = hub.subscribe("topic=*").await;
     let form = "application/x-www-form-urlencoded";

@@ -103,14 +103,20 @@ async fn a_hub_shutting_down_tells_an_event_source_to_come_back_soon() {
 
 #[tokio::test]
 async fn causes_that_will_not_pass_keep_their_status_for_an_event_source_too() {
-    let hub = TestHub::start(HubConfig {
-        auth: ssehub::auth::AuthConfig {
-            anonymous: false,
-            ..config().auth
+    let http = crate::support::http_config();
+    let hub = TestHub::start_http(
+        HubConfig {
+            max_subscribers: 1,
+            ..config()
         },
-        max_subscribers: 1,
-        ..config()
-    })
+        ssehub::HttpConfig {
+            auth: ssehub::auth::AuthConfig {
+                anonymous: false,
+                ..http.auth.clone()
+            },
+            ..http
+        },
+    )
     .await;
     // Without a token (anonymous subscribers are off), with a bad one, and a blank selector:
     // retrying changes nothing, so the browser is right to give up.

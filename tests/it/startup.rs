@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::binary::BinaryHub;
-use crate::support::{config, SseClient, TestHub, SECRET};
+use crate::support::{config, http_config, SseClient, TestHub, SECRET};
 
 fn ssehub() -> Command {
     crate::support::binary::ssehub_command()
@@ -149,12 +149,12 @@ fn serve_help_documents_every_setting_with_its_default() {
 
 #[tokio::test]
 async fn cors_answers_an_allowed_origin_with_credentials_and_never_a_star() {
-    let mut cfg = config();
-    cfg.cors_origins = vec![
+    let mut http = http_config();
+    http.cors_origins = vec![
         "https://app.example.com".into(),
         "http://localhost:5173".into(),
     ];
-    let hub = TestHub::start(cfg).await;
+    let hub = TestHub::start_http(config(), http).await;
     let client = reqwest::Client::new();
     let response = client
         .get(format!("{}?topic=t", hub.url))
@@ -194,9 +194,9 @@ async fn cors_answers_an_allowed_origin_with_credentials_and_never_a_star() {
         .expect("get");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
-    let mut any = config();
+    let mut any = http_config();
     any.cors_origins = vec!["*".into()];
-    let hub = TestHub::start(any).await;
+    let hub = TestHub::start_http(config(), any).await;
     let response = client
         .get(format!("{}?topic=t", hub.url))
         .header("origin", "https://anywhere.example")

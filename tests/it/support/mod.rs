@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssehub::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
 use ssehub::server::ServerOptions;
-use ssehub::{CloseReason, Hub, HubConfig};
+use ssehub::{CloseReason, HttpConfig, Hub, HubConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,15 +36,20 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
-/// A hub config with HS256 keys and anonymous subscribers allowed.
+/// The hub settings of test hubs: the defaults (the keys are HTTP settings, [`http_config`]).
 pub fn config() -> HubConfig {
-    HubConfig {
+    HubConfig::default()
+}
+
+/// The HTTP settings of test hubs: HS256 keys ([`SECRET`]) and anonymous subscribers allowed.
+pub fn http_config() -> HttpConfig {
+    HttpConfig {
         auth: AuthConfig {
             publisher: Some(JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("key")),
             subscriber: Some(JwtVerifier::new(JwtAlgorithm::HS256, SECRET).expect("key")),
             anonymous: true,
         },
-        ..HubConfig::default()
+        ..HttpConfig::default()
     }
 }
 
@@ -123,24 +128,37 @@ pub struct TestHub {
 }
 
 impl TestHub {
+    /// `config` with the test HTTP settings ([`http_config`]) and default server options.
     pub async fn start(config: HubConfig) -> Self {
-        Self::start_with(config, ServerOptions::default()).await
+        Self::start_full(config, http_config(), ServerOptions::default()).await
     }
 
+    /// `config` and `http` (keys, origins, limits of the routes), default server options.
+    pub async fn start_http(config: HubConfig, http: HttpConfig) -> Self {
+        Self::start_full(config, http, ServerOptions::default()).await
+    }
+
+    /// `config` and `options` with the test HTTP settings ([`http_config`]).
     pub async fn start_with(config: HubConfig, options: ServerOptions) -> Self {
-        Self::launch(Hub::builder(config), options).await
+        Self::start_full(config, http_config(), options).await
     }
 
-    /// A hub on the given history store (durable, Redis...).
+    /// A hub on the given history store (durable, Redis...), with the test HTTP settings.
     pub async fn start_on(config: HubConfig, history: Arc<dyn ssehub::history::History>) -> Self {
         Self::launch(
             Hub::builder(config).history(history),
+            http_config(),
             ServerOptions::default(),
         )
         .await
     }
 
-    async fn launch(builder: ssehub::HubBuilder, options: ServerOptions) -> Self {
+    /// Every setting given.
+    pub async fn start_full(config: HubConfig, http: HttpConfig, options: ServerOptions) -> Self {
+        Self::launch(Hub::builder(config), http, options).await
+    }
+
+    async fn launch(builder: ssehub::HubBuilder, http: HttpConfig, options: ServerOptions) -> Self {
         let shutdown = CancellationToken::new();
         let opens: Arc<Mutex<Vec<u64>>> = Arc::default();
         let closes: Closes = Arc::default();
@@ -154,7 +172,7 @@ impl TestHub {
             .expect("hub");
         let listener = ssehub::server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = ssehub::http::router(hub.clone());
+        let app = ssehub::http::router(hub.clone(), http);
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
             ssehub::server::serve(listener, app, options, token.cancelled_owned())
@@ -237,8 +255,18 @@ pub async fn open_raw_streams(
     query: &str,
     count: usize,
 ) -> Vec<tokio::net::TcpStream> {
+    open_raw_streams_at(addr, &format!("/.well-known/mercure?{query}"), count).await
+}
+
+/// Like [`open_raw_streams`], for any `target` (path and query), such as a router nested under
+/// a prefix.
+pub async fn open_raw_streams_at(
+    addr: SocketAddr,
+    target: &str,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = format!("GET /.well-known/mercure?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut streams = Vec::with_capacity(count);
     let mut connecting = Vec::new();
     for i in 0..count {

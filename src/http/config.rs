@@ -1,0 +1,38 @@
+//! The HTTP layer's settings: what [`super::router`] is built with, and their defaults.
+//!
+//! Only the routes read these (who may publish and subscribe, which browsers may call the hub,
+//! how large a publish may be, whether `/metrics` is routed); the hub below them knows nothing
+//! of HTTP and has its own [`crate::HubConfig`]. The command line fills both in `config`.
+
+use crate::auth::AuthConfig;
+
+/// Settings of the HTTP routes. `Default` gives the values documented on each field.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Keys and the anonymous-subscriber policy (default: no keys and no anonymous
+    /// subscribers, so HTTP refuses every publish and subscription until they are set).
+    pub auth: AuthConfig,
+    /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
+    /// but then without credentials (cookies).
+    pub cors_origins: Vec<String>,
+    /// Origins allowed to publish with the `mercureAuthorization` cookie (CSRF protection);
+    /// empty refuses cookie-authorized publishes.
+    pub publish_origins: Vec<String>,
+    /// Largest publish request body in bytes (default 1 MiB); larger ones get `413`.
+    pub max_publish_bytes: usize,
+    /// Whether [`super::router`] serves `/metrics` (default on; off when metrics have a
+    /// listener of their own, or are disabled).
+    pub metrics_on_router: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            auth: AuthConfig::default(),
+            cors_origins: Vec::new(),
+            publish_origins: Vec::new(),
+            max_publish_bytes: 1024 * 1024,
+            metrics_on_router: true,
+        }
+    }
+}
