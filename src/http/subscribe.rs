@@ -109,15 +109,7 @@ pub async fn subscribe(
     *response.status_mut() = StatusCode::OK;
     response.extensions_mut().insert(EventStream);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
-    );
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    insert_stream_headers(headers);
     if let Some(resumed_after) = subscription.resumed_after {
         // Ids are validated to contain no CR, LF or NUL, so any id is a valid header value
         // (UTF-8 bytes as obs-text); should that ever fail, `earliest` tells the client it may
@@ -127,6 +119,20 @@ pub async fn subscribe(
         headers.insert(LAST_EVENT_ID, value);
     }
     Ok(response)
+}
+
+/// The headers of every event stream: its type, and what keeps proxies and browsers from
+/// caching or buffering it.
+fn insert_stream_headers(headers: &mut http::HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
 /// Whether the client asked for an event stream (`Accept: text/event-stream`, as every
@@ -160,14 +166,7 @@ fn come_back_later(error: &SubscribeError) -> Response {
     let reason = format!("refused for now: {error}; retry in {delay_ms} ms");
     let mut response = Response::new(Body::from(crate::wire::encode_retry(&reason, delay_ms)));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
-    );
+    insert_stream_headers(headers);
     headers.insert(
         header::RETRY_AFTER,
         HeaderValue::from(delay_ms.div_ceil(1000)),

@@ -38,13 +38,18 @@ pub fn encode(event: &Event) -> Bytes {
 /// Encodes a comment frame (`: text`), each line of `text` as its own comment line.
 pub fn encode_comment(text: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(text.len() + 8);
+    put_comment(&mut buf, text);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// Each line of `text` as a comment line.
+fn put_comment(buf: &mut BytesMut, text: &str) {
     for line in lines(text) {
         buf.put_slice(b": ");
         buf.put_slice(line.as_bytes());
         buf.put_u8(b'\n');
     }
-    buf.put_u8(b'\n');
-    buf.freeze()
 }
 
 /// Encodes a frame that only sets the client's reconnection delay: a comment saying why (each
@@ -53,11 +58,7 @@ pub fn encode_comment(text: &str) -> Bytes {
 /// before it reconnects once the stream ends.
 pub fn encode_retry(reason: &str, ms: u64) -> Bytes {
     let mut buf = BytesMut::with_capacity(reason.len() + 32);
-    for line in lines(reason) {
-        buf.put_slice(b": ");
-        buf.put_slice(line.as_bytes());
-        buf.put_u8(b'\n');
-    }
+    put_comment(&mut buf, reason);
     buf.put_slice(b"retry: ");
     buf.put_slice(ms.to_string().as_bytes());
     buf.put_slice(b"\n\n");
