@@ -1,6 +1,7 @@
-//! The `http_server` fuzz target: arbitrary client bytes into the real HTTP/1 server (hyper,
-//! the router, lingering close: the path of every plain connection that is not a
-//! subscription), through an in-memory pipe, on a current-thread runtime.
+//! The `http_server` fuzz target: arbitrary client bytes into the real HTTP/1 server as a plain
+//! connection meets it (the first-request sniffer; a subscription then written by
+//! `server::direct`, anything else by hyper and the router, with lingering close), through an
+//! in-memory pipe, on a current-thread runtime.
 //!
 //! Input: a flags byte (bit 0: half-close after the last chunk; bit 1: one byte of extra
 //! `yield` between chunks), a count `n` (mod 16) of chunk sizes, `n` chunk-size bytes (a chunk of
@@ -22,9 +23,8 @@
 //! - afterwards, on fresh connections to the same hub, a subscription opens, a publish is
 //!   answered `200` with its id, and the subscriber receives the event.
 //!
-//! What stays with others: the plain HTTP/1.1 subscription writer (`server::direct`) and the
-//! first-request sniffer that picks it need a TCP socket, so a subscription's first request
-//! goes to hyper here; HTTP/2 and TLS are not driven.
+//! Not driven: the HTTP/2 preface check in front (a 24-byte comparison; HTTP/2 bytes go to the
+//! HTTP/1 server here), HTTP/2 itself and TLS.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -37,7 +37,7 @@ use super::Input;
 use crate::auth::{AuthConfig, JwtAlgorithm, JwtSigner, JwtVerifier};
 use crate::http::HttpConfig;
 use crate::hub::{Hub, HubConfig};
-use crate::server::{serve_http1_for_fuzzing, ServerOptions};
+use crate::server::{serve_plain_for_fuzzing, ServerOptions};
 
 /// The hub's HMAC secret.
 const SECRET: &str = "fuzzing-secret-fuzzing-secret-32";
@@ -113,7 +113,7 @@ fn connect(hub: &Hub) -> (DuplexStream, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let app = crate::http::router(hub.clone(), http_config());
     let serving = tokio::spawn(async move {
-        serve_http1_for_fuzzing(server, app, &ServerOptions::default()).await;
+        serve_plain_for_fuzzing(server, app, &ServerOptions::default()).await;
     });
     (client, serving)
 }

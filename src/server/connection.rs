@@ -189,11 +189,7 @@ impl Connection {
     /// The router as a hyper service, with the peer address for `ConnectInfo`, marking
     /// `unread` (HTTP/1) when a request body is left unread.
     fn service(&self, unread: Option<UnreadBody>) -> RouterService {
-        RouterService {
-            app: self.app.clone(),
-            remote: self.remote,
-            unread,
-        }
+        RouterService::new(self.app.clone(), self.remote, unread)
     }
 }
 
@@ -233,6 +229,15 @@ pub(super) struct RouterService {
 }
 
 impl RouterService {
+    /// `app` for one connection from `remote`; `unread` as in [`Connection::service`].
+    pub(super) fn new(app: Router, remote: SocketAddr, unread: Option<UnreadBody>) -> Self {
+        Self {
+            app,
+            remote,
+            unread,
+        }
+    }
+
     /// Routes one request.
     pub(super) fn route(
         &self,

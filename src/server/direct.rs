@@ -46,6 +46,11 @@ fn may_be_subscription(read: &[u8], subscribe_path: &[u8]) -> bool {
     let seen = rest.len().min(subscribe_path.len());
     method == &METHOD[..method.len()] && rest[..seen] == subscribe_path[..seen]
 }
+/// What a client connection is to this module: TCP in production, an in-memory pipe when
+/// fuzzing.
+pub(super) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for S {}
+
 /// Most header fields read here (hyper's default is 100 as well); more go to hyper.
 const MAX_HEADERS: usize = 100;
 /// Most bytes of a response that is not an event stream (an error) written here.
@@ -64,8 +69,8 @@ pub(super) enum FirstRequest {
 /// Reads the first request head of a connection, stopping as soon as it is clearly not a
 /// subscription (a `GET` of `subscribe_path`). The caller bounds the time; `max_head_bytes`
 /// bounds the size.
-pub(super) async fn read_first_head(
-    io: &mut TimedIo,
+pub(super) async fn read_first_head<S: AsyncRead + Unpin>(
+    io: &mut TimedIo<S>,
     max_head_bytes: usize,
     subscribe_path: &[u8],
 ) -> io::Result<FirstRequest> {
@@ -148,8 +153,8 @@ fn parse_subscription(bytes: &[u8], subscribe_path: &[u8]) -> Parsed {
 /// Answers a subscription request and, if the router opened a stream (its answer carries
 /// [`EventStream`]), writes it until it ends, the client leaves or a write times out. The
 /// connection closes afterwards.
-pub(super) fn serve_subscription(
-    io: TimedIo,
+pub(super) fn serve_subscription<S: ClientIo>(
+    io: TimedIo<S>,
     request: http::Request<()>,
     service: RouterService,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -160,7 +165,7 @@ pub(super) fn serve_subscription(
 
 type AnswerFuture = Pin<Box<dyn std::future::Future<Output = io::Result<Answer>> + Send>>;
 
-async fn stream_answer(mut io: TimedIo, answer: AnswerFuture) {
+async fn stream_answer<S: ClientIo>(mut io: TimedIo<S>, answer: AnswerFuture) {
     let written = match answer.await {
         Ok(Answer::Stream { head, body }) => write_stream(&mut io, head, body).await,
         Ok(Answer::Whole(response)) => io.write_all(&response).await,
@@ -248,7 +253,11 @@ fn encode_head(parts: &http::response::Parts, extra: &[(&str, &[u8])]) -> Vec<u8
 }
 
 /// Writes an event stream: the head, then every body frame as one chunk.
-async fn write_stream(io: &mut TimedIo, head: Vec<u8>, body: Body) -> io::Result<()> {
+async fn write_stream<S: ClientIo>(
+    io: &mut TimedIo<S>,
+    head: Vec<u8>,
+    body: Body,
+) -> io::Result<()> {
     io.write_all(&head).await?;
     drop(head);
     StreamBody {
@@ -266,8 +275,8 @@ async fn write_stream(io: &mut TimedIo, head: Vec<u8>, body: Body) -> io::Result
 /// A future written by hand rather than an `async` block: it lives as long as the stream, so
 /// its size is memory per open stream, and this one holds only the socket, the body and the
 /// chunk being written (an `async` version with `select!` held about 600 bytes).
-struct StreamBody<'a> {
-    io: &'a mut TimedIo,
+struct StreamBody<'a, S> {
+    io: &'a mut TimedIo<S>,
     body: Body,
     /// The chunk being written, if the socket did not take all of it at once.
     pending: Option<Chunk>,
@@ -275,7 +284,7 @@ struct StreamBody<'a> {
     finished: bool,
 }
 
-impl std::future::Future for StreamBody<'_> {
+impl<S: ClientIo> std::future::Future for StreamBody<'_, S> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -288,21 +297,17 @@ impl std::future::Future for StreamBody<'_> {
                     return Poll::Ready(Ok(()));
                 }
             }
-            match this.io.stream().poll_read_ready(cx) {
+            // A one-byte read that is not kept: the client has nothing to send, so any byte,
+            // or the end of its side, ends the stream.
+            let mut byte = [0u8; 1];
+            let mut probe = ReadBuf::new(&mut byte);
+            match Pin::new(&mut *this.io).poll_read(cx, &mut probe) {
+                Poll::Ready(Ok(())) if probe.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => {
-                    let mut byte = [0u8; 1];
-                    match this.io.stream().try_read(&mut byte) {
-                        Ok(0) => return Poll::Ready(Ok(())),
-                        Ok(_) => {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "the client sent data on an open event stream",
-                            )))
-                        }
-                        // Spurious readiness, now cleared: poll again to wait for the next.
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    }
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the client sent data on an open event stream",
+                    )))
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => {}
@@ -370,7 +375,11 @@ impl Chunk {
         }
     }
 
-    fn poll_write(&mut self, io: &mut TimedIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write<S: ClientIo>(
+        &mut self,
+        io: &mut TimedIo<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let parts = [
                 io::IoSlice::new(

@@ -14,25 +14,28 @@ use tokio::time::{Instant, Sleep};
 
 use super::connection::HTTP2_PREFACE;
 
-/// A TCP stream whose writes fail with `TimedOut` after staying blocked for too long.
+/// A stream (TCP; an in-memory pipe when fuzzing) whose writes fail with `TimedOut` after
+/// staying blocked for too long.
 ///
 /// The timer is allocated the first time a write blocks and reused after that, so a
 /// connection whose writes never block costs no timer.
-pub struct TimedIo {
-    inner: TcpStream,
+pub struct TimedIo<S = TcpStream> {
+    inner: S,
     dispatch_timeout: Duration,
     stall_timer: Option<Pin<Box<Sleep>>>,
     stalled: bool,
 }
 
-impl TimedIo {
+impl TimedIo<TcpStream> {
     /// The TCP stream inside.
     pub fn stream(&self) -> &TcpStream {
         &self.inner
     }
+}
 
+impl<S> TimedIo<S> {
     /// Wraps `inner`; a zero `dispatch_timeout` disables the timeout.
-    pub fn new(inner: TcpStream, dispatch_timeout: Duration) -> Self {
+    pub fn new(inner: S, dispatch_timeout: Duration) -> Self {
         Self {
             inner,
             dispatch_timeout,
@@ -73,7 +76,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -83,7 +86,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -428,20 +428,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one HTTP/1.x connection over any byte stream, exactly as a plain connection whose
-/// first request is not a subscription is served (hyper, the router, lingering close), with
-/// the options' HTTP/1 settings; returns when the connection ends. For the `http_server` fuzz
-/// target, which drives it through an in-memory pipe.
+/// Serves one plain HTTP/1.x connection on `io` as the accept loop does, less the HTTP/2
+/// preface check: the first request head is read here ([`direct::read_first_head`]); a
+/// subscription is answered and written by [`direct`], anything else by hyper with the bytes
+/// read put back. Returns when the connection ends. For the `http_server` fuzz target, which
+/// drives it through an in-memory pipe.
 #[cfg(feature = "fuzzing")]
-pub(crate) async fn serve_http1_for_fuzzing<I>(io: I, app: Router, options: &ServerOptions)
+pub(crate) async fn serve_plain_for_fuzzing<I>(io: I, app: Router, options: &ServerOptions)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let protocols = Protocols::new(options);
     let remote = SocketAddr::from(([127, 0, 0, 1], 1));
-    let connection = connection::serve_http1(&protocols, io, bytes::Bytes::new(), app, remote);
-    if let Err(error) = connection.await {
-        debug!(%error, "fuzzed connection ended with an error");
+    let mut io = TimedIo::new(io, options.dispatch_timeout);
+    let reading =
+        direct::read_first_head(&mut io, options.max_header_bytes, &protocols.subscribe_path);
+    match tokio::time::timeout(options.header_read_timeout, reading).await {
+        Ok(Ok(direct::FirstRequest::Subscription(request))) => {
+            direct::serve_subscription(io, request, RouterService::new(app, remote, None)).await;
+        }
+        Ok(Ok(direct::FirstRequest::Other(read))) => {
+            let connection = connection::serve_http1(&protocols, io, read, app, remote);
+            if let Err(error) = connection.await {
+                debug!(%error, "fuzzed connection ended with an error");
+            }
+        }
+        Ok(Ok(direct::FirstRequest::Closed)) | Ok(Err(_)) | Err(_) => {}
     }
 }
 
