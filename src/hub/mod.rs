@@ -185,6 +185,9 @@ impl Drop for HubInner {
 ///     .subscribe(SubscribeRequest { topics: vec!["/orders/{id}".into()], ..Default::default() })
 ///     .await?;
 /// hub.publish(Event::new("/orders/42", "shipped")).await?;
+/// // First the stream's cursor (nothing was published before it opened), then the event.
+/// let cursor = subscription.stream.next().await.expect("a frame");
+/// assert_eq!(&cursor[..], b"id: earliest\n\n");
 /// let frame = subscription.stream.next().await.expect("a frame");
 /// assert!(std::str::from_utf8(&frame)?.ends_with("data: shipped\n\n"));
 /// hub.shutdown().await;
