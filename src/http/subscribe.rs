@@ -141,12 +141,17 @@ fn accepts_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|range| {
-            let essence = range.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("text/event-stream")
-        })
+        .any(|value| accept_names_event_stream(value.as_bytes()))
+}
+
+/// Whether one `Accept` header value names `text/event-stream` among its media ranges
+/// (parameters and case aside). Also read by the server for connections it refuses before
+/// routing (`server::limits`).
+pub(crate) fn accept_names_event_stream(value: &[u8]) -> bool {
+    String::from_utf8_lossy(value).split(',').any(|range| {
+        let essence = range.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("text/event-stream")
+    })
 }
 
 /// Marks a `200` event stream that refused the subscription for now (counted as a rejection).

@@ -227,16 +227,7 @@ fn wants_event_stream(read: &[u8]) -> Option<bool> {
             request.method == Some("GET")
                 && request.headers.iter().any(|header| {
                     header.name.eq_ignore_ascii_case("accept")
-                        && String::from_utf8_lossy(header.value)
-                            .split(',')
-                            .any(|range| {
-                                range
-                                    .split(';')
-                                    .next()
-                                    .unwrap_or("")
-                                    .trim()
-                                    .eq_ignore_ascii_case("text/event-stream")
-                            })
+                        && crate::http::subscribe::accept_names_event_stream(header.value)
                 }),
         ),
     }
