@@ -41,6 +41,9 @@ pub struct Metrics {
     pub subscriptions: Gauge<i64, AtomicI64>,
     /// Events stored and acknowledged.
     pub events_published: Counter<u64, AtomicU64>,
+    /// Publishes recognised as retries of a stored update (by `Idempotency-Key` or by id and
+    /// content): answered with the original id, not stored or delivered again.
+    pub publish_retries: Counter<u64, AtomicU64>,
     /// Frames queued to subscribers by the fan-out (one per subscriber per event).
     pub events_delivered: Counter<u64, AtomicU64>,
     /// Bytes the fan-out queued for streams not yet woken to write them, each subscriber's
@@ -86,6 +89,7 @@ impl Metrics {
             subscribers_connected: Gauge::default(),
             subscriptions: Gauge::default(),
             events_published: Counter::default(),
+            publish_retries: Counter::default(),
             events_delivered: Counter::default(),
             fanout_pending_bytes: Gauge::default(),
             fanout_paced: Counter::default(),
@@ -116,6 +120,11 @@ impl Metrics {
             "events_published",
             "Events stored and acknowledged",
             metrics.events_published.clone(),
+        );
+        metrics.registry.register(
+            "publish_retries",
+            "Publishes recognised as retries of a stored update, answered and not stored again",
+            metrics.publish_retries.clone(),
         );
         metrics.registry.register(
             "events_delivered",

@@ -200,6 +200,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_INITIAL_CURSOR", default_value_t = true, action = clap::ArgAction::Set)]
     pub initial_cursor: bool,
 
+    /// How long a publish's Idempotency-Key is remembered: a retry with the same key within it
+    /// is answered with the original event's id and not stored or delivered again.
+    #[arg(long, env = "SSEHUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub idempotency_window: Duration,
+
     /// Most streams open at once; more get 503 with Retry-After.
     #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,

@@ -45,6 +45,7 @@ impl ServeArgs {
             max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
             max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
             initial_cursor: self.initial_cursor,
+            idempotency_window: positive_duration("--idempotency-window", self.idempotency_window)?,
             max_topics_per_subscription: self.max_topics,
             event_limits,
             subscriptions: self.subscriptions,
@@ -282,6 +283,20 @@ fn positive(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
         Err(ConfigError::Invalid {
             setting,
             reason: "must be at least 1".into(),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+fn positive_duration(
+    setting: &'static str,
+    value: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    if value.as_millis() == 0 {
+        Err(ConfigError::Invalid {
+            setting,
+            reason: "must be at least 1ms".into(),
         })
     } else {
         Ok(value)

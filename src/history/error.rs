@@ -208,6 +208,10 @@ pub enum Damage {
         /// The entry id.
         entry: String,
     },
+    /// The publish script answered in a shape this ssehub does not know (another version's
+    /// script under the same name?).
+    #[error("the Redis publish script gave an answer of unknown shape")]
+    ScriptReply,
     /// A Redis stream entry without the record field.
     #[error("Redis stream entry {entry} holds no record")]
     EntryWithoutRecord {

@@ -301,11 +301,15 @@ async fn the_first_replay_read_after_a_redis_restart_succeeds() {
         .clone()
         .append(
             (0..5)
-                .map(|i| ssehub::Event::new("t", format!("{i}")))
+                .map(|i| ssehub::Event::new("t", format!("{i}")).into())
                 .collect(),
         )
         .await
         .expect("append");
+    let stored: Vec<_> = stored
+        .iter()
+        .map(|a| a.stored().expect("a new event").clone())
+        .collect();
     // Redis restarts (keeping its data): the history's connection is now dead, and nothing
     // used it since, so the very next read is the first to meet the broken connection.
     redis.restart().await;

@@ -19,6 +19,7 @@ mod embedding;
 mod fanout;
 mod fuzz_regressions;
 mod hostile;
+mod idempotency;
 mod lifecycle;
 mod linger;
 mod node_clients;

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::file::{State, EVENTS, IDS};
+use super::file::{State, EVENTS};
+use super::keys::IdTables;
 use crate::history::record::decode_header;
 use crate::history::{Damage, HistoryError};
 
@@ -56,7 +57,7 @@ impl Retention {
         now: u64,
     ) -> Result<usize, HistoryError> {
         let mut table = txn.open_table(EVENTS)?;
-        let mut ids = txn.open_table(IDS)?;
+        let mut ids = IdTables::open(txn)?;
         let mut removed = 0;
         while removed < TRIM_BUDGET {
             let count = state.next_seq - state.first_seq;
@@ -77,10 +78,7 @@ impl Retention {
                 break;
             }
             table.remove(seq)?;
-            let newest_of_id = ids.get(header.id)?.map(|v| v.value());
-            if newest_of_id == Some(seq) {
-                ids.remove(header.id)?;
-            }
+            ids.forget(header.id, seq)?;
             state.first_seq = seq + 1;
             state.bytes = state.bytes.saturating_sub(record.len() as u64);
             state.last_dropped_id = Some(header.id.to_owned());
