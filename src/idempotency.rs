@@ -13,14 +13,14 @@
 //!   draft-dunglas-mercure-08 says).
 //!
 //! Content is compared through a [`Fingerprint`]: 128 bits of SHA-256 over the topics, data,
-//! type, retry and privacy. The id is not part of it: a retry by id has the same id by
+//! type, retry and privacy (the encoded frame without its id line). The id is not part of it: a retry by id has the same id by
 //! definition, and a keyed retry that gives no id gets a new generated one, yet is the same
 //! update (the answer names the original id).
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::event::Event;
+use crate::history::StoredEvent;
 
 /// The longest `Idempotency-Key` accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -98,9 +98,11 @@ impl IdempotencyKey {
 pub struct Fingerprint(pub [u8; 16]);
 
 impl Fingerprint {
-    /// The fingerprint of an update's content: topics, data, type, retry and privacy, each
-    /// length-prefixed so that no two updates share one by concatenation.
-    pub fn of(event: &Event) -> Self {
+    /// The fingerprint of an update's content: its topics and privacy, and its encoded frame
+    /// without the `id:` line (which the encoder writes first), each length-prefixed so that
+    /// no two updates share one by concatenation. Computed from the stored form, so the same
+    /// update has the same fingerprint when it is published and when a spool forwards it.
+    pub fn of(event: &StoredEvent) -> Self {
         let mut hash = Sha256::new();
         let mut field = |bytes: &[u8]| {
             hash.update((bytes.len() as u64).to_be_bytes());
@@ -111,15 +113,12 @@ impl Fingerprint {
         for topic in &event.topics {
             field(topic.as_bytes());
         }
-        field(event.data.as_bytes());
-        match &event.event_type {
-            Some(event_type) => field(format!("t{event_type}").as_bytes()),
-            None => field(b"-"),
-        }
-        match event.retry {
-            Some(retry) => field(&retry.to_be_bytes()),
-            None => field(b"-"),
-        }
+        let frame = &event.frame[..];
+        let without_id = match memchr::memchr(b'\n', frame) {
+            Some(end) if frame.starts_with(b"id: ") => &frame[end + 1..],
+            _ => frame,
+        };
+        field(without_id);
         let digest = hash.finalize();
         let mut out = [0; 16];
         out.copy_from_slice(&digest[..16]);
@@ -139,6 +138,7 @@ impl Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     #[test]
     fn keys_are_read_quoted_or_bare() {
@@ -170,7 +170,7 @@ mod tests {
             id: "1".into(),
             ..Event::new("https://example.com/a", "x")
         };
-        let print = Fingerprint::of;
+        let print = |event: &Event| Fingerprint::of(&StoredEvent::new(1, event.clone()));
         let same = print(&base);
         assert_eq!(same, print(&base.clone()), "stable");
         let other_id = Event {

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub publish_duration_seconds: Histogram,
     /// Events held by the history (set when scraped).
     pub history_events: Gauge<i64, AtomicI64>,
+    /// Publishes waiting in the spool for Redis to come back (set when scraped; 0 without a
+    /// spool).
+    pub spool_events: Gauge<i64, AtomicI64>,
+    /// How long the oldest spooled publish has waited, in seconds (set when scraped).
+    pub spool_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
     pub ready: Gauge<i64, AtomicI64>,
     /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
@@ -102,6 +107,8 @@ impl Metrics {
             // 50 µs to about 3 s.
             publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             history_events: Gauge::default(),
+            spool_events: Gauge::default(),
+            spool_oldest_age_seconds: Gauge::default(),
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
         };
@@ -180,6 +187,16 @@ impl Metrics {
             "history_events",
             "Events held by the history",
             metrics.history_events.clone(),
+        );
+        metrics.registry.register(
+            "spool_events",
+            "Publishes spooled while Redis is away, waiting to be forwarded",
+            metrics.spool_events.clone(),
+        );
+        metrics.registry.register(
+            "spool_oldest_age_seconds",
+            "How long the oldest spooled publish has waited",
+            metrics.spool_oldest_age_seconds.clone(),
         );
         metrics.registry.register(
             "connections_open",

@@ -153,6 +153,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
+    /// With `--history redis`: most publishes this instance spools in --data-dir while Redis is
+    /// unreachable (acknowledged once fsynced, forwarded in order when Redis is back); beyond
+    /// it publishes get 503. 0: no spool, every publish during an outage gets 503.
+    #[arg(long, env = "SSEHUB_SPOOL_MAX_EVENTS", default_value_t = 100_000)]
+    pub spool_max_events: usize,
+
     /// Prefix of the Redis keys, so several hubs can share one Redis.
     #[arg(long, env = "SSEHUB_REDIS_PREFIX", default_value = "ssehub")]
     pub redis_prefix: String,

@@ -12,7 +12,7 @@ use tracing::warn;
 use super::args::{HistoryKind, ServeArgs, SyncMode};
 use super::{ConfigError, Settings};
 use crate::auth::{AuthConfig, JwtSigner, JwtVerifier};
-use crate::history::{HistorySettings, Retention, SyncPolicy};
+use crate::history::{HistorySettings, Retention, SpoolSettings, SyncPolicy};
 use crate::http::HttpConfig;
 use crate::hub::HubConfig;
 use crate::server::{ServerOptions, TlsConfig};
@@ -241,6 +241,10 @@ impl ServeArgs {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
                 max_len: self.history_size as u64,
+                spool: (self.spool_max_events > 0).then(|| SpoolSettings {
+                    dir: self.data_dir.clone(),
+                    max_events: self.spool_max_events,
+                }),
             });
         }
         Ok(match self.history.unwrap_or(HistoryKind::Durable) {

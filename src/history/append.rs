@@ -37,6 +37,12 @@ pub struct KeyClaim {
 pub enum Appended {
     /// A new event, stored: the writer dispatches it.
     Stored(Arc<StoredEvent>),
+    /// Written to this instance's spool while the shared log is away (fsynced): acknowledged,
+    /// and forwarded to the log, in order, when it is back; dispatched by the log's feed then.
+    Spooled {
+        /// The event's id.
+        id: String,
+    },
     /// A retry of an update the history holds (same key, or same id and content): nothing was
     /// stored or is delivered; the publisher is answered with the original id.
     Retry {
@@ -130,7 +136,7 @@ mod tests {
         let record = KeyRecord {
             seq: 42,
             id: event.id.clone(),
-            fingerprint: Fingerprint::of(&event),
+            fingerprint: Fingerprint::of(&StoredEvent::new(42, event.clone())),
         };
         let bytes = record.encode(1234);
         assert_eq!(KeyRecord::decode(&bytes), Some((record, 1234)));

@@ -217,8 +217,8 @@ impl DurableHistory {
             let mut ids = IdTables::open(&txn)?;
             let mut keys = Keys::open(&txn)?;
             for Append { event, key } in batch {
-                let fingerprint = key.as_ref().map(|_| Fingerprint::of(&event));
                 let candidate = StoredEvent::new(state.next_seq, event);
+                let fingerprint = key.as_ref().map(|_| Fingerprint::of(&candidate));
                 if let (Some(claim), Some(fingerprint)) = (&key, fingerprint) {
                     if let Some(record) = keys.get(&claim.key, now)? {
                         out.push(record.answer(fingerprint));
@@ -467,7 +467,7 @@ mod tests {
         let ids = |a: &Appended| match a {
             Appended::Stored(e) => (e.id.clone(), e.seq),
             Appended::Retry { id, seq } => (id.clone(), *seq),
-            Appended::KeyReused { .. } => panic!("{a:?}"),
+            Appended::KeyReused { .. } | Appended::Spooled { .. } => panic!("{a:?}"),
         };
         assert!(matches!(retried[0], Appended::Retry { .. }), "{retried:?}");
         assert!(matches!(retried[1], Appended::Retry { .. }), "{retried:?}");

@@ -146,8 +146,8 @@ impl MemoryHistory {
         // are as short; subscribers never wait on it while idle.
         let mut out = Vec::with_capacity(batch.len());
         for Append { event, key } in batch {
-            let fingerprint = key.as_ref().map(|_| Fingerprint::of(&event));
             let candidate = StoredEvent::new(log.next_seq, event);
+            let fingerprint = key.as_ref().map(|_| Fingerprint::of(&candidate));
             if let (Some(claim), Some(fingerprint)) = (&key, fingerprint) {
                 if let Some(record) = log.key(&claim.key, now) {
                     out.push(record.answer(fingerprint));

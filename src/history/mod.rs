@@ -20,6 +20,7 @@ mod open;
 mod record;
 pub mod redis;
 pub mod shared_reads;
+pub mod spool;
 
 use std::sync::Arc;
 
@@ -37,9 +38,10 @@ pub use append::{Append, Appended, KeyClaim};
 pub use durable::{DurableHistory, Retention, SyncPolicy};
 pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
-pub use open::HistorySettings;
+pub use open::{HistorySettings, SpoolSettings};
 pub use record::RecordError;
 pub use shared_reads::SharedReads;
+pub use spool::{SpoolStatus, SpooledRedis};
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.
 /// The payload lives only inside `frame`.
@@ -201,6 +203,12 @@ pub trait History: Send + Sync + 'static {
     /// who dispatches what the writer appends.
     fn role(self: Arc<Self>) -> HistoryRole {
         HistoryRole::Local
+    }
+
+    /// The spool's state, for a log that spools publishes while its server is away
+    /// ([`SpooledRedis`]).
+    fn spool_status(&self) -> Option<SpoolStatus> {
+        None
     }
 }
 

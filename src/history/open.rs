@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
+    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SpooledRedis,
+    SyncPolicy,
 };
 
 /// The history store to open.
@@ -35,7 +36,19 @@ pub enum HistorySettings {
         prefix: String,
         /// Most events kept in the stream (0: no limit).
         max_len: u64,
+        /// Where publishes taken while Redis is away are spooled ([`SpooledRedis`]), and how
+        /// many at most; `None`: no spool, such publishes are refused (`503`).
+        spool: Option<SpoolSettings>,
     },
+}
+
+/// The spool of a Redis history.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// The directory of `spool.redb` (the data directory).
+    pub dir: PathBuf,
+    /// Most publishes spooled at once (at least 1).
+    pub max_events: usize,
 }
 
 impl HistorySettings {
@@ -55,7 +68,16 @@ impl HistorySettings {
                 url,
                 prefix,
                 max_len,
-            } => Arc::new(RedisHistory::connect(url, prefix, *max_len).await?),
+                spool,
+            } => {
+                let redis = RedisHistory::connect(url, prefix, *max_len).await?;
+                match spool {
+                    Some(spool) => {
+                        Arc::new(SpooledRedis::open(redis, &spool.dir, spool.max_events)?)
+                    }
+                    None => Arc::new(redis),
+                }
+            }
         })
     }
 }

@@ -32,8 +32,8 @@ use redis::{Client, Script, Value};
 
 use super::record::{decode_record, encode_record, now_ms};
 use super::{
-    Append, Appended, Damage, History, HistoryError, HistoryFuture, HistoryRole, Page, ReplayFrom,
-    ReplayStart, StoredEvent,
+    Append, Appended, Damage, History, HistoryError, HistoryFuture, HistoryRole, KeyClaim, Page,
+    ReplayFrom, ReplayStart, StoredEvent,
 };
 use crate::idempotency::Fingerprint;
 
@@ -283,6 +283,22 @@ impl RedisHistory {
         self: Arc<Self>,
         batch: Vec<Append>,
     ) -> Result<Vec<Appended>, HistoryError> {
+        // The record does not hold the sequence number, so it can be made before Redis assigns
+        // the entry id.
+        let batch = batch
+            .into_iter()
+            .map(|Append { event, key }| (StoredEvent::new(0, event), key))
+            .collect();
+        self.append_stored(batch).await
+    }
+
+    /// Appends events already encoded (a new publish, or one a spool forwards), recognising
+    /// retries: see [`PUBLISH_SCRIPT`]. A spooled event forwarded a second time (the first
+    /// forward's answer was lost) is a retry by its id, so it is not stored twice.
+    pub(crate) async fn append_stored(
+        &self,
+        batch: Vec<(StoredEvent, Option<KeyClaim>)>,
+    ) -> Result<Vec<Appended>, HistoryError> {
         let now = now_ms();
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -293,18 +309,15 @@ impl RedisHistory {
         // Every publish of a batch shares the hub's one window.
         let window = batch
             .iter()
-            .find_map(|a| a.key.as_ref().map(|claim| claim.window))
+            .find_map(|(_, key)| key.as_ref().map(|claim| claim.window))
             .unwrap_or_default();
         invocation
             .arg(self.max_len)
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut prepared = Vec::with_capacity(batch.len());
         let mut next_key = 5;
-        for Append { event, key } in batch {
-            // The record does not hold the sequence number, so it can be made before Redis
-            // assigns the entry id.
-            let fingerprint = Fingerprint::of(&event).to_hex();
-            let stored = StoredEvent::new(0, event);
+        for (stored, key) in batch {
+            let fingerprint = Fingerprint::of(&stored).to_hex();
             let key_index = match &key {
                 Some(claim) => {
                     invocation.key(format!("{}{}", self.keys.key_prefix, claim.key.as_str()));
@@ -340,6 +353,23 @@ impl RedisHistory {
                 }
             })
             .collect()
+    }
+
+    /// Whether Redis answers and the feed reads (readiness).
+    pub(crate) async fn check_now(&self) -> Result<(), HistoryError> {
+        if !self.feed_reading.load(Ordering::Relaxed) {
+            return Err(HistoryError::FeedNotReading);
+        }
+        self.ping().await
+    }
+
+    /// Whether Redis answers a `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), HistoryError> {
+        let mut connection = self.commands.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
+        Ok(())
     }
 
     /// Runs a read-only `pipe` and, when it failed because the connection broke, once more.
@@ -474,16 +504,7 @@ impl History for RedisHistory {
     }
 
     fn check(self: Arc<Self>) -> HistoryFuture<()> {
-        Box::pin(async move {
-            if !self.feed_reading.load(Ordering::Relaxed) {
-                return Err(HistoryError::FeedNotReading);
-            }
-            let mut connection = self.commands.clone();
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await?;
-            Ok(())
-        })
+        Box::pin(async move { self.check_now().await })
     }
 
     fn len(&self) -> usize {

@@ -33,7 +33,7 @@ use tracing::info;
 
 use crate::auth::SubscriberGrant;
 use crate::event::Event;
-use crate::history::{Append, History, KeyClaim, SharedReads, StoredEvent};
+use crate::history::{Append, History, KeyClaim, SharedReads, SpoolStatus, StoredEvent};
 use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Reason};
 use crate::topic::SelectorCache;
@@ -310,10 +310,24 @@ impl Hub {
         metrics.subscribers_connected.set(registry.len() as i64);
         metrics.subscriptions.set(registry.subscriptions() as i64);
         metrics.history_events.set(self.inner.history.len() as i64);
+        let spool = self.spool_status();
+        metrics
+            .spool_events
+            .set(spool.map_or(0, |s| s.events as i64));
+        metrics.spool_oldest_age_seconds.set(
+            spool
+                .and_then(|s| s.oldest_age)
+                .map_or(0.0, |age| age.as_secs_f64()),
+        );
         metrics
             .ready
             .set(i64::from(self.check_ready().await.is_ok()));
         metrics.encode()
+    }
+
+    /// The spool's state, when the history spools publishes while Redis is away.
+    pub fn spool_status(&self) -> Option<SpoolStatus> {
+        self.inner.history.spool_status()
     }
 
     /// Every open stream's description.

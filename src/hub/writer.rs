@@ -31,6 +31,11 @@ fn receipt(appended: &Appended) -> Result<PublishReceipt, PublishError> {
             seq: *seq,
             retry: true,
         }),
+        Appended::Spooled { id } => Ok(PublishReceipt {
+            id: id.clone(),
+            seq: 0,
+            retry: false,
+        }),
         Appended::KeyReused { id } => Err(PublishError::KeyReused { id: id.clone() }),
     }
 }

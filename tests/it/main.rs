@@ -29,6 +29,7 @@ mod refusals;
 mod replay;
 mod shutdown;
 mod soak;
+mod spool;
 mod startup;
 mod storm;
 mod subscribe;
