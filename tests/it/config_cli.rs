@@ -278,15 +278,34 @@ async fn transport_still_selects_the_redis_history_with_a_warning() {
     let redis = RedisServer::start(false).await;
     let url = redis.url();
     let common = ["--jwt-key", SECRET, "--anonymous"];
-    let (_old, old_logs) =
-        start_and_read_logs_until_listening(&[&common[..], &["--transport", &url]].concat());
+    // Each instance its own data directory (for its spool).
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let dir = |d: &tempfile::TempDir| d.path().to_string_lossy().into_owned();
+    let (old_dir, new_dir) = (dir(&dirs.0), dir(&dirs.1));
+    let (_old, old_logs) = start_and_read_logs_until_listening(
+        &[&common[..], &["--transport", &url, "--data-dir", &old_dir]].concat(),
+    );
     let warning = old_logs
         .iter()
         .find(|line| line.contains("WARN") && line.contains("--transport"))
         .unwrap_or_else(|| panic!("no deprecation warning in {old_logs:?}"));
     assert!(warning.contains("--history redis --redis-url"), "{warning}");
     let (_new, new_logs) = start_and_read_logs_until_listening(
-        &[&common[..], &["--history", "redis", "--redis-url", &url]].concat(),
+        &[
+            &common[..],
+            &[
+                "--history",
+                "redis",
+                "--redis-url",
+                &url,
+                "--data-dir",
+                &new_dir,
+            ],
+        ]
+        .concat(),
     );
     assert!(
         !new_logs.iter().any(|line| line.contains("deprecated")),

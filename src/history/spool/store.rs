@@ -121,6 +121,13 @@ impl SpoolFile {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|error| match error {
             redb::DatabaseError::Storage(redb::StorageError::Io(io)) => io_error(&path, io),
+            // Two instances on one host with the same data directory.
+            redb::DatabaseError::DatabaseAlreadyOpen => io_error(
+                &path,
+                std::io::Error::other(
+                    "the spool is in use by another ssehub process: give each instance its own --data-dir",
+                ),
+            ),
             other => HistoryError::from(other),
         })?;
         let txn = db.begin_write()?;
