@@ -44,11 +44,18 @@ pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeA
         .ok()
         .and_then(Value::into_dict)
         .ok_or_else(|| file_error("the settings could not be layered (a bug)".into()))?;
+    // Settings of the file alone (no flag): clap knows nothing of them, and asking it would
+    // panic; they count as defaults, which the file then overrides.
+    let source = |key: &str| {
+        (!FILE_ONLY.contains(&key))
+            .then(|| matches.value_source(key))
+            .flatten()
+    };
     let layer = |name: &'static str, keep: fn(Option<ValueSource>) -> bool| Layer {
         metadata: Metadata::named(name),
         dict: all
             .iter()
-            .filter(|(key, _)| keep(matches.value_source(key)))
+            .filter(|(key, _)| keep(source(key)))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
     };
@@ -100,6 +107,9 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
     })
 }
 
+/// Settings read from the file only: draft-08's `[[issuer]]` tables.
+const FILE_ONLY: &[&str] = &["issuer"];
+
 /// Every key of the file names a setting of `ssehub serve` (`config` itself excepted).
 fn check_known_settings(text: &str) -> Result<(), String> {
     let data = Toml::string(text)
@@ -109,6 +119,7 @@ fn check_known_settings(text: &str) -> Result<(), String> {
     for key in data.values().flat_map(|dict| dict.keys()) {
         let known = key != "config"
             && (key == "write_timeout"
+                || FILE_ONLY.contains(&key.as_str())
                 || command
                     .get_arguments()
                     .any(|arg| arg.get_id() == key.as_str()));
