@@ -148,6 +148,13 @@ impl Issuer {
         if secret.is_empty() {
             return Err(bad_key(iss, "the secret is empty"));
         }
+        // A public key used as an HMAC secret lets anyone who has it sign tokens.
+        if secret.trim_start().starts_with("-----BEGIN") {
+            return Err(mismatch(
+                iss,
+                "a PEM key is not an HMAC secret: name its asymmetric algorithm (RS256, ES256, EdDSA…)",
+            ));
+        }
         let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| bad_key(iss, e))?;
         Ok(Self::new(
             iss,
@@ -381,6 +388,14 @@ mod tests {
         assert!(matches!(
             Issuer::with_secret("https://a", "", &[Algorithm::HS256]),
             Err(IssuerError::BadKey { .. })
+        ));
+        assert!(matches!(
+            Issuer::with_secret(
+                "https://a",
+                "-----BEGIN PUBLIC KEY-----\nx",
+                &[Algorithm::HS256]
+            ),
+            Err(IssuerError::Mismatch { .. })
         ));
         let pem = "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----";
         assert!(matches!(
