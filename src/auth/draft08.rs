@@ -633,7 +633,8 @@ mod tests {
         let b = Issuer::with_secret("https://b", "secret-b", &[Algorithm::HS256])
             .expect("b")
             .for_roles(&[Role::Subscriber]);
-        let auth = Draft08Auth::new(RESOURCE, vec![a, b]).expect("auth");
+        let c = Issuer::with_secret("https://c", "secret-c", &[Algorithm::HS256]).expect("c");
+        let auth = Draft08Auth::new(RESOURCE, vec![a, b, c]).expect("auth");
         let token = |iss: &str, secret: &str| {
             let mut c = claims();
             c["iss"] = json!(iss);
@@ -643,9 +644,13 @@ mod tests {
             .verify_publisher(&token("https://a", "secret-a"))
             .await
             .is_ok());
-        // B's key, claiming to be A: only A's key is tried.
+        assert!(auth
+            .verify_publisher(&token("https://c", "secret-c"))
+            .await
+            .is_ok());
+        // C's key, claiming to be A: only A's key is tried, though C is trusted too.
         assert!(matches!(
-            auth.verify_publisher(&token("https://a", "secret-b")).await,
+            auth.verify_publisher(&token("https://a", "secret-c")).await,
             Err(TokenError::InvalidToken(_))
         ));
         // B signs for subscribers only.
