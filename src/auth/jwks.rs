@@ -305,6 +305,8 @@ impl Inner {
 }
 
 /// The usable keys of a JWK Set document; keys that cannot be used are skipped one by one.
+// Without the `jwks` feature nothing is fetched, so nothing is parsed (the unit tests still are).
+#[cfg_attr(not(feature = "jwks"), allow(dead_code))]
 fn parse_set(body: &[u8]) -> Result<Vec<SetKey>, JwksError> {
     #[derive(serde::Deserialize)]
     struct RawSet {
@@ -322,6 +324,7 @@ fn parse_set(body: &[u8]) -> Result<Vec<SetKey>, JwksError> {
     Ok(keys)
 }
 
+#[cfg_attr(not(feature = "jwks"), allow(dead_code))]
 fn parse_key(value: serde_json::Value) -> Result<SetKey, &'static str> {
     let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK jsonwebtoken reads")?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
