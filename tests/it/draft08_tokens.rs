@@ -517,3 +517,51 @@ async fn a_key_set_never_fetched_while_its_server_is_down_is_a_503() {
     assert!(body.contains("key set"), "{body}");
     hub.0.stop().await;
 }
+
+#[tokio::test]
+async fn the_binary_reads_issuers_from_its_config_file_and_the_resource_identifier_from_the_environment(
+) {
+    use crate::support::binary::BinaryHub;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ssehub.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "jwt_key = \"draft-07-secret\"\nhistory = \"memory\"\n\
+             resource_identifier = \"{RESOURCE}\"\n\n[[issuer]]\niss = \"{ISS}\"\nkey = \"{SECRET}\"\n"
+        ),
+    )
+    .expect("write config");
+    let file = file.to_str().expect("utf-8 path");
+    let token = hs256(&claims(ISS, vec![grant("publish", &["*"])]));
+
+    let hub = BinaryHub::start(&["--config", file], &[]);
+    let (status, body) = publish_with(&hub.url, &token, &[("topic", "t")]).await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!(
+        "http://{}/.well-known/oauth-protected-resource/.well-known/mercure",
+        hub.addr
+    );
+    let document: Value = serde_json::from_str(
+        &reqwest::get(&url)
+            .await
+            .expect("metadata")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(document["resource"], RESOURCE);
+    drop(hub);
+
+    // SSEHUB_RESOURCE_IDENTIFIER beats the file: the same token now names another hub.
+    let other = "https://hub.example/.well-known/mercure";
+    let hub = BinaryHub::start(
+        &["--config", file],
+        &[("SSEHUB_RESOURCE_IDENTIFIER", other)],
+    );
+    let response = post(&hub.url, &token, &[("topic", "t")]).await;
+    assert_eq!(response.status(), 401);
+    assert!(challenge(&response)
+        .is_some_and(|c| c.contains("hub.example/.well-known/oauth-protected-resource")));
+}
