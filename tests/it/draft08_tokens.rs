@@ -565,3 +565,53 @@ async fn the_binary_reads_issuers_from_its_config_file_and_the_resource_identifi
     assert!(challenge(&response)
         .is_some_and(|c| c.contains("hub.example/.well-known/oauth-protected-resource")));
 }
+
+/// Paused time, through the router in this process: a draft-08 subscriber's stream ends when
+/// its token's `exp` comes (§Subscribers: "no later than the token's exp").
+#[tokio::test(start_paused = true)]
+async fn a_draft08_subscribers_stream_ends_at_its_tokens_exp() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    const LIFETIME: u64 = 90;
+    let (hub, closes) = crate::support::hub_without_server(ssehub::HubConfig {
+        max_lifetime: None,
+        ..config()
+    })
+    .await;
+    let mut c = claims(ISS, vec![grant("subscribe", &["*"])]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    c["exp"] = json!(now + LIFETIME);
+    let request = http::Request::get("/.well-known/mercure?topic=t")
+        .header("authorization", format!("Bearer {}", hs256(&c)))
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = ssehub::http::router(hub.clone(), draft08_http(false))
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let opened = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(LIFETIME * 2), async {
+        while let Some(frame) = body.frame().await {
+            frame.expect("the body ends rather than failing");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token twice over");
+    let lived = opened.elapsed();
+    assert!(
+        lived + Duration::from_secs(1) >= Duration::from_secs(LIFETIME)
+            && lived <= Duration::from_secs(LIFETIME),
+        "the stream lived {lived:?} with a token for {LIFETIME} s"
+    );
+    drop(body);
+    assert_eq!(
+        crate::support::reasons(&closes),
+        [ssehub::CloseReason::TokenExpired]
+    );
+    hub.shutdown().await;
+}
