@@ -35,7 +35,9 @@ pub struct MercureClaim {
 
 /// An RFC 7519 NumericDate: an integer or a float; negative values count as 0 (long past), and
 /// values beyond `u64` saturate.
-fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
     let number: Option<serde_json::Number> = Option::deserialize(deserializer)?;
     Ok(number.map(|n| {
         n.as_u64().unwrap_or_else(|| {

@@ -5,8 +5,17 @@
 //! turning its `mercure` claim into grants: which topics a publisher may publish
 //! ([`PublisherGrant`]) and which private updates a subscriber may receive ([`SubscriberGrant`]).
 //! Mapping errors to HTTP statuses is [`crate::http::error`]'s job.
+//!
+//! draft-dunglas-mercure-08 tokens (RFC 9068 `at+jwt`, trusted issuers, RFC 9396
+//! `authorization_details`) are [`draft08`]'s: [`Draft08Auth`] verifies them against
+//! [`issuers`] (static keys, or key sets from [`jwks`]) and reads their [`details`] into the
+//! same [`PublisherGrant`] and [`SubscriberGrant`], so the hub serves both dialects alike.
 
 pub mod claims;
+pub mod details;
+pub mod draft08;
+pub mod issuers;
+pub mod jwks;
 pub mod keys;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +26,10 @@ use thiserror::Error;
 use crate::topic::{selector::any_matches, SelectorCache, TopicSelector};
 
 pub use claims::{Claims, MercureClaim};
+pub use details::DetailLimits;
+pub use draft08::{Draft08Auth, TokenError};
+pub use issuers::{Issuer, IssuerError, Role};
+pub use jwks::{JwksError, JwksKeys, JwksSettings};
 pub use keys::{JwtAlgorithm, JwtKeyError, JwtSigner, JwtVerifier};
 
 /// The cookie name Mercure recommends for browser tokens.

@@ -105,6 +105,30 @@ pub struct ServeArgs {
     #[serde(default, with = "list")]
     pub jwt_audience: Vec<String>,
 
+    /// draft-08: the hub's resource identifier, which access tokens must name in `aud`
+    /// (e.g. `https://hub.example.com/.well-known/mercure`; it need not be the address the hub
+    /// is served at). Needs at least one `[[issuer]]` in the config file.
+    #[arg(long, env = "SSEHUB_RESOURCE_IDENTIFIER")]
+    pub resource_identifier: Option<String>,
+
+    /// draft-08: time between two scheduled fetches of an issuer's JWK Set (0: only on
+    /// unknown `kid`s).
+    #[arg(long, env = "SSEHUB_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub jwks_refresh: Duration,
+
+    /// draft-08: shortest time between two fetches of a JWK Set caused by tokens naming a
+    /// `kid` the hub does not know (bounds what made-up `kid`s cost the key server).
+    #[arg(long, env = "SSEHUB_JWKS_MIN_REFETCH", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub jwks_min_refetch: Duration,
+
+    /// draft-08 trusted issuers: `[[issuer]]` tables of the config file only (see
+    /// `config::IssuerSettings`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuer: Vec<super::IssuerSettings>,
+
     /// Accept subscribers without a token (they never receive private updates).
     #[arg(long, env = "SSEHUB_ANONYMOUS")]
     pub anonymous: bool,

@@ -44,11 +44,18 @@ pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeA
         .ok()
         .and_then(Value::into_dict)
         .ok_or_else(|| file_error("the settings could not be layered (a bug)".into()))?;
+    // Settings of the file alone (no flag): clap knows nothing of them, and asking it would
+    // panic; they count as defaults, which the file then overrides.
+    let source = |key: &str| {
+        (!FILE_ONLY.contains(&key))
+            .then(|| matches.value_source(key))
+            .flatten()
+    };
     let layer = |name: &'static str, keep: fn(Option<ValueSource>) -> bool| Layer {
         metadata: Metadata::named(name),
         dict: all
             .iter()
-            .filter(|(key, _)| keep(matches.value_source(key)))
+            .filter(|(key, _)| keep(source(key)))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
     };
@@ -100,6 +107,9 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
     })
 }
 
+/// Settings read from the file only: draft-08's `[[issuer]]` tables.
+const FILE_ONLY: &[&str] = &["issuer"];
+
 /// Every key of the file names a setting of `ssehub serve` (`config` itself excepted).
 fn check_known_settings(text: &str) -> Result<(), String> {
     let data = Toml::string(text)
@@ -109,6 +119,7 @@ fn check_known_settings(text: &str) -> Result<(), String> {
     for key in data.values().flat_map(|dict| dict.keys()) {
         let known = key != "config"
             && (key == "write_timeout"
+                || FILE_ONLY.contains(&key.as_str())
                 || command
                     .get_arguments()
                     .any(|arg| arg.get_id() == key.as_str()));
@@ -256,6 +267,86 @@ mod tests {
         assert!(error.contains("ssehub.toml"), "{error}");
         let error = parse_with_file("config = \"other.toml\"\n", &[]).expect_err("no nesting");
         assert!(error.contains("unknown setting `config`"), "{error}");
+    }
+
+    #[test]
+    fn draft08_issuers_come_from_the_file() {
+        let toml = r#"
+jwt_key = "k"
+resource_identifier = "https://localhost/.well-known/mercure"
+
+[[issuer]]
+iss = "https://localhost"
+key = "!ChangeThisMercureHubJWTSecretKey!"
+
+[[issuer]]
+iss = "https://auth.example"
+jwks_url = "https://auth.example/jwks"
+algorithms = ["ES256", "EdDSA"]
+roles = ["subscriber"]
+authorization_server = true
+"#;
+        let serve = parse_with_file(toml, &["--jwks-min-refetch", "10s"]).expect("parses");
+        assert_eq!(serve.issuer.len(), 2);
+        assert_eq!(serve.issuer[1].roles, [crate::config::RoleName::Subscriber]);
+        assert_eq!(serve.jwks_min_refetch, Duration::from_secs(10));
+        assert_eq!(serve.jwks_refresh, Duration::from_secs(300), "a default");
+        let settings = serve.resolve().expect("valid");
+        let draft08 = settings.http.draft08.expect("draft-08 configured");
+        assert_eq!(
+            draft08.resource_identifier(),
+            "https://localhost/.well-known/mercure"
+        );
+        assert_eq!(
+            draft08.metadata(None)["authorization_servers"],
+            serde_json::json!(["https://auth.example"])
+        );
+        let debug = format!("{:?}", serve_debug(toml));
+        assert!(
+            !debug.contains("ChangeThis"),
+            "secrets are not printed: {debug}"
+        );
+        // The flag names the resource identifier over the file's.
+        let serve = parse_with_file(toml, &["--resource-identifier", "https://hub.example/x"])
+            .expect("parses");
+        let draft08 = serve.resolve().expect("valid").http.draft08.expect("set");
+        assert_eq!(draft08.resource_identifier(), "https://hub.example/x");
+        // Without issuers, nothing draft-08 is set up.
+        let serve = parse_with_file("jwt_key = \"k\"\n", &[]).expect("parses");
+        assert!(serve.resolve().expect("valid").http.draft08.is_none());
+    }
+
+    fn serve_debug(toml: &str) -> Vec<crate::config::IssuerSettings> {
+        parse_with_file(toml, &[])
+            .map(|s| s.issuer)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn bad_draft08_issuers_are_refused_naming_the_issuer() {
+        let with = |tables: &str, flags: &[&str]| {
+            parse_with_file(&format!("jwt_key = \"k\"\n{tables}"), flags)
+                .and_then(|serve| serve.resolve().map(|_| ()).map_err(|e| e.to_string()))
+                .expect_err(tables)
+        };
+        let iss = "[[issuer]]\niss = \"https://a\"\n";
+        let id = "resource_identifier = \"https://hub/.well-known/mercure\"\n";
+        for (toml, expected) in [
+            (format!("{iss}key = \"s\"\n"), "resource_identifier"),
+            (format!("{id}{iss}key = \"s\"\njwks_url = \"https://a/jwks\"\n"), "exactly one"),
+            (format!("{id}{iss}"), "exactly one"),
+            (format!("{id}{iss}key = \"-----BEGIN PUBLIC KEY-----\\nx\"\n"), "not an HMAC secret"),
+            (format!("{id}{iss}key = \"s\"\nalgorithms = [\"none\"]\n"), "unknown JWT algorithm"),
+            (format!("{id}{iss}jwks_url = \"https://a/jwks\"\nalgorithms = [\"HS256\"]\n"), "shared secret"),
+            (format!("{id}{iss}jwks_url = \"file:///etc/jwks\"\n"), "not an http"),
+            (format!("{id}{iss}key = \"s\"\nkee = 1\n"), "kee"),
+            ("resource_identifier = \"not a url\"\n[[issuer]]\niss = \"https://a\"\nkey = \"s\"\n".to_owned(), "not an absolute"),
+        ] {
+            let error = with(&toml, &[]);
+            assert!(error.contains(expected), "{toml}: {error}");
+        }
+        let error = with("", &["--resource-identifier", "https://hub/x"]);
+        assert!(error.contains("[[issuer]]"), "{error}");
     }
 
     #[test]

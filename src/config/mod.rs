@@ -20,6 +20,7 @@
 
 mod args;
 mod file;
+mod issuer;
 mod resolve;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use thiserror::Error;
 
 pub use self::args::{parse_duration, HistoryKind, ServeArgs, SyncMode};
 pub use self::file::merge_config_file;
+pub use self::issuer::{IssuerSettings, RoleName};
 use crate::auth::{JwtKeyError, JwtSigner};
 pub use crate::history::HistorySettings;
 use crate::http::HttpConfig;

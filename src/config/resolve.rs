@@ -56,6 +56,7 @@ impl ServeArgs {
                 subscriber: keys.subscriber,
                 anonymous: self.anonymous,
             },
+            draft08: self.draft08()?,
             cors_origins: non_empty(&self.cors_origins),
             publish_origins: non_empty(&self.publish_origins),
             max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,

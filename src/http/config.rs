@@ -4,7 +4,7 @@
 //! how large a publish may be, whether `/metrics` is routed); the hub below them knows nothing
 //! of HTTP and has its own [`crate::HubConfig`]. The command line fills both in `config`.
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, Draft08Auth};
 
 /// Settings of the HTTP routes. `Default` gives the values documented on each field.
 #[derive(Debug, Clone)]
@@ -12,6 +12,11 @@ pub struct HttpConfig {
     /// Keys and the anonymous-subscriber policy (default: no keys and no anonymous
     /// subscribers, so HTTP refuses every publish and subscription until they are set).
     pub auth: AuthConfig,
+    /// draft-dunglas-mercure-08 access tokens: the resource identifier and the trusted
+    /// issuers (default none: an `at+jwt` token is then verified as a draft-07 one). When set,
+    /// a request whose token's header says `typ: at+jwt` is authorized by it, and the RFC 9728
+    /// metadata document is routed.
+    pub draft08: Option<Draft08Auth>,
     /// Origins allowed to subscribe and publish from a browser (CORS). `*` allows any origin
     /// but then without credentials (cookies).
     pub cors_origins: Vec<String>,
@@ -29,6 +34,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             auth: AuthConfig::default(),
+            draft08: None,
             cors_origins: Vec::new(),
             publish_origins: Vec::new(),
             max_publish_bytes: 1024 * 1024,

@@ -33,6 +33,9 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
     /// The error behind a 5xx, whose sources are logged with it (the body says only `message`).
     pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// The `WWW-Authenticate` challenge, when it says more than the bare `Bearer` every 401
+    /// gets (RFC 6750 §3: an `error` code, `resource_metadata`).
+    pub challenge: Option<HeaderValue>,
 }
 
 impl ApiError {
@@ -43,6 +46,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             cause: None,
+            challenge: None,
         }
     }
 
@@ -171,7 +175,9 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        } else if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Some(secs) = self.retry_after_secs {

@@ -8,6 +8,7 @@
 //! job: a subscription's response carries the [`EventStream`] extension so that the server
 //! knows it is a stream without reading its headers.
 
+mod bearer;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -77,6 +78,10 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
     }
     if hub.config().subscriptions {
         router = router.merge(subscriptions::routes());
+    }
+    if let Some(auth) = &config.draft08 {
+        // RFC 9728 §3: the resource identifier's path under the well-known prefix.
+        router = router.route(&auth.metadata_path(), get(bearer::metadata));
     }
     let router = router
         .fallback(|| async {

@@ -16,8 +16,8 @@ use http::{header, HeaderMap, StatusCode};
 use http_body::Body as _;
 
 use super::error::ApiError;
-use super::{query_param, HttpConfig};
-use crate::auth::{self, TokenSource};
+use super::{bearer, query_param, HttpConfig};
+use crate::auth::{self, TokenError, TokenSource};
 use crate::event::{generate_id, Event};
 use crate::hub::Hub;
 use crate::idempotency::{IdempotencyKey, KeyError};
@@ -44,9 +44,18 @@ pub async fn publish(
     if source == Some(TokenSource::Cookie) {
         check_cookie_origin(&config, &headers)?;
     }
-    let grant = config
-        .auth
-        .authorize_publisher(token.as_deref(), hub.selector_cache())?;
+    // A draft-08 access token (header `typ: at+jwt`) is verified by the draft-08 issuers.
+    let draft08 = bearer::draft08_token(&config, token.as_deref().zip(source))?;
+    let grant = match (draft08, token.as_deref()) {
+        (Some(auth), Some(token)) => auth
+            .verify_publisher(token)
+            .await
+            .map_err(|e| bearer::token_error(auth, e))?,
+        _ => config
+            .auth
+            .authorize_publisher(token.as_deref(), hub.selector_cache())
+            .map_err(|e| bearer::auth_error(&config, e))?,
+    };
 
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
@@ -80,7 +89,13 @@ pub async fn publish(
         .await
         .map_err(|_| too_large())?;
     let event = parse_form(&bytes)?;
-    grant.check_topics(&event.topics)?;
+    grant
+        .check_topics(&event.topics)
+        .map_err(|e| match draft08 {
+            // draft-08 §Publishers: 403 with `error="insufficient_scope"`.
+            Some(auth) => bearer::token_error(auth, TokenError::InsufficientScope(e.to_string())),
+            None => e.into(),
+        })?;
     let key = idempotency_key(&headers)?;
     let receipt = hub.publish_with_key(event, key).await?;
     let mut response = (

@@ -22,7 +22,7 @@ use http::{header, HeaderValue, StatusCode};
 use http_body::Frame;
 
 use super::error::ApiError;
-use super::HttpConfig;
+use super::{bearer, HttpConfig};
 use crate::auth;
 use crate::hub::{Hub, SubscribeError, SubscribeRequest, SubscriptionStream};
 
@@ -69,10 +69,21 @@ pub async fn subscribe(
         }
     }
     let headers = request.headers();
-    let token = auth::extract_token(headers, query_token.as_deref())?.map(|(token, _)| token);
-    let grant = config
-        .auth
-        .authorize_subscriber(token.as_deref(), hub.selector_cache())?;
+    let token = auth::extract_token(headers, query_token.as_deref())?;
+    // A draft-08 access token (header `typ: at+jwt`) is verified by the draft-08 issuers;
+    // the payload is chosen by the subscription's own selectors (draft-08 §Payloads).
+    let draft08 = bearer::draft08_token(&config, token.as_ref().map(|(t, s)| (t.as_ref(), *s)))?;
+    let token = token.map(|(token, _)| token);
+    let grant = match (draft08, token.as_deref()) {
+        (Some(auth), Some(token)) => auth
+            .verify_subscriber(token, &topics)
+            .await
+            .map_err(|e| bearer::token_error(auth, e))?,
+        _ => config
+            .auth
+            .authorize_subscriber(token.as_deref(), hub.selector_cache())
+            .map_err(|e| bearer::auth_error(&config, e))?,
+    };
     // Mercure §Reconciliation: the header takes precedence over the query parameter. Browsers
     // send it as UTF-8 (WHATWG), so non-ASCII ids resume too; an empty value counts as absent.
     let last_event_id = match headers.get(LAST_EVENT_ID) {
