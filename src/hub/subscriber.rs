@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
+use crate::topic::selector::EventTopics;
 use crate::topic::TopicSelector;
 
 /// A subscriber's id, unique within one hub.
@@ -115,7 +116,13 @@ impl Subscriber {
     /// of the subscriber's selectors and, if private, one of its topics matches the token's
     /// `mercure.subscribe` selectors.
     pub(crate) fn wants(&self, stored: &StoredEvent) -> bool {
-        crate::topic::selector::any_matches(&self.selectors, &stored.topics)
+        self.wants_in(stored, &EventTopics::new(&stored.topics))
+    }
+
+    /// [`Self::wants`], with the event's topics as the fan-out prepared them once for every
+    /// subscriber (URL patterns read the topics' URLs, parsed once per event).
+    pub(crate) fn wants_in(&self, stored: &StoredEvent, topics: &EventTopics<'_>) -> bool {
+        crate::topic::selector::any_matches_event(&self.selectors, topics)
             && (!stored.private || self.grant.allows_private(&stored.topics))
     }
 }
