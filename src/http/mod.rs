@@ -173,7 +173,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             header::CACHE_CONTROL,
             HeaderName::from_static(subscribe::LAST_EVENT_ID),
         ])
-        .expose_headers([HeaderName::from_static(subscribe::LAST_EVENT_ID)])
+        .expose_headers([
+            HeaderName::from_static(subscribe::LAST_EVENT_ID),
+            HeaderName::from_static(dialect::MERCURE_LAST_EVENT_ID),
+        ])
         .max_age(std::time::Duration::from_secs(3600));
     if origins.iter().any(|origin| origin == "*") {
         return Some(layer.allow_origin(AllowOrigin::any()));
