@@ -450,3 +450,45 @@ async fn publishers_cannot_use_the_reserved_namespace_or_type_in_either_dialect(
     .await;
     assert_eq!(status, 200, "draft-07 publishes keep their rules");
 }
+
+// The setting, through the real binary: `dialects` in the file, `SSEHUB_DIALECTS` over it.
+
+#[tokio::test]
+async fn the_dialects_setting_reads_the_file_and_the_environment() {
+    use crate::support::binary::BinaryHub;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ssehub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "jwt_key = \"{SECRET}\"\nanonymous = true\nhistory = \"memory\"\ndialects = [\"draft-08\"]\n"
+        ),
+    )
+    .expect("write config");
+    let path = path.to_str().expect("utf-8 path");
+
+    let hub = BinaryHub::start(&["--config", path], &[]);
+    assert_400(
+        &refused(&hub.url, "topic=a", &[]).await,
+        "draft-07 requests are turned off",
+    );
+    assert_eq!(
+        SseClient::open(&format!("{}?match=a", hub.url), &[])
+            .await
+            .status,
+        200
+    );
+    drop(hub);
+
+    let hub = BinaryHub::start(&["--config", path], &[("SSEHUB_DIALECTS", "draft-07")]);
+    assert_400(
+        &refused(&hub.url, "match=a", &[]).await,
+        "draft-08 requests are turned off",
+    );
+    assert_eq!(
+        SseClient::open(&format!("{}?topic=a", hub.url), &[])
+            .await
+            .status,
+        200
+    );
+}
