@@ -492,3 +492,74 @@ async fn the_dialects_setting_reads_the_file_and_the_environment() {
         200
     );
 }
+
+// A browser's own `EventSource` on draft-08 (headless Chromium, on the hub's origin).
+
+#[tokio::test]
+async fn a_browser_event_source_speaks_draft08_and_resumes_with_its_header() {
+    use crate::support::chromium::{event_source_page, start_event_source, EVENT_SOURCE_STATE};
+    use crate::support::eventually;
+    crate::support::chromium::require_chromium();
+    let hub = TestHub::start(config()).await;
+    let (_, a) = hub
+        .publish(&[("topic", "https://example.com/books/1"), ("data", "a")])
+        .await;
+    hub.publish(&[("topic", "https://example.com/books/2"), ("data", "b")])
+        .await;
+    let (_browser, mut page) = event_source_page(
+        &format!("http://{}", hub.addr),
+        &format!("match_urlpattern=https://example.com/books/:id&last_event_id={a}"),
+    )
+    .await;
+    page.wait_until(
+        "t.data.length >= 1",
+        Duration::from_secs(20),
+        EVENT_SOURCE_STATE,
+    )
+    .await;
+    // A draft-07 publisher's update reaches the draft-08 page.
+    hub.publish(&[("topic", "https://example.com/books/3"), ("data", "c")])
+        .await;
+    page.wait_until(
+        "t.data.length >= 2",
+        Duration::from_secs(10),
+        EVENT_SOURCE_STATE,
+    )
+    .await;
+    // Cut the stream; the browser comes back with its Last-Event-ID header (and the same
+    // draft-08 query) and gets what it missed, once.
+    let id = *hub
+        .opens
+        .lock()
+        .expect("lock")
+        .last()
+        .expect("an open stream");
+    assert!(hub.hub.close_subscriber(id));
+    eventually(Duration::from_secs(2), "the stream is gone", || {
+        hub.hub.subscriber_count() == 0
+    })
+    .await;
+    hub.publish(&[("topic", "https://example.com/books/4"), ("data", "d")])
+        .await;
+    page.wait_until(
+        "t.data.length >= 3 && es.readyState === 1",
+        Duration::from_secs(15),
+        EVENT_SOURCE_STATE,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state: serde_json::Value =
+        serde_json::from_str(page.eval(EVENT_SOURCE_STATE).await.as_str().expect("state"))
+            .expect("JSON");
+    assert_eq!(state["data"], serde_json::json!(["b", "c", "d"]), "{state}");
+    assert_eq!(state["opened"], 2, "{state}");
+
+    // A mixed request is a 400: the browser's EventSource fails for good (CLOSED), never opens.
+    start_event_source(&mut page, "topic=a&match=a").await;
+    page.wait_until(
+        "es.readyState === 2 && t.errors === 1 && t.opened === 0",
+        Duration::from_secs(10),
+        EVENT_SOURCE_STATE,
+    )
+    .await;
+}
