@@ -88,7 +88,8 @@ pub struct SubscriberInfo {
     pub id: SubscriberId,
     /// A globally unique IRI (`urn:uuid:…`), as the subscriptions API names subscribers.
     pub uri: String,
-    /// The topic selectors it subscribed with.
+    /// The topic selectors it subscribed with, as written: draft-07 `topic`s, then draft-08
+    /// matcher values (the subscriptions API lists both in its draft-07 shape for now).
     pub topics: Vec<String>,
     /// The peer address, when the subscription came over the network.
     pub remote_addr: Option<SocketAddr>,
