@@ -4,8 +4,8 @@
 //! Owns the markers of each dialect (below), the refusals of a request that mixes them or
 //! speaks one the hub has turned off ([`HttpConfig::dialects`](super::HttpConfig)), reading
 //! the query with strict UTF-8 for draft-08's values, and finding the token where the dialect
-//! puts it. Verifying the token is [`crate::auth`]'s job; [`authorize_subscriber`] and
-//! [`authorize_publisher`] are where the dialect reaches it.
+//! puts it. Verifying the token is [`crate::auth`]'s job; `authorize_subscriber` and
+//! `authorize_publisher` are where the dialect reaches it.
 //!
 //! | marker | draft-07 | draft-08 |
 //! | --- | --- | --- |
