@@ -1,4 +1,5 @@
-//! ssehub: a Server-Sent Events hub speaking the Mercure protocol (draft-dunglas-mercure-07).
+//! ssehub: a Server-Sent Events hub speaking the Mercure protocol: draft-dunglas-mercure-07 and
+//! draft-dunglas-mercure-08 on the same endpoint, chosen per request.
 //!
 //! Publishers `POST` updates; browsers subscribe with `EventSource` and receive them in real
 //! time, resuming with `Last-Event-ID` after a disconnect. The same hub is a library: build a
@@ -8,7 +9,8 @@
 //! Module map (one concern each):
 //! - [`event`]: the event model and its validation.
 //! - [`wire`]: the SSE encoder (once per event) and a WHATWG parser (clients, tests).
-//! - [`topic`]: topic selectors (`*`, exact, URI templates) and matching.
+//! - [`dialect`]: the two protocols (draft-07, draft-08) and which of them a hub accepts.
+//! - [`topic`]: topic selectors (`*`, exact, URI templates, URL patterns) and matching.
 //! - [`hub`]: the registry of subscribers, the writer (batches, acknowledgements), the
 //!   dispatcher (fan-out in slices of woken streams, publishers paced by a budget), each
 //!   subscriber's queue and stream, the emitter lifecycle and its hooks.
@@ -91,6 +93,7 @@ pub mod auth;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod config;
+pub mod dialect;
 pub mod event;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -145,6 +145,19 @@ pub struct ServeArgs {
     #[serde(default, with = "list")]
     pub publish_origins: Vec<String>,
 
+    /// Mercure dialects served on /.well-known/mercure, chosen per request from what it carries
+    /// (comma-separated): `draft-07` (`topic`, `lastEventID`, `mercureAuthorization`),
+    /// `draft-08` (`match`, `match_urlpattern`, `last_event_id`, `at+jwt`,
+    /// `__Secure-mercure_access_token`). A request in a dialect that is off gets 400.
+    #[arg(
+        long,
+        env = "SSEHUB_DIALECTS",
+        value_delimiter = ',',
+        default_value = "draft-07,draft-08"
+    )]
+    #[serde(with = "list")]
+    pub dialects: Vec<String>,
+
     /// Publish subscription events and serve the subscriptions API
     /// (`/.well-known/mercure/subscriptions`).
     #[arg(long, env = "SSEHUB_SUBSCRIPTIONS")]

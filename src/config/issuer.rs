@@ -115,7 +115,18 @@ impl ServeArgs {
             .map(|settings| build(settings, jwks))
             .collect::<Result<Vec<_>, _>>()?;
         Draft08Auth::new(resource, issuers)
-            .map(Some)
+            .map(|auth| {
+                // Tokens' `urlpattern` matchers compile as subscriptions' `match_urlpattern` do.
+                let compile: crate::auth::details::UrlPatternCompiler =
+                    std::sync::Arc::new(|pattern| {
+                        crate::topic::TopicSelector::parse_matcher(
+                            crate::topic::MatcherType::UrlPattern,
+                            pattern,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                Some(auth.with_urlpattern(compile))
+            })
             .map_err(|e| ConfigError::Invalid {
                 setting: "--resource-identifier",
                 reason: e.to_string(),

@@ -130,6 +130,28 @@ mod tests {
     }
 
     #[test]
+    fn dialects_default_to_both_and_refuse_unknown_names() {
+        use crate::dialect::{Dialect, Dialects};
+        let settings = |args: &[&str]| parse(args).expect("parses").serve.resolve();
+        let both = settings(&["--jwt-key", "k"]).expect("valid");
+        assert_eq!(both.http.dialects, Dialects::BOTH);
+        let one = settings(&["--jwt-key", "k", "--dialects", "draft-08"]).expect("valid");
+        assert_eq!(one.http.dialects, Dialects::only(Dialect::Draft08));
+        for bad in ["draft-09", ""] {
+            assert!(
+                matches!(
+                    settings(&["--jwt-key", "k", "--dialects", bad]),
+                    Err(ConfigError::Invalid {
+                        setting: "--dialects",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn jwt_key_is_the_fallback_for_both() {
         let args = parse(&["--jwt-key", "secret"]).expect("parses");
         let settings = args.serve.resolve().expect("valid");

@@ -61,6 +61,13 @@ impl ServeArgs {
             publish_origins: non_empty(&self.publish_origins),
             max_publish_bytes: positive("--max-publish-bytes", self.max_publish_bytes)?,
             metrics_on_router: self.metrics == "main",
+            dialects: crate::dialect::Dialects::parse_list(
+                self.dialects.iter().map(String::as_str),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                setting: "--dialects",
+                reason,
+            })?,
         };
         let server = ServerOptions {
             tls: self.tls()?,

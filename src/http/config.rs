@@ -5,6 +5,7 @@
 //! of HTTP and has its own [`crate::HubConfig`]. The command line fills both in `config`.
 
 use crate::auth::{AuthConfig, Draft08Auth};
+use crate::dialect::Dialects;
 
 /// Settings of the HTTP routes. `Default` gives the values documented on each field.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct HttpConfig {
     /// Whether [`super::router`] serves `/metrics` (default on; off when metrics have a
     /// listener of their own, or are disabled).
     pub metrics_on_router: bool,
+    /// The Mercure dialects served on the endpoint, chosen per request from what it carries
+    /// (default: both, draft-07 and draft-08); a request in a dialect that is off gets `400`.
+    pub dialects: Dialects,
 }
 
 impl Default for HttpConfig {
@@ -39,6 +43,7 @@ impl Default for HttpConfig {
             publish_origins: Vec::new(),
             max_publish_bytes: 1024 * 1024,
             metrics_on_router: true,
+            dialects: Dialects::BOTH,
         }
     }
 }

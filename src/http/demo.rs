@@ -223,6 +223,7 @@ async fn open(
     Ok(hub
         .subscribe(SubscribeRequest {
             topics: query.topics.clone(),
+            matchers: Vec::new(),
             last_event_id,
             grant,
             remote_addr: None,

@@ -124,7 +124,8 @@ impl From<SubscribeError> for ApiError {
         match error {
             SubscribeError::NoTopics
             | SubscribeError::BlankTopic
-            | SubscribeError::TooManyTopics { .. } => Self::bad_request(error.to_string()),
+            | SubscribeError::TooManyTopics { .. }
+            | SubscribeError::InvalidMatcher { .. } => Self::bad_request(error.to_string()),
             SubscribeError::Full { .. } | SubscribeError::ShuttingDown => {
                 let secs = error.retry_after().as_secs();
                 Self::unavailable(error.to_string(), secs)

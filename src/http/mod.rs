@@ -11,6 +11,7 @@
 mod bearer;
 pub mod config;
 pub mod demo;
+pub mod dialect;
 pub mod error;
 pub mod publish;
 pub mod subscribe;
@@ -183,7 +184,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             header::CACHE_CONTROL,
             HeaderName::from_static(subscribe::LAST_EVENT_ID),
         ])
-        .expose_headers([HeaderName::from_static(subscribe::LAST_EVENT_ID)])
+        .expose_headers([
+            HeaderName::from_static(subscribe::LAST_EVENT_ID),
+            HeaderName::from_static(dialect::MERCURE_LAST_EVENT_ID),
+        ])
         .max_age(std::time::Duration::from_secs(3600));
     if origins.iter().any(|origin| origin == "*") {
         return Some(layer.allow_origin(AllowOrigin::any()));

@@ -1,8 +1,13 @@
-//! `POST /.well-known/mercure`: the publish endpoint (draft-dunglas-mercure-07 §Publication).
+//! `POST /.well-known/mercure`: the publish endpoint (draft-dunglas-mercure-07 and -08
+//! §Publication).
 //!
-//! Reads the form (`topic` repeated, `data`, `private`, `id`, `type`, `retry`), authorizes the
-//! publisher for every topic, and answers `200` with the event id once the event is in history.
-//! Any refusal happens before the hub sees the event, so a rejected publish changes nothing.
+//! Reads the form (`topic` repeated, `data`, `private`, `id`, `type`, `retry`: the same fields
+//! in both dialects), authorizes the publisher for every topic, and answers `200` with the
+//! event id once the event is in history. The dialect ([`super::dialect`]: here the token's
+//! `typ` and cookie, or a token in the URL) adds draft-08's rules for a draft-08 publish; the
+//! reserved hub namespace is refused in both. Any refusal happens before the hub sees the
+//! event, so a rejected publish changes nothing; an update published in either dialect goes
+//! to the subscribers of both, with the same id.
 //! A retry (an `Idempotency-Key` seen within the window, or an id held with the same content;
 //! [`crate::idempotency`]) is answered `200` with the original id and `Idempotent-Replayed:
 //! true`, and stored and delivered nothing; a key reused for other content gets `422`.
@@ -15,9 +20,11 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, StatusCode};
 use http_body::Body as _;
 
+use super::dialect::{self, Markers};
 use super::error::ApiError;
-use super::{bearer, query_param, HttpConfig};
-use crate::auth::{self, TokenError, TokenSource};
+use super::{bearer, query_param, HttpConfig, MERCURE_PATH};
+use crate::auth::{TokenError, TokenSource};
+use crate::dialect::Dialect;
 use crate::event::{generate_id, Event};
 use crate::hub::Hub;
 use crate::idempotency::{IdempotencyKey, KeyError};
@@ -37,7 +44,14 @@ pub async fn publish(
     let query_token = query
         .as_deref()
         .and_then(|q| query_param(q, "authorization"));
-    let (token, source) = match auth::extract_token(&headers, query_token.as_deref())? {
+    // draft-08 §Publication keeps draft-07's form (`topic`, `data`, `private`, `id`, `type`,
+    // `retry`): only the token (its `typ`, its cookie, never in the URL) tells the dialect.
+    let mut markers = Markers::default();
+    if query_token.is_some() {
+        markers.note_param("authorization");
+    }
+    let resolved = dialect::resolve(config.dialects, markers, &headers, query_token.as_deref())?;
+    let (token, source) = match resolved.token {
         Some((token, source)) => (Some(token), Some(source)),
         None => (None, None),
     };
@@ -51,10 +65,13 @@ pub async fn publish(
             .verify_publisher(token)
             .await
             .map_err(|e| bearer::token_error(auth, e))?,
-        _ => config
-            .auth
-            .authorize_publisher(token.as_deref(), hub.selector_cache())
-            .map_err(|e| bearer::auth_error(&config, e))?,
+        _ => dialect::authorize_publisher(
+            &config,
+            resolved.dialect,
+            token.as_deref(),
+            hub.selector_cache(),
+        )
+        .map_err(|e| bearer::auth_error(&config, e))?,
     };
 
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
@@ -89,6 +106,10 @@ pub async fn publish(
         .await
         .map_err(|_| too_large())?;
     let event = parse_form(&bytes)?;
+    check_reserved_namespace(&event.topics)?;
+    if resolved.dialect == Dialect::Draft08 {
+        check_draft08(&event)?;
+    }
     grant
         .check_topics(&event.topics)
         .map_err(|e| match draft08 {
@@ -173,6 +194,95 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Event, ApiError> {
     })
 }
 
+/// draft-08 §Publication, §Reserved Hub Namespace: no topic may address the hub's own path
+/// subtree (`/.well-known/mercure` and below), where the hub publishes subscription events. The
+/// topic is resolved against the hub's URL with the WHATWG URL parser (dot segments removed,
+/// `%2e` included), then percent-encoded unreserved characters in its path are decoded, and
+/// the path compared whatever the scheme or host. A topic that is not a URL reference cannot
+/// name a hub path and passes.
+///
+/// Applied in both dialects: an update from a draft-07 publisher reaches draft-08
+/// subscribers, so a forged subscription event would mislead them just the same.
+fn check_reserved_namespace(topics: &[String]) -> Result<(), ApiError> {
+    // A blank topic would resolve to the hub's URL itself; the hub refuses it with a clearer
+    // reason (`EventError::BlankTopic`).
+    for topic in topics.iter().filter(|topic| !topic.trim().is_empty()) {
+        let Some(url) = crate::topic::url_pattern::resolve_topic(topic) else {
+            continue;
+        };
+        let path = decode_unreserved(url.path());
+        let reserved = path
+            .strip_prefix(MERCURE_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if reserved {
+            return Err(ApiError::bad_request(format!(
+                "topic {topic:?} is in the hub's reserved namespace ({MERCURE_PATH} and below, \
+                 where the hub publishes its own events)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `path` with its percent-encoded unreserved characters (RFC 3986 §2.3: ALPHA, DIGIT, `-`,
+/// `.`, `_`, `~`) decoded, so `/.well-known/%6Dercure` is `/.well-known/mercure`.
+fn decode_unreserved(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return path.into();
+    }
+    // A URL's serialized path is ASCII (everything else is percent-encoded), so bytes are
+    // characters here.
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let decoded = (byte == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        match decoded {
+            Some(unreserved) => {
+                out.push(unreserved);
+                i += 3;
+            }
+            None => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+/// The rules draft-08 §Publication adds to draft-07's: no topic is exactly `*` (the wildcard
+/// matcher would make it unaddressable), and topics, `id` and `type` hold no C0/C1 control,
+/// DEL or format character (they travel in headers and are compared byte for byte).
+fn check_draft08(event: &Event) -> Result<(), ApiError> {
+    use crate::topic::value::{describe, forbidden_char};
+    if event.topics.iter().any(|topic| topic == "*") {
+        return Err(ApiError::bad_request(
+            "a topic must not be `*`: it is the wildcard matcher, so no subscriber could select it alone",
+        ));
+    }
+    let fields = event
+        .topics
+        .iter()
+        .map(|topic| ("topic", topic.as_str()))
+        .chain(std::iter::once(("id", event.id.as_str())))
+        .chain(event.event_type.as_deref().map(|t| ("type", t)));
+    for (field, value) in fields {
+        if let Some(c) = forbidden_char(value) {
+            return Err(ApiError::bad_request(format!(
+                "`{field}` contains {}, a control or format character (not allowed in draft-08)",
+                describe(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn parse_retry(value: &str) -> Result<u64, ApiError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
@@ -236,6 +346,56 @@ mod tests {
         assert_eq!(event.data, "");
         // `private` with any value, even empty, makes the update private (Mercure).
         assert!(parse_form(b"topic=a&private=").expect("valid").private);
+    }
+
+    #[test]
+    fn the_reserved_namespace_is_refused_in_every_spelling() {
+        for topic in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/subscriptions/a/b",
+            "https://hub.example.com/.well-known/mercure/subscriptions/x",
+            "/.well-known/%6Dercure/x",
+            "/.well-known/%6dercure",
+            "/.well-known/mercure/../mercure/x",
+            "/a/%2e%2e/.well-known/mercure/x",
+            "mercure/subscriptions/x", // relative to the hub URL
+        ] {
+            assert!(
+                check_reserved_namespace(&[topic.to_owned()]).is_err(),
+                "{topic}"
+            );
+        }
+        for topic in [
+            "/.well-known/mercurex",
+            "/.well-known/mercure%2Fx",
+            "https://example.com/books/1",
+            "urn:uuid:1",
+            "plain",
+            "http://[::1",
+            "", // refused by the hub as blank, with that reason
+        ] {
+            assert!(
+                check_reserved_namespace(&[topic.to_owned()]).is_ok(),
+                "{topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn draft08_refuses_star_controls_and_format_characters() {
+        let event = |topic: &str, id: &str, event_type: Option<&str>| Event {
+            id: id.into(),
+            topics: vec![topic.into()],
+            data: String::new(),
+            event_type: event_type.map(Into::into),
+            retry: None,
+            private: false,
+        };
+        assert!(check_draft08(&event("*", "1", None)).is_err());
+        assert!(check_draft08(&event("a\u{200B}b", "1", None)).is_err());
+        assert!(check_draft08(&event("a", "1\u{85}", None)).is_err());
+        assert!(check_draft08(&event("a", "1", Some("t\u{7F}"))).is_err());
+        assert!(check_draft08(&event("https://e.com/ü", "urn:uuid:1", Some("t"))).is_ok());
     }
 
     #[test]

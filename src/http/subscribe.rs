@@ -1,9 +1,12 @@
-//! `GET /.well-known/mercure`: the subscribe endpoint (draft-dunglas-mercure-07 §Subscription,
-//! §Reconciliation).
+//! `GET /.well-known/mercure`: the subscribe endpoint (draft-dunglas-mercure-07 and -08
+//! §Subscription, §Reconciliation).
 //!
-//! Reads `topic` (repeatable), `lastEventID` and `authorization` from the query, authorizes the
-//! subscriber, opens a [`Subscription`](crate::hub::Subscription) and answers with its stream as
-//! a `text/event-stream` body. The response headers go out at once, before any event exists, so
+//! Reads the query once: draft-07's `topic` (repeatable), `lastEventID` and `authorization`;
+//! draft-08's `match`/`match_exact`/`match_urlpattern` (repeatable) and `last_event_id`. The
+//! request's dialect comes from what it carries ([`super::dialect`]); then it authorizes the
+//! subscriber, opens a [`Subscription`](crate::hub::Subscription) (the same hub for both
+//! dialects) and answers with its stream as a `text/event-stream` body: a resumed draft-07
+//! stream says where in `Last-Event-ID`, a draft-08 one in `Mercure-Last-Event-ID`. The response headers go out at once, before any event exists, so
 //! `EventSource.onopen` fires immediately. The response carries the [`EventStream`] extension:
 //! that, not its content type, is how [`crate::server`] knows to write it as a stream.
 
@@ -21,10 +24,12 @@ use futures_util::Stream;
 use http::{header, HeaderValue, StatusCode};
 use http_body::Frame;
 
+use super::dialect::{self, Markers};
 use super::error::ApiError;
 use super::{bearer, HttpConfig};
-use crate::auth;
+use crate::dialect::Dialect;
 use crate::hub::{Hub, SubscribeError, SubscribeRequest, SubscriptionStream};
+use crate::topic::{MatcherType, TopicMatcher};
 
 /// The `Last-Event-ID` header name.
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -43,7 +48,10 @@ pub struct EventStream;
 /// Handles a subscription.
 ///
 /// # Errors
-/// `400` without topics, with a blank one or with too many, `401` for a missing (when anonymous
+/// `400` without topics, with a blank one or with too many, for a request that mixes the
+/// dialects or speaks one that is off, for an unknown `match*` name or a bad draft-08 value
+/// (not UTF-8, a control or format character, too long, a URL pattern that does not compile),
+/// for `last_event_id` given twice; `401` for a missing (when anonymous
 /// subscribers are off) or invalid token. A refusal that will pass (the hub is full, history
 /// cannot be read for a moment, shutdown) is `503` with `Retry-After`, except for a client that
 /// accepts `text/event-stream`: it gets a `200` stream that sets `retry:` and ends.
@@ -52,47 +60,57 @@ pub async fn subscribe(
     State(config): State<Arc<HttpConfig>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let mut topics = Vec::new();
-    let (mut query_last_event_id, mut query_token) = (None, None);
-    if let Some(query) = request.uri().query() {
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "topic" => topics.push(value.into_owned()),
-                "lastEventID" => {
-                    query_last_event_id.get_or_insert_with(|| value.into_owned());
-                }
-                "authorization" => {
-                    query_token.get_or_insert_with(|| value.into_owned());
-                }
-                _ => {}
-            }
-        }
-    }
+    let max_exact_bytes = hub.config().event_limits.max_field_bytes;
+    let query = SubscribeQuery::parse(request.uri().query().unwrap_or(""), max_exact_bytes);
     let headers = request.headers();
-    let token = auth::extract_token(headers, query_token.as_deref())?;
+    let resolved = dialect::resolve(
+        config.dialects,
+        query.markers,
+        headers,
+        query.token.as_deref(),
+    )?;
+    // A bad draft-08 value is reported once the request is known to be draft-08 (a mixed or
+    // turned-off request is told that first).
+    if let Some(error) = query.invalid {
+        return Err(error);
+    }
     // A draft-08 access token (header `typ: at+jwt`) is verified by the draft-08 issuers;
-    // the payload is chosen by the subscription's own selectors (draft-08 §Payloads).
-    let draft08 = bearer::draft08_token(&config, token.as_ref().map(|(t, s)| (t.as_ref(), *s)))?;
-    let token = token.map(|(token, _)| token);
+    // the payload is chosen by the subscription's own matchers (draft-08 §Payloads).
+    let draft08 = bearer::draft08_token(
+        &config,
+        resolved.token.as_ref().map(|(t, s)| (t.as_ref(), *s)),
+    )?;
+    let token = resolved.token.map(|(token, _)| token);
     let grant = match (draft08, token.as_deref()) {
-        (Some(auth), Some(token)) => auth
-            .verify_subscriber(token, &topics)
-            .await
-            .map_err(|e| bearer::token_error(auth, e))?,
-        _ => config
-            .auth
-            .authorize_subscriber(token.as_deref(), hub.selector_cache())
-            .map_err(|e| bearer::auth_error(&config, e))?,
+        (Some(auth), Some(token)) => {
+            let matchers: Vec<String> = query
+                .topics
+                .iter()
+                .cloned()
+                .chain(query.matchers.iter().map(|m| m.value.clone()))
+                .collect();
+            auth.verify_subscriber(token, &matchers)
+                .await
+                .map_err(|e| bearer::token_error(auth, e))?
+        }
+        _ => dialect::authorize_subscriber(
+            &config,
+            resolved.dialect,
+            token.as_deref(),
+            hub.selector_cache(),
+        )
+        .map_err(|e| bearer::auth_error(&config, e))?,
     };
-    // Mercure §Reconciliation: the header takes precedence over the query parameter. Browsers
-    // send it as UTF-8 (WHATWG), so non-ASCII ids resume too; an empty value counts as absent.
+    // Mercure §Reconciliation (both drafts): the header takes precedence over the query
+    // parameter. Browsers send it as UTF-8 (WHATWG), so non-ASCII ids resume too; an empty
+    // value counts as absent.
     let last_event_id = match headers.get(LAST_EVENT_ID) {
         Some(value) if !value.is_empty() => Some(
             std::str::from_utf8(value.as_bytes())
                 .map_err(|_| ApiError::bad_request("the Last-Event-ID header is not valid UTF-8"))?
                 .to_owned(),
         ),
-        _ => query_last_event_id.filter(|id| !id.is_empty()),
+        _ => query.last_event_id.filter(|id| !id.is_empty()),
     };
     let remote_addr = request
         .extensions()
@@ -102,7 +120,8 @@ pub async fn subscribe(
     let wants_event_stream = accepts_event_stream(headers);
     let subscription = match hub
         .subscribe(SubscribeRequest {
-            topics,
+            topics: query.topics,
+            matchers: query.matchers,
             last_event_id,
             grant,
             remote_addr,
@@ -127,9 +146,114 @@ pub async fn subscribe(
         // have missed events rather than nothing.
         let value = HeaderValue::from_bytes(resumed_after.as_bytes())
             .unwrap_or_else(|_| HeaderValue::from_static(crate::event::EARLIEST));
-        headers.insert(LAST_EVENT_ID, value);
+        // draft-07 answers with `Last-Event-ID`; draft-08 registers a response field of its
+        // own, `Mercure-Last-Event-ID` (§Reconciliation).
+        let name = match resolved.dialect {
+            Dialect::Draft07 => LAST_EVENT_ID,
+            Dialect::Draft08 => dialect::MERCURE_LAST_EVENT_ID,
+        };
+        headers.insert(name, value);
     }
     Ok(response)
+}
+
+/// The subscribe query, read once: draft-07 selectors and draft-08 matchers, the cursor, a
+/// token in the URL, the dialect markers seen, and the first draft-08 value refused.
+#[derive(Debug, Default)]
+struct SubscribeQuery {
+    topics: Vec<String>,
+    matchers: Vec<TopicMatcher>,
+    last_event_id: Option<String>,
+    token: Option<String>,
+    markers: Markers,
+    invalid: Option<ApiError>,
+}
+
+impl SubscribeQuery {
+    /// Reads `query` (draft-08 §Subscription: `application/x-www-form-urlencoded`). draft-07
+    /// names decode lossily, as before; draft-08 values must be UTF-8 without controls or
+    /// format characters, and exact matchers at most `max_exact_bytes` long (a longer one
+    /// could never match a publishable topic).
+    fn parse(query: &str, max_exact_bytes: usize) -> Self {
+        let mut parsed = Self::default();
+        let mut last_event_ids = 0;
+        for (name, value) in dialect::form_pairs(query) {
+            let name = String::from_utf8_lossy(&name);
+            parsed.markers.note_param(&name);
+            match name.as_ref() {
+                "topic" => parsed
+                    .topics
+                    .push(String::from_utf8_lossy(&value).into_owned()),
+                "lastEventID" => {
+                    parsed
+                        .last_event_id
+                        .get_or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
+                }
+                "authorization" => {
+                    parsed
+                        .token
+                        .get_or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
+                }
+                "last_event_id" => {
+                    // draft-08 §Subscription: single-valued.
+                    last_event_ids += 1;
+                    if last_event_ids > 1 {
+                        parsed.refuse(ApiError::bad_request(
+                            "`last_event_id` is single-valued: give it once (the Last-Event-ID header, when sent, wins over it)",
+                        ));
+                        continue;
+                    }
+                    match draft08_value("last_event_id", &value) {
+                        Ok(id) => parsed.last_event_id = Some(id),
+                        Err(error) => parsed.refuse(error),
+                    }
+                }
+                name if dialect::in_match_namespace(name) => {
+                    match Self::matcher(name, &value, max_exact_bytes) {
+                        Ok(matcher) => parsed.matchers.push(matcher),
+                        Err(error) => parsed.refuse(error),
+                    }
+                }
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    fn refuse(&mut self, error: ApiError) {
+        self.invalid.get_or_insert(error);
+    }
+
+    /// One `match*` parameter (draft-08 §Subscription, §Matcher Types).
+    fn matcher(name: &str, value: &[u8], max_exact_bytes: usize) -> Result<TopicMatcher, ApiError> {
+        let kind = MatcherType::from_param(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown matcher parameter {name:?}: the `match` prefix is reserved; this hub                  supports `match` (or `match_exact`) and `match_urlpattern` (names are                  case-sensitive)"
+            ))
+        })?;
+        let value = draft08_value(name, value)?;
+        if kind == MatcherType::Exact && value.len() > max_exact_bytes {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is {} bytes long, at most {max_exact_bytes} allowed",
+                value.len()
+            )));
+        }
+        Ok(TopicMatcher { kind, value })
+    }
+}
+
+/// A draft-08 parameter value: UTF-8, without C0/C1 controls, DEL or format characters
+/// (draft-08 §Subscription).
+fn draft08_value(name: &str, value: &[u8]) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| ApiError::bad_request(format!("`{name}` is not valid UTF-8")))?;
+    if let Some(c) = crate::topic::value::forbidden_char(text) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` contains {}, a control or format character (not allowed in draft-08 values)",
+            crate::topic::value::describe(c)
+        )));
+    }
+    Ok(text.to_owned())
 }
 
 /// The headers of every event stream: its type, and what keeps proxies and browsers from

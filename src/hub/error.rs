@@ -34,7 +34,9 @@ pub enum PublishError {
 #[derive(Debug, Error)]
 pub enum SubscribeError {
     /// No `topic` selector (400).
-    #[error("missing topic: subscribe with at least one `topic` query parameter")]
+    #[error(
+        "missing topic: subscribe with at least one `topic` (draft-07) or `match` (draft-08) query parameter"
+    )]
     NoTopics,
     /// An empty or whitespace-only `topic` selector (400): it matches no topic anybody publishes.
     #[error("`topic` must not be empty or only whitespace: give a topic, a URI template or `*`")]
@@ -46,6 +48,17 @@ pub enum SubscribeError {
         count: usize,
         /// The limit.
         max: usize,
+    },
+    /// A draft-08 matcher that does not compile: a URL pattern too long, malformed or too
+    /// costly (400).
+    #[error("`match_{kind}` value {value:?} is refused: {reason}")]
+    InvalidMatcher {
+        /// The matcher type's name.
+        kind: &'static str,
+        /// The value as sent.
+        value: String,
+        /// Why.
+        reason: crate::topic::url_pattern::UrlPatternError,
     },
     /// The maximum number of open streams is reached (503, retry later).
     #[error("too many open streams: the hub allows {max}")]
@@ -72,9 +85,11 @@ impl SubscribeError {
         match self {
             Self::Full { .. } | Self::ShuttingDown => true,
             Self::History(error) => error.will_pass(),
-            Self::NoTopics | Self::BlankTopic | Self::TooManyTopics { .. } | Self::Internal(_) => {
-                false
-            }
+            Self::NoTopics
+            | Self::BlankTopic
+            | Self::TooManyTopics { .. }
+            | Self::InvalidMatcher { .. }
+            | Self::Internal(_) => false,
         }
     }
 

@@ -124,8 +124,12 @@ impl Shared {
 /// A request to subscribe, already authorized.
 #[derive(Debug, Clone, Default)]
 pub struct SubscribeRequest {
-    /// Topic selectors (exact topics, `*`, or URI templates).
+    /// draft-07 topic selectors (exact topics, `*`, or URI templates).
     pub topics: Vec<String>,
+    /// draft-08 topic matchers (`match`: exact; `match_urlpattern`: URL patterns), beside or
+    /// instead of `topics`: one subscription is made of both, counted together against
+    /// [`HubConfig::max_topics_per_subscription`].
+    pub matchers: Vec<crate::topic::TopicMatcher>,
     /// Resume after this event id (`earliest` for everything the history has).
     pub last_event_id: Option<String>,
     /// What the subscriber's token allows (private updates, expiry).

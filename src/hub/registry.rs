@@ -6,7 +6,7 @@
 //! subscribers meet only on a shard, for the time of a few pointer pushes.
 //!
 //! Within a shard, subscribers whose selectors are all exact topics are indexed by topic, so an
-//! event only visits the subscribers of its own topics plus those with `*` or URI templates.
+//! event only visits the subscribers of its own topics plus those with `*`, URI templates or URL patterns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::subscriber::{PushOutcome, Subscriber, SubscriberId};
 use crate::history::StoredEvent;
+use crate::topic::selector::EventTopics;
 
 /// Why a subscriber could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,8 @@ struct Shard {
     by_id: HashMap<SubscriberId, Arc<Subscriber>>,
     /// Exact-only subscribers, under each of their topics.
     by_topic: HashMap<Box<str>, Vec<Arc<Subscriber>>>,
-    /// Subscribers with at least one `*` or template selector: checked against every event.
+    /// Subscribers with at least one `*`, template or URL-pattern selector: checked against
+    /// every event.
     by_pattern: Vec<Arc<Subscriber>>,
 }
 
@@ -160,6 +162,8 @@ impl Registry {
     ) -> FanOut {
         let mut fan_out = FanOut::default();
         let topics = &stored.topics;
+        // Parsed (as URLs) at most once for this event, when a URL-pattern subscriber asks.
+        let event_topics = EventTopics::new(topics);
         for lock in self.shards.iter() {
             let shard = Self::read(lock);
             if shard.by_id.is_empty() {
@@ -204,7 +208,7 @@ impl Registry {
                 }
             }
             for subscriber in &shard.by_pattern {
-                if subscriber.wants(stored) {
+                if subscriber.wants_in(stored, &event_topics) {
                     deliver(subscriber);
                 }
             }

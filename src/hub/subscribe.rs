@@ -16,6 +16,7 @@ use super::{
 };
 use crate::auth::SubscriberGrant;
 use crate::history::{ReplayFrom, ReplayStart};
+use crate::topic::{MatcherType, TopicMatcher, TopicSelector};
 
 /// Unregisters a subscriber that never got its stream (and runs its close hooks).
 struct Registration<'a> {
@@ -56,6 +57,29 @@ fn replay_gap_signal(requested: &str, resumed_after: &str) -> bytes::Bytes {
 }
 
 impl Hub {
+    /// The selectors of one subscription, compiled (through the shared cache): draft-07
+    /// `topic`s first, then draft-08 matchers; and the texts listed as the subscriber's topics.
+    fn compile_selectors(
+        &self,
+        mut topics: Vec<String>,
+        matchers: Vec<TopicMatcher>,
+    ) -> Result<(Vec<String>, Vec<TopicSelector>), SubscribeError> {
+        let cache = &self.inner.selectors;
+        let mut selectors: Vec<_> = topics.iter().map(|t| cache.get(t)).collect();
+        for matcher in matchers {
+            let selector = cache
+                .get_matcher(matcher.kind, &matcher.value)
+                .map_err(|reason| SubscribeError::InvalidMatcher {
+                    kind: matcher.kind.as_str(),
+                    value: matcher.value.clone(),
+                    reason,
+                })?;
+            selectors.push(selector);
+            topics.push(matcher.value);
+        }
+        Ok((topics, selectors))
+    }
+
     /// Registers a subscriber, then replays history after its `Last-Event-ID`.
     ///
     /// # Errors
@@ -65,54 +89,61 @@ impl Hub {
         request: SubscribeRequest,
     ) -> Result<Subscription, SubscribeError> {
         let config = &self.inner.config;
-        if request.topics.is_empty() {
+        let count = request.topics.len() + request.matchers.len();
+        if count == 0 {
             return Err(SubscribeError::NoTopics);
         }
-        if request.topics.iter().any(|t| t.trim().is_empty()) {
+        if request
+            .topics
+            .iter()
+            .chain(request.matchers.iter().map(|m| &m.value))
+            .any(|t| t.trim().is_empty())
+        {
             return Err(SubscribeError::BlankTopic);
         }
-        if request.topics.len() > config.max_topics_per_subscription {
+        if count > config.max_topics_per_subscription {
             return Err(SubscribeError::TooManyTopics {
-                count: request.topics.len(),
+                count,
                 max: config.max_topics_per_subscription,
             });
         }
-        // Compiling URI templates costs up to milliseconds each: off the async workers.
-        let (topics, selectors) = if request.topics.iter().any(|t| t.contains('{')) {
+        let SubscribeRequest {
+            topics,
+            matchers,
+            last_event_id,
+            grant,
+            remote_addr,
+        } = request;
+        // Compiling URI templates and URL patterns costs up to milliseconds each: off the
+        // async workers.
+        let costly = topics.iter().any(|t| t.contains('{'))
+            || matchers.iter().any(|m| m.kind == MatcherType::UrlPattern);
+        let (topics, selectors) = if costly {
             let hub = self.clone();
-            let topics = request.topics;
-            tokio::task::spawn_blocking(move || {
-                let selectors: Vec<_> = topics.iter().map(|t| hub.inner.selectors.get(t)).collect();
-                (topics, selectors)
-            })
-            .await
-            .map_err(|e| SubscribeError::Internal(format!("compiling the selectors: {e}")))?
+            tokio::task::spawn_blocking(move || hub.compile_selectors(topics, matchers))
+                .await
+                .map_err(|e| SubscribeError::Internal(format!("compiling the selectors: {e}")))??
         } else {
-            let selectors = request
-                .topics
-                .iter()
-                .map(|t| self.inner.selectors.get(t))
-                .collect();
-            (request.topics, selectors)
+            self.compile_selectors(topics, matchers)?
         };
         let exact_only = selectors.iter().all(|s| s.as_exact().is_some());
         let id = self
             .inner
             .next_subscriber_id
             .fetch_add(1, Ordering::Relaxed);
-        let ends_at = self.stream_deadline(&request.grant);
+        let ends_at = self.stream_deadline(&grant);
         let subscriber = Arc::new(Subscriber {
             info: SubscriberInfo {
                 id,
                 uri: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
                 topics,
-                remote_addr: request.remote_addr,
-                payload: request.grant.payload.clone(),
+                remote_addr,
+                payload: grant.payload.clone(),
                 connected_at: SystemTime::now(),
             },
             selectors,
             exact_only,
-            grant: request.grant,
+            grant,
             queue: SubscriberQueue::new(config.queue_capacity),
         });
         // Register first: events published from now on are queued for this subscriber, so the
@@ -141,10 +172,7 @@ impl Hub {
             hook(&subscriber.info);
         }
         self.inner.shared.announce(&subscriber.info, true);
-        let from = request
-            .last_event_id
-            .clone()
-            .map(ReplayFrom::from_last_event_id);
+        let from = last_event_id.clone().map(ReplayFrom::from_last_event_id);
         let from_earliest = from == Some(ReplayFrom::Earliest);
         let start = match from {
             None => None,
@@ -176,7 +204,7 @@ impl Hub {
                 through_seq,
                 resumed_after,
             }) => {
-                let gap = match &request.last_event_id {
+                let gap = match &last_event_id {
                     Some(requested) if !from_earliest && *requested != resumed_after => {
                         Some(replay_gap_signal(requested, &resumed_after))
                     }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
+use crate::topic::selector::EventTopics;
 use crate::topic::TopicSelector;
 
 /// A subscriber's id, unique within one hub.
@@ -87,7 +88,8 @@ pub struct SubscriberInfo {
     pub id: SubscriberId,
     /// A globally unique IRI (`urn:uuid:…`), as the subscriptions API names subscribers.
     pub uri: String,
-    /// The topic selectors it subscribed with.
+    /// The topic selectors it subscribed with, as written: draft-07 `topic`s, then draft-08
+    /// matcher values (the subscriptions API lists both in its draft-07 shape for now).
     pub topics: Vec<String>,
     /// The peer address, when the subscription came over the network.
     pub remote_addr: Option<SocketAddr>,
@@ -115,7 +117,13 @@ impl Subscriber {
     /// of the subscriber's selectors and, if private, one of its topics matches the token's
     /// `mercure.subscribe` selectors.
     pub(crate) fn wants(&self, stored: &StoredEvent) -> bool {
-        crate::topic::selector::any_matches(&self.selectors, &stored.topics)
+        self.wants_in(stored, &EventTopics::new(&stored.topics))
+    }
+
+    /// [`Self::wants`], with the event's topics as the fan-out prepared them once for every
+    /// subscriber (URL patterns read the topics' URLs, parsed once per event).
+    pub(crate) fn wants_in(&self, stored: &StoredEvent, topics: &EventTopics<'_>) -> bool {
+        crate::topic::selector::any_matches_event(&self.selectors, topics)
             && (!stored.private || self.grant.allows_private(&stored.topics))
     }
 }

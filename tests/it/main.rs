@@ -13,6 +13,7 @@ mod cluster;
 mod concurrency;
 mod config_cli;
 mod demo;
+mod draft08;
 mod draft08_tokens;
 mod durable;
 mod embedded_db;
