@@ -18,6 +18,7 @@ pub mod memory;
 mod open;
 mod record;
 pub mod redis;
+pub mod retention_rules;
 pub mod shared_reads;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
 pub use open::HistorySettings;
 pub use record::RecordError;
+pub use retention_rules::{RetentionRule, RetentionRules, RuleError};
 pub use shared_reads::SharedReads;
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.
@@ -112,6 +114,20 @@ impl Page {
             None => after_seq < through_seq,
         };
         Self { events, truncated }
+    }
+
+    /// A page from a store whose sequence numbers may have holes that retention per topic
+    /// left (which are no loss), where every event below `frontier` was dropped by the global
+    /// limits: only those make the replay incomplete.
+    pub(crate) fn with_frontier(
+        events: Vec<Arc<StoredEvent>>,
+        after_seq: u64,
+        frontier: u64,
+    ) -> Self {
+        Self {
+            events,
+            truncated: frontier > after_seq + 1,
+        }
     }
 }
 
