@@ -44,11 +44,17 @@ pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeA
         .ok()
         .and_then(Value::into_dict)
         .ok_or_else(|| file_error("the settings could not be layered (a bug)".into()))?;
+    // Settings of the file alone have no flag, so clap knows no source for them.
+    let source = |key: &str| {
+        (!FILE_ONLY.contains(&key))
+            .then(|| matches.value_source(key))
+            .flatten()
+    };
     let layer = |name: &'static str, keep: fn(Option<ValueSource>) -> bool| Layer {
         metadata: Metadata::named(name),
         dict: all
             .iter()
-            .filter(|(key, _)| keep(matches.value_source(key)))
+            .filter(|(key, _)| keep(source(key)))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
     };
@@ -73,6 +79,9 @@ pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeA
         ..merged
     })
 }
+
+/// Settings that only the file has (tables), with no flag or variable.
+const FILE_ONLY: &[&str] = &["retention"];
 
 /// The settings of the file, with Mercure's `write_timeout` read as `max_lifetime` (the same
 /// setting); errors in its values name the file.
@@ -109,6 +118,7 @@ fn check_known_settings(text: &str) -> Result<(), String> {
     for key in data.values().flat_map(|dict| dict.keys()) {
         let known = key != "config"
             && (key == "write_timeout"
+                || FILE_ONLY.contains(&key.as_str())
                 || command
                     .get_arguments()
                     .any(|arg| arg.get_id() == key.as_str()));
@@ -136,6 +146,17 @@ fn describe(error: &figment::Error, path: &Path) -> ConfigError {
         path: origin,
         reason: if key.is_empty() {
             error.kind.to_string()
+        } else if let Some(rule) = error
+            .path
+            .first()
+            .filter(|k| FILE_ONLY.contains(&k.as_str()))
+        {
+            // `retention.1.max_age`: the second `[[retention]]` table.
+            let place = match error.path.get(1).and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => format!("`[[{rule}]]` rule {} ", n + 1),
+                None => format!("`{rule}` "),
+            };
+            format!("{place}(`{key}`): {}", error.kind)
         } else {
             format!("`{key}` (--{}): {}", key.replace('_', "-"), error.kind)
         },
@@ -270,6 +291,82 @@ mod tests {
             serve.lingering_timeout,
             Duration::from_secs(2),
             "the flag wins"
+        );
+    }
+
+    const TWO_RULES: &str = r#"
+jwt_key = "k"
+
+[[retention]]
+topics = "https://example.com/rooms/{id}"
+max_events = 1000
+max_age = "1d"
+
+[[retention]]
+topics = "https://example.com/ticker/{symbol}"
+max_events = 10
+max_age = "1m"
+"#;
+
+    #[test]
+    fn retention_rules_are_read_from_the_file_in_order() {
+        let serve = parse_with_file(TWO_RULES, &[]).expect("parses");
+        assert_eq!(serve.retention.len(), 2);
+        assert_eq!(serve.retention[0].topics, "https://example.com/rooms/{id}");
+        assert_eq!(serve.retention[0].max_events, Some(1000));
+        assert_eq!(
+            serve.retention[0].max_age,
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(serve.retention[1].max_age, Some(Duration::from_secs(60)));
+        let settings = serve.resolve().expect("valid");
+        match settings.history {
+            crate::history::HistorySettings::Durable { rules, .. } => {
+                let rule = rules
+                    .rule_for("https://example.com/ticker/ACME")
+                    .map(|r| r.0);
+                assert_eq!(rule, Some(1));
+            }
+            other => panic!("expected the durable history, got {other:?}"),
+        }
+        let serve = parse_with_file("jwt_key = \"k\"\n", &[]).expect("parses");
+        assert!(serve.retention.is_empty(), "no rules by default");
+    }
+
+    #[test]
+    fn bad_retention_rules_name_the_rule() {
+        let bad_template = TWO_RULES.replace("ticker/{symbol}", "ticker/{symbol");
+        let error = parse_with_file(&bad_template, &[])
+            .expect("parses")
+            .resolve()
+            .expect_err("a broken template")
+            .to_string();
+        assert!(
+            error.contains("[[retention]]")
+                && error.contains("rule 2")
+                && error.contains("ticker/{symbol"),
+            "{error}"
+        );
+        let typo = TWO_RULES.replace("max_events = 10\n", "max_event = 10\n");
+        let error = parse_with_file(&typo, &[]).expect_err("an unknown key");
+        assert!(
+            error.contains("rule 2") && error.contains("max_event"),
+            "{error}"
+        );
+        let bad_age = TWO_RULES.replace("\"1m\"", "\"soon\"");
+        let error = parse_with_file(&bad_age, &[]).expect_err("a bad duration");
+        assert!(
+            error.contains("rule 2") && error.contains("max_age"),
+            "{error}"
+        );
+        let error = parse_with_file(TWO_RULES, &["--history", "memory"])
+            .expect("parses")
+            .resolve()
+            .expect_err("memory has no rules")
+            .to_string();
+        assert!(
+            error.contains("[[retention]]") && error.contains("--history memory"),
+            "{error}"
         );
     }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SyncPolicy,
+    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, RetentionRules,
+    SyncPolicy,
 };
 
 /// The history store to open.
@@ -26,6 +27,8 @@ pub enum HistorySettings {
         retention: Retention,
         /// When an append counts as stored.
         sync: SyncPolicy,
+        /// Retention per topic, within `retention`.
+        rules: RetentionRules,
     },
     /// [`RedisHistory`]: one log shared by every instance on the same Redis.
     Redis {
@@ -35,6 +38,8 @@ pub enum HistorySettings {
         prefix: String,
         /// Most events kept in the stream (0: no limit).
         max_len: u64,
+        /// Retention per topic, within `max_len`.
+        rules: RetentionRules,
     },
 }
 
@@ -50,12 +55,20 @@ impl HistorySettings {
                 data_dir,
                 retention,
                 sync,
-            } => Arc::new(DurableHistory::open(data_dir, *retention, *sync)?),
+                rules,
+            } => Arc::new(
+                DurableHistory::open(data_dir, *retention, *sync)?.with_rules(rules.clone()),
+            ),
             Self::Redis {
                 url,
                 prefix,
                 max_len,
-            } => Arc::new(RedisHistory::connect(url, prefix, *max_len).await?),
+                rules,
+            } => Arc::new(
+                RedisHistory::connect(url, prefix, *max_len)
+                    .await?
+                    .with_rules(rules.clone()),
+            ),
         })
     }
 }
