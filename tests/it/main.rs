@@ -26,6 +26,7 @@ mod ops;
 mod publish;
 mod refusals;
 mod replay;
+mod retention;
 mod shutdown;
 mod soak;
 mod startup;

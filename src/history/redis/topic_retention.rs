@@ -27,6 +27,7 @@
 //! The script names keys it builds from the prefix (not declared in `KEYS`): fine on a single
 //! Redis, as the history requires, not on Redis Cluster.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use redis::streams::StreamRangeReply;
@@ -62,7 +63,7 @@ impl TopicRetention {
 /// See the module doc. KEYS: stream, ids, meta. ARGV: the `rt:` prefix, the cursor read, the
 /// new cursor, the sweep budget, the number of entries, then per entry its id, its number of
 /// ruled topics and, per ruled topic, the topic, `max_events` and `max_age_ms` (0: none).
-/// Returns how many entries it deleted.
+/// Returns how many entries it deleted and the stream's length.
 pub(super) const TRIM_SCRIPT: &str = r"
 local stream, ids, meta = KEYS[1], KEYS[2], KEYS[3]
 local p = ARGV[1]
@@ -182,7 +183,7 @@ for _, topic in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', horizon, 'LIMIT
   redis.call('ZREM', due, topic)
   redis.call('ZREM', seen, topic)
 end
-return dropped
+return {dropped, redis.call('XLEN', stream)}
 ";
 
 impl RedisHistory {
@@ -267,7 +268,10 @@ impl RedisHistory {
                     .arg(rule.max_age_ms().unwrap_or(0));
             }
         }
-        let dropped: i64 = invocation.invoke_async(&mut connection).await?;
+        let (dropped, len): (i64, i64) = invocation.invoke_async(&mut connection).await?;
+        // What the rules dropped shows in the history's length (and `/metrics`) at once.
+        self.approx_len
+            .store(usize::try_from(len).unwrap_or(0), Ordering::Relaxed);
         if dropped > 0 {
             tracing::trace!(dropped, "retention per topic");
         }
