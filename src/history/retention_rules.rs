@@ -212,8 +212,8 @@ mod tests {
     fn chat_and_ticker() -> RetentionRules {
         RetentionRules::new(vec![
             RetentionRule::new("https://example.com/rooms/{id}", Some(1000), None).expect("room"),
-            RetentionRule::new("https://example.com/rooms/lobby/{x}", Some(1), None)
-                .expect("shadowed"),
+            RetentionRule::new("https://example.com/rooms/{+rest}", Some(1), None)
+                .expect("partly shadowed"),
             RetentionRule::new(
                 "https://example.com/ticker/{symbol}",
                 Some(10),
@@ -228,7 +228,12 @@ mod tests {
         let rules = chat_and_ticker();
         assert_eq!(
             rules.rule_for("https://example.com/rooms/7").map(|r| r.0),
-            Some(0)
+            Some(0),
+            "both room rules match: the first wins"
+        );
+        assert_eq!(
+            rules.rule_for("https://example.com/rooms/7/a").map(|r| r.0),
+            Some(1)
         );
         assert_eq!(
             rules
