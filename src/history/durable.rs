@@ -16,7 +16,9 @@
 //! commit: the writer takes every publish queued meanwhile), or one transaction per event
 //! ([`SyncPolicy::Always`]). Retention (`retention.rs`) runs inside the same transactions, a
 //! bounded number of old events at a time, so it never pauses publishing for long, and a reader
-//! never holds a transaction between two pages.
+//! never holds a transaction between two pages. Retention per topic (`topic_retention.rs`)
+//! runs in the writer's periodic trim only, and leaves holes in the sequence numbers: pages tell
+//! them from losses by the frontier kept in `meta` (`retention.rs`).
 //!
 //! Locating a replay's start: the ids of the newest events (up to `RECENT_IDS`, loaded at
 //! open and kept up to date by appends) are looked up in memory, without a read transaction or

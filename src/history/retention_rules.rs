@@ -24,7 +24,12 @@
 //!   the newest event the global limits dropped, else `earliest`). The holes rules leave between
 //!   kept events are not a loss for the others: a replay in progress is never ended because a
 //!   rule dropped an event it had not reached (only the global limits do that), and a subscriber
-//!   of other topics sees no signal at all.
+//!   of other topics sees no signal at all. Streams resuming together share recently read pages
+//!   ([`super::SharedReads`], idle for at most 5 s), which may still hold an event a rule just
+//!   dropped: a little more than a fresh read, never less.
+//! - **Stores**: the durable store and Redis apply rules; the memory store does not, and
+//!   `ssehub serve` refuses rules with `--history memory` rather than ignore them. On Redis,
+//!   every instance sharing one Redis and prefix should have the same rules.
 
 use std::sync::Arc;
 use std::time::Duration;
