@@ -190,3 +190,40 @@ async fn two_rules_on_redis_shape_a_replay_from_earliest_on_every_instance() {
     a.terminate();
     b.terminate();
 }
+
+#[test]
+fn a_rule_with_a_broken_template_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ssehub.toml");
+    let broken = TWO_RULES.replace("ticker/{symbol}", "ticker/{symbol");
+    std::fs::write(&path, broken).expect("write config");
+    let mut child = crate::support::binary::ssehub_command()
+        .args(["serve", "--addr", "127.0.0.1:0", "--jwt-key", SECRET])
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssehub");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            // It serves instead of refusing: stop it (by its PID) and fail.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ssehub started with a broken retention rule");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[[retention]]")
+            && stderr.contains("rule 2")
+            && stderr.contains("https://example.com/ticker/{symbol"),
+        "{stderr}"
+    );
+}
