@@ -98,6 +98,7 @@ pub mod fuzzing;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod metrics;
 pub mod server;
 pub mod topic;

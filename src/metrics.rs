@@ -41,6 +41,9 @@ pub struct Metrics {
     pub subscriptions: Gauge<i64, AtomicI64>,
     /// Events stored and acknowledged.
     pub events_published: Counter<u64, AtomicU64>,
+    /// Publishes recognised as retries of a stored update (by `Idempotency-Key` or by id and
+    /// content): answered with the original id, not stored or delivered again.
+    pub publish_retries: Counter<u64, AtomicU64>,
     /// Frames queued to subscribers by the fan-out (one per subscriber per event).
     pub events_delivered: Counter<u64, AtomicU64>,
     /// Bytes the fan-out queued for streams not yet woken to write them, each subscriber's
@@ -66,6 +69,11 @@ pub struct Metrics {
     pub publish_duration_seconds: Histogram,
     /// Events held by the history (set when scraped).
     pub history_events: Gauge<i64, AtomicI64>,
+    /// Publishes waiting in the spool for Redis to come back (set when scraped; 0 without a
+    /// spool).
+    pub spool_events: Gauge<i64, AtomicI64>,
+    /// How long the oldest spooled publish has waited, in seconds (set when scraped).
+    pub spool_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
     pub ready: Gauge<i64, AtomicI64>,
     /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
@@ -86,6 +94,7 @@ impl Metrics {
             subscribers_connected: Gauge::default(),
             subscriptions: Gauge::default(),
             events_published: Counter::default(),
+            publish_retries: Counter::default(),
             events_delivered: Counter::default(),
             fanout_pending_bytes: Gauge::default(),
             fanout_paced: Counter::default(),
@@ -98,6 +107,8 @@ impl Metrics {
             // 50 µs to about 3 s.
             publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             history_events: Gauge::default(),
+            spool_events: Gauge::default(),
+            spool_oldest_age_seconds: Gauge::default(),
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
         };
@@ -116,6 +127,11 @@ impl Metrics {
             "events_published",
             "Events stored and acknowledged",
             metrics.events_published.clone(),
+        );
+        metrics.registry.register(
+            "publish_retries",
+            "Publishes recognised as retries of a stored update, answered and not stored again",
+            metrics.publish_retries.clone(),
         );
         metrics.registry.register(
             "events_delivered",
@@ -171,6 +187,16 @@ impl Metrics {
             "history_events",
             "Events held by the history",
             metrics.history_events.clone(),
+        );
+        metrics.registry.register(
+            "spool_events",
+            "Publishes spooled while Redis is away, waiting to be forwarded",
+            metrics.spool_events.clone(),
+        );
+        metrics.registry.register(
+            "spool_oldest_age_seconds",
+            "How long the oldest spooled publish has waited",
+            metrics.spool_oldest_age_seconds.clone(),
         );
         metrics.registry.register(
             "connections_open",

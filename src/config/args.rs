@@ -172,6 +172,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
+    /// With `--history redis`: most publishes this instance spools in --data-dir while Redis is
+    /// unreachable (acknowledged once fsynced, forwarded in order when Redis is back); beyond
+    /// it publishes get 503. 0: no spool, every publish during an outage gets 503.
+    #[arg(long, env = "SSEHUB_SPOOL_MAX_EVENTS", default_value_t = 100_000)]
+    pub spool_max_events: usize,
+
     /// Prefix of the Redis keys, so several hubs can share one Redis.
     #[arg(long, env = "SSEHUB_REDIS_PREFIX", default_value = "ssehub")]
     pub redis_prefix: String,
@@ -218,6 +224,12 @@ pub struct ServeArgs {
     /// where it started instead of missing what was published meanwhile.
     #[arg(long, env = "SSEHUB_INITIAL_CURSOR", default_value_t = true, action = clap::ArgAction::Set)]
     pub initial_cursor: bool,
+
+    /// How long a publish's Idempotency-Key is remembered: a retry with the same key within it
+    /// is answered with the original event's id and not stored or delivered again.
+    #[arg(long, env = "SSEHUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub idempotency_window: Duration,
 
     /// Most streams open at once; more get 503 with Retry-After.
     #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]

@@ -12,7 +12,9 @@ use tracing::warn;
 use super::args::{HistoryKind, ServeArgs, SyncMode};
 use super::{ConfigError, Settings};
 use crate::auth::{AuthConfig, JwtSigner, JwtVerifier};
-use crate::history::{HistorySettings, Retention, RetentionRule, RetentionRules, SyncPolicy};
+use crate::history::{
+    HistorySettings, Retention, RetentionRule, RetentionRules, SpoolSettings, SyncPolicy,
+};
 use crate::http::HttpConfig;
 use crate::hub::HubConfig;
 use crate::server::{ServerOptions, TlsConfig};
@@ -45,6 +47,7 @@ impl ServeArgs {
             max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
             max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
             initial_cursor: self.initial_cursor,
+            idempotency_window: positive_duration("--idempotency-window", self.idempotency_window)?,
             max_topics_per_subscription: self.max_topics,
             event_limits,
             subscriptions: self.subscriptions,
@@ -242,6 +245,10 @@ impl ServeArgs {
                 prefix: self.redis_prefix.clone(),
                 max_len: self.history_size as u64,
                 rules,
+                spool: (self.spool_max_events > 0).then(|| SpoolSettings {
+                    dir: self.data_dir.clone(),
+                    max_events: self.spool_max_events,
+                }),
             });
         }
         Ok(match self.history.unwrap_or(HistoryKind::Durable) {
@@ -310,6 +317,20 @@ fn positive(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
         Err(ConfigError::Invalid {
             setting,
             reason: "must be at least 1".into(),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+fn positive_duration(
+    setting: &'static str,
+    value: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    if value.as_millis() == 0 {
+        Err(ConfigError::Invalid {
+            setting,
+            reason: "must be at least 1ms".into(),
         })
     } else {
         Ok(value)

@@ -8,8 +8,13 @@
 //! Layout (all in `history.redb` in the data directory; tables and opening in `file.rs`):
 //! - `events`: sequence number (u64) → record (our own encoding, see `record.rs`): flags,
 //!   store time, id, topics, and the encoded SSE frame;
-//! - `ids`: event id → sequence number of its newest occurrence;
+//! - `ids`: event id → sequence number of its earliest kept occurrence, and `ids_last`: a
+//!   reused id → its newest (what a retried publish is compared with);
+//! - `keys` and `key_expiry`: the `Idempotency-Key`s seen within their window (`keys.rs`);
 //! - `meta`: `format`, `next_seq`, `bytes` (sum of record sizes) and `last_dropped_id`.
+//!
+//! A retried publish (its key seen, or its id held with the same content) is recognised in the
+//! transaction that would have stored it, and answered with the original id instead.
 //!
 //! Durability: every append is one write transaction committed with `Durability::Immediate`
 //! (fsync) before any publisher of the batch is acknowledged ([`SyncPolicy::Batch`], group
@@ -32,6 +37,7 @@
 //! [`HistoryError::DamagedFile`].
 
 mod file;
+mod keys;
 mod retention;
 mod topic_retention;
 
@@ -43,11 +49,15 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadableDatabase};
 
 use self::file::{at_open, load_recent_ids, open_file, save_state, State, EVENTS, IDS};
+use self::keys::{IdTables, Keys};
 use self::retention::now_ms;
 pub use self::retention::Retention;
 use super::record::{decode_record, encode_record};
-use super::{Damage, HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
-use crate::event::Event;
+use super::{
+    Append, Appended, Damage, HistoryError, KeyRecord, LocalHistory, Page, ReplayFrom, ReplayStart,
+    StoredEvent,
+};
+use crate::idempotency::Fingerprint;
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "history.redb";
@@ -63,14 +73,15 @@ struct RecentIds {
 }
 
 impl RecentIds {
-    /// Records `id` at `seq` (newer than every id recorded so far).
+    /// Records `id` at `seq` (newer than every id recorded so far). A reused id keeps its
+    /// earliest occurrence, where a `Last-Event-ID` naming it resumes.
     fn push(&mut self, seq: u64, id: &str) {
         let id: Arc<str> = Arc::from(id);
-        self.seqs.insert(id.clone(), seq);
+        self.seqs.entry(id.clone()).or_insert(seq);
         self.order.push_back((seq, id));
         while self.order.len() > RECENT_IDS {
             if let Some((seq, id)) = self.order.pop_front() {
-                // A reused id keeps its newer sequence number.
+                // Out of the window: the file decides (it may hold a newer occurrence).
                 if self.seqs.get(&id) == Some(&seq) {
                     self.seqs.remove(&id);
                 }
@@ -212,39 +223,70 @@ impl DurableHistory {
         error
     }
 
-    /// Appends `events` and trims in one transaction; returns them stored, and the new state.
+    /// Appends a batch (retries answered, not stored), forgets expired keys and trims, in one
+    /// transaction; returns what each publish became, and the new state.
     fn commit_batch(
         &self,
         db: &Database,
-        events: Vec<Event>,
+        batch: Vec<Append>,
         mut state: State,
-    ) -> Result<(Vec<Arc<StoredEvent>>, State), HistoryError> {
+        now: u64,
+    ) -> Result<(Vec<Appended>, State), HistoryError> {
         let txn = db.begin_write()?;
-        let now = now_ms();
-        let mut stored = Vec::with_capacity(events.len());
+        let mut out = Vec::with_capacity(batch.len());
         {
             let mut table = txn.open_table(EVENTS)?;
-            let mut ids = txn.open_table(IDS)?;
-            for event in events {
-                let entry = StoredEvent::new(state.next_seq, event);
-                let record = encode_record(&entry, now);
-                table.insert(entry.seq, record.as_slice())?;
-                ids.insert(entry.id.as_str(), entry.seq)?;
-                state.bytes += record.len() as u64;
-                state.next_seq += 1;
-                stored.push(Arc::new(entry));
+            let mut ids = IdTables::open(&txn)?;
+            let mut keys = Keys::open(&txn)?;
+            for Append { event, key } in batch {
+                let candidate = StoredEvent::new(state.next_seq, event);
+                let fingerprint = key.as_ref().map(|_| Fingerprint::of(&candidate));
+                if let (Some(claim), Some(fingerprint)) = (&key, fingerprint) {
+                    if let Some(record) = keys.get(&claim.key, now)? {
+                        out.push(record.answer(fingerprint));
+                        continue;
+                    }
+                }
+                let id_for_key = key.as_ref().map(|_| candidate.id.clone());
+                let (seq, answer) = match ids.held_same(&table, state.first_seq, &candidate)? {
+                    Some(seq) => {
+                        let id = candidate.id;
+                        (seq, Appended::Retry { id, seq })
+                    }
+                    None => {
+                        let record = encode_record(&candidate, now);
+                        table.insert(candidate.seq, record.as_slice())?;
+                        ids.index(&candidate.id, candidate.seq)?;
+                        state.bytes += record.len() as u64;
+                        state.next_seq += 1;
+                        (candidate.seq, Appended::Stored(Arc::new(candidate)))
+                    }
+                };
+                if let (Some(claim), Some(fingerprint), Some(id)) = (key, fingerprint, id_for_key) {
+                    let record = KeyRecord {
+                        seq,
+                        id,
+                        fingerprint,
+                    };
+                    keys.remember(&claim, &record, now)?;
+                }
+                out.push(answer);
             }
+            keys.forget_expired(now)?;
         }
         self.retention.trim_in(&txn, &mut state, now)?;
         save_state(&txn, &state)?;
         txn.commit()?;
-        Ok((stored, state))
+        Ok((out, state))
     }
 
-    /// Applies time-based retention in a transaction of its own; whether it dropped anything.
+    /// Applies time-based retention and forgets expired keys in a transaction of its own;
+    /// whether it dropped anything.
     fn trim_by_age(&self, db: &Database, state: &mut State) -> Result<bool, HistoryError> {
         let txn = db.begin_write()?;
-        if self.retention.trim_in(&txn, state, now_ms())? == 0 {
+        let now = now_ms();
+        let forgotten = Keys::open(&txn)?.forget_expired(now)?;
+        if self.retention.trim_in(&txn, state, now)? + forgotten == 0 {
             txn.abort()?;
             return Ok(false);
         }
@@ -257,27 +299,27 @@ impl DurableHistory {
 impl LocalHistory for DurableHistory {
     const BLOCKING: bool = true;
 
-    fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+    fn append_at(&self, batch: Vec<Append>, now: u64) -> Result<Vec<Appended>, HistoryError> {
         let db = self.database()?;
-        let batches: Vec<Vec<Event>> = match self.sync {
-            SyncPolicy::Batch => vec![events],
-            SyncPolicy::Always => events.into_iter().map(|e| vec![e]).collect(),
+        let batches: Vec<Vec<Append>> = match self.sync {
+            SyncPolicy::Batch => vec![batch],
+            SyncPolicy::Always => batch.into_iter().map(|a| vec![a]).collect(),
         };
         let mut all = Vec::new();
         for batch in batches {
             // Only the writer appends, so the state cannot change between this read and the
             // update below; it is updated only after the commit succeeded.
             let state = self.lock_state().clone();
-            let (stored, state) = self
-                .commit_batch(&db, batch, state)
+            let (appended, state) = self
+                .commit_batch(&db, batch, state, now)
                 .map_err(|e| self.failed(e))?;
             *self.lock_state() = state;
             let mut recent = self.lock_recent();
-            for event in &stored {
+            for event in appended.iter().filter_map(Appended::stored) {
                 recent.push(event.seq, &event.id);
             }
             drop(recent);
-            all.extend(stored);
+            all.extend(appended);
         }
         Ok(all)
     }
@@ -397,7 +439,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::history::memory::tests::{conformance, replay};
+    use crate::event::Event;
+    use crate::history::memory::tests::{conformance, key_conformance, keyed, replay};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
@@ -418,18 +461,72 @@ mod tests {
         }
     }
 
-    fn event(id: &str) -> Event {
+    fn event(id: &str) -> Append {
         Event {
             id: id.into(),
             ..Event::new("t", id)
         }
+        .into()
     }
 
     #[test]
     fn durable_history_conforms() {
         let (a, b) = (temp_dir("conform-a"), temp_dir("conform-b"));
         conformance(&open(&a, keep(100)), &open(&b, keep(2)));
+        let c = temp_dir("conform-keys");
+        key_conformance(&open(&c, keep(100)));
         let _ = (std::fs::remove_dir_all(a), std::fs::remove_dir_all(b));
+        let _ = std::fs::remove_dir_all(c);
+    }
+
+    #[test]
+    fn keys_and_retried_ids_are_recognised_after_a_restart() {
+        let dir = temp_dir("keys-restart");
+        let (x, y) = {
+            let history = open(&dir, keep(100));
+            let appended = history
+                .append_now(vec![keyed("k", "x"), event("y")])
+                .expect("append");
+            (appended[0].clone(), appended[1].clone())
+        };
+        let history = open(&dir, keep(100));
+        let retried = history
+            .append_now(vec![keyed("k", "x"), event("y")])
+            .expect("append");
+        let ids = |a: &Appended| match a {
+            Appended::Stored(e) => (e.id.clone(), e.seq),
+            Appended::Retry { id, seq } => (id.clone(), *seq),
+            Appended::KeyReused { .. } | Appended::Spooled { .. } => panic!("{a:?}"),
+        };
+        assert!(matches!(retried[0], Appended::Retry { .. }), "{retried:?}");
+        assert!(matches!(retried[1], Appended::Retry { .. }), "{retried:?}");
+        assert_eq!(ids(&retried[0]), ids(&x));
+        assert_eq!(ids(&retried[1]), ids(&y));
+        assert_eq!(history.len_now(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn expired_keys_leave_the_file() {
+        let dir = temp_dir("keys-expire");
+        let history = open(&dir, keep(100));
+        let batch = (0..300).map(|i| keyed(&format!("k{i}"), "x")).collect();
+        history.append_at(batch, 1_000).expect("append");
+        let count = |history: &DurableHistory| {
+            use redb::ReadableTableMetadata;
+            let db = history.database().expect("open");
+            let txn = db.begin_read().expect("read");
+            let keys = txn.open_table(file::KEYS).expect("keys");
+            let expiry = txn.open_table(file::KEY_EXPIRY).expect("expiry");
+            (keys.len().expect("len"), expiry.len().expect("len"))
+        };
+        assert_eq!(count(&history), (300, 300));
+        // 60 s later every key expired; each commit forgets a bounded number of them.
+        history.append_at(vec![event("a")], 62_000).expect("append");
+        assert_eq!(count(&history), (44, 44));
+        history.append_at(vec![event("b")], 62_000).expect("append");
+        assert_eq!(count(&history), (0, 0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -463,7 +560,8 @@ mod tests {
         assert_eq!(start.through_seq, 3);
         let stored = history.append_now(vec![event("d")]).expect("append");
         assert_eq!(
-            stored[0].seq, 4,
+            stored[0].stored().map(|e| e.seq),
+            Some(4),
             "sequence numbers continue after a restart"
         );
         let _ = std::fs::remove_dir_all(dir);
@@ -601,7 +699,7 @@ mod tests {
         // The oldest record, cut after its id: opening reads the ids of the newest records and
         // decodes only the newest one whole.
         let header_only = |seq: u64, id: &str| {
-            let record = encode_record(&StoredEvent::new(seq, event(id)), 0);
+            let record = encode_record(&StoredEvent::new(seq, event(id).event), 0);
             record[..1 + 1 + 8 + 4 + id.len()].to_vec()
         };
         overwrite_record(&dir, 1, &header_only(1, "a"));

@@ -67,6 +67,12 @@ pub enum HistoryError {
     /// deliver what it publishes (readiness).
     #[error("the feed is not reading the Redis stream")]
     FeedNotReading,
+    /// Redis is away and the spool holds as many publishes as it may (`--spool-max-events`).
+    #[error("Redis is unreachable and the spool is full ({max} publishes wait to be forwarded)")]
+    SpoolFull {
+        /// The spool's limit.
+        max: usize,
+    },
     /// A call on the blocking thread pool panicked (a fault of the hub: 500), or the runtime
     /// shut down under it.
     #[error(
@@ -101,7 +107,8 @@ impl HistoryError {
             | Self::Redis(_)
             | Self::Io { .. }
             | Self::Reopening
-            | Self::FeedNotReading => true,
+            | Self::FeedNotReading
+            | Self::SpoolFull { .. } => true,
             Self::Damaged(_) | Self::DamagedFile { .. } | Self::Task { .. } => false,
         }
     }
@@ -208,6 +215,16 @@ pub enum Damage {
         /// The entry id.
         entry: String,
     },
+    /// A spooled publish that does not decode.
+    #[error("spooled publish {seq} does not decode")]
+    Spooled {
+        /// Its place in the spool.
+        seq: u64,
+    },
+    /// The publish script answered in a shape this ssehub does not know (another version's
+    /// script under the same name?).
+    #[error("the Redis publish script gave an answer of unknown shape")]
+    ScriptReply,
     /// A Redis stream entry without the record field.
     #[error("Redis stream entry {entry} holds no record")]
     EntryWithoutRecord {

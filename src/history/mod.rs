@@ -12,6 +12,7 @@
 //! log, the [`SharedLog`]'s feed for a log shared by several instances. Failures are
 //! [`HistoryError`]s, each with its source.
 
+mod append;
 pub mod durable;
 mod error;
 pub mod memory;
@@ -20,6 +21,7 @@ mod record;
 pub mod redis;
 pub mod retention_rules;
 pub mod shared_reads;
+pub mod spool;
 
 use std::sync::Arc;
 
@@ -32,13 +34,16 @@ use crate::event::{Event, EARLIEST};
 use crate::wire;
 
 pub use self::redis::RedisHistory;
+pub(crate) use append::{same_content, KeyRecord};
+pub use append::{Append, Appended, KeyClaim};
 pub use durable::{DurableHistory, Retention, SyncPolicy};
 pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
-pub use open::HistorySettings;
+pub use open::{HistorySettings, SpoolSettings};
 pub use record::RecordError;
 pub use retention_rules::{RetentionRule, RetentionRules, RuleError};
 pub use shared_reads::SharedReads;
+pub use spool::{SpoolStatus, SpooledRedis};
 
 /// An event as stored: its place in the log, what decides who gets it, and its encoded frame.
 /// The payload lives only inside `frame`.
@@ -171,10 +176,14 @@ impl ReplayStart {
 /// Methods take `self: Arc<Self>` and return `'static` futures, so that a caller can keep a
 /// call in flight (a stream waiting for its next page) without holding a borrow.
 pub trait History: Send + Sync + 'static {
-    /// Appends events in order and assigns their sequence numbers. An event is acknowledged to
-    /// its publisher only once this resolved: with a durable store, once it is on disk; with a
-    /// shared log, once the log server accepted it.
-    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>>;
+    /// Appends publishes in order and assigns the new events their sequence numbers: one
+    /// [`Appended`] per publish, in order. A publish that is a retry of an update the history
+    /// holds (the same `Idempotency-Key` within its window, or the same id with the same
+    /// content; [`crate::idempotency`]) is answered, not stored: the check and the append are
+    /// one step (one transaction, one Lua script), so racing retries store one event. An event
+    /// is acknowledged to its publisher only once this resolved: with a durable store, once it
+    /// is on disk; with a shared log, once the log server accepted it.
+    fn append(self: Arc<Self>, batch: Vec<Append>) -> HistoryFuture<Vec<Appended>>;
 
     /// Finds where a replay starts.
     fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart>;
@@ -210,6 +219,12 @@ pub trait History: Send + Sync + 'static {
     /// who dispatches what the writer appends.
     fn role(self: Arc<Self>) -> HistoryRole {
         HistoryRole::Local
+    }
+
+    /// The spool's state, for a log that spools publishes while its server is away
+    /// ([`SpooledRedis`]).
+    fn spool_status(&self) -> Option<SpoolStatus> {
+        None
     }
 }
 
@@ -255,7 +270,16 @@ pub trait LocalHistory: Send + Sync + 'static {
     /// # Errors
     /// Why nothing was stored: the store cannot be written ([`HistoryError::Store`]), or the
     /// oldest record, read by retention, does not decode ([`HistoryError::Damaged`]).
-    fn append_now(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, HistoryError>;
+    fn append_now(&self, batch: Vec<Append>) -> Result<Vec<Appended>, HistoryError> {
+        self.append_at(batch, record::now_ms())
+    }
+
+    /// [`Self::append_now`] as if the clock read `now_ms` (milliseconds since the Unix epoch):
+    /// the time events are stamped with and keys expire by.
+    ///
+    /// # Errors
+    /// As [`Self::append_now`].
+    fn append_at(&self, batch: Vec<Append>, now_ms: u64) -> Result<Vec<Appended>, HistoryError>;
 
     /// See [`History::locate`].
     ///
@@ -321,8 +345,8 @@ fn run_local<S: LocalHistory, T: Send + 'static>(
 }
 
 impl<S: LocalHistory> History for S {
-    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
-        run_local(self, move |s| s.append_now(events))
+    fn append(self: Arc<Self>, batch: Vec<Append>) -> HistoryFuture<Vec<Appended>> {
+        run_local(self, move |s| s.append_now(batch))
     }
 
     fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{
     DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, RetentionRules,
-    SyncPolicy,
+    SpooledRedis, SyncPolicy,
 };
 
 /// The history store to open.
@@ -40,7 +40,19 @@ pub enum HistorySettings {
         max_len: u64,
         /// Retention per topic, within `max_len`.
         rules: RetentionRules,
+        /// Where publishes taken while Redis is away are spooled ([`SpooledRedis`]), and how
+        /// many at most; `None`: no spool, such publishes are refused (`503`).
+        spool: Option<SpoolSettings>,
     },
+}
+
+/// The spool of a Redis history.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// The directory of `spool.redb` (the data directory).
+    pub dir: PathBuf,
+    /// Most publishes spooled at once (at least 1).
+    pub max_events: usize,
 }
 
 impl HistorySettings {
@@ -64,11 +76,18 @@ impl HistorySettings {
                 prefix,
                 max_len,
                 rules,
-            } => Arc::new(
-                RedisHistory::connect(url, prefix, *max_len)
+                spool,
+            } => {
+                let redis = RedisHistory::connect(url, prefix, *max_len)
                     .await?
-                    .with_rules(rules.clone()),
-            ),
+                    .with_rules(rules.clone());
+                match spool {
+                    Some(spool) => {
+                        Arc::new(SpooledRedis::open(redis, &spool.dir, spool.max_events)?)
+                    }
+                    None => Arc::new(redis),
+                }
+            }
         })
     }
 }

@@ -5,6 +5,8 @@
 //! not inside: it is the record's key (redb) or derived from its entry id (Redis). Our own
 //! encoding rather than serde's, so that the format is fixed, versioned and cheap to decode.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -12,6 +14,14 @@ use super::StoredEvent;
 
 /// The version of the record encoding.
 pub(crate) const FORMAT: u8 = 1;
+
+/// The time records (and remembered keys) are stamped with, in milliseconds since the Unix
+/// epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The fields retention needs without decoding the whole record.
 pub(crate) struct RecordHeader<'a> {

@@ -4,12 +4,19 @@
 //! - `ssehub:events`, a stream: one entry per event, fields `i` (event id) and `e` (the record,
 //!   see `record.rs`). Entry ids (`<ms>-<n>`) give the one order every instance delivers in; an
 //!   event's sequence number is its entry id packed into a `u64` ([`seq_of`]).
-//! - `ssehub:ids`, a hash: event id → entry id of its newest occurrence, for `Last-Event-ID`.
+//! - `ssehub:events` entries also carry `f`, the content's fingerprint (`crate::idempotency`),
+//!   which recognises a retried publish by its id.
+//! - `ssehub:ids`, a hash: event id → entry id of its earliest kept occurrence, for
+//!   `Last-Event-ID` (draft-dunglas-mercure-08's rule for reused ids); `ssehub:ids_last`: a reused
+//!   id → its newest occurrence, what a retry is compared with.
+//! - `ssehub:key:<Idempotency-Key>`, one string per key seen within the window (expiring by
+//!   itself, `PX`): `<entry id> <fingerprint> <event id>` of the update it was first used for.
 //! - `ssehub:meta`, a hash: `epoch` (random, set once: a Redis that lost its data loses it too,
 //!   which is how instances notice), `last_dropped_id` and `last_dropped_entry` (retention).
 //!
-//! Publishing runs one Lua script per batch (atomic: append, index, trim to `max_len`), and the
-//! publish is acknowledged once Redis answered. Each instance's feed reads the stream with
+//! Publishing runs one Lua script per batch (atomic: recognise retries, append, index, trim to
+//! `max_len`), and the publish is acknowledged once Redis answered. The check and the append
+//! are one script, so two instances taking retries of one update at once store it once. Each instance's feed reads the stream with
 //! `XREAD BLOCK` on a connection of its own (a blocking read would stall commands queued behind it
 //! on a shared one), from the last entry id it delivered: after a Redis outage it resumes there,
 //! with no gap and no duplicate. Plain pub/sub would lose every event sent while an instance is
@@ -17,18 +24,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{Client, Script, Value};
 
-use super::record::{decode_record, encode_record};
+use super::record::{decode_record, encode_record, now_ms};
 use super::{
-    Damage, History, HistoryError, HistoryFuture, HistoryRole, Page, ReplayFrom, ReplayStart,
-    StoredEvent,
+    Append, Appended, Damage, History, HistoryError, HistoryFuture, HistoryRole, KeyClaim, Page,
+    ReplayFrom, ReplayStart, StoredEvent,
 };
-use crate::event::Event;
+use crate::idempotency::Fingerprint;
 
 mod feed;
 mod topic_retention;
@@ -37,14 +44,53 @@ mod topic_retention;
 const COUNTER_BITS: u32 = 20;
 
 /// Appends a batch, indexes ids, trims to the length cap (exactly, so that the id index can be
-/// trimmed with it), and records what was dropped. Returns the stream length, then the entry ids.
+/// trimmed with it), and records what was dropped. A publish that is a retry (its
+/// `Idempotency-Key` held, or its id held with the same fingerprint) is answered, not appended.
+/// KEYS: stream, ids, meta, ids_last, then the batch's idempotency keys. ARGV: max_len, the key
+/// window in ms, then per publish: id, record, fingerprint, index of its key in KEYS (0: none).
+/// Returns the stream length, then per publish: the new entry id; `{1, entry, id}` for a retry;
+/// `{2, id}` for a key used before with other content.
 const PUBLISH_SCRIPT: &str = r"
 local max_len = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
 local out = {0}
-for i = 2, #ARGV, 2 do
-  local entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i], 'e', ARGV[i + 1])
-  redis.call('HSET', KEYS[2], ARGV[i], entry)
-  out[#out + 1] = entry
+local function fingerprint_at(entry)
+  local found = redis.call('XRANGE', KEYS[1], entry, entry)
+  if #found == 0 then return nil end
+  local fields = found[1][2]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'f' then return fields[f + 1] end
+  end
+  return nil
+end
+for i = 3, #ARGV, 4 do
+  local id, record, print, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local answer
+  if k > 0 then
+    local held = redis.call('GET', KEYS[k])
+    if held then
+      local entry, held_print, held_id = string.match(held, '^(%S+) (%S+) (.*)$')
+      if held_print == print then answer = {1, entry, held_id} else answer = {2, held_id} end
+    end
+  end
+  if not answer then
+    local prior = redis.call('HGET', KEYS[4], id) or redis.call('HGET', KEYS[2], id)
+    local entry
+    if prior and fingerprint_at(prior) == print then
+      entry = prior
+      answer = {1, prior, id}
+    else
+      entry = redis.call('XADD', KEYS[1], '*', 'i', id, 'e', record, 'f', print)
+      if redis.call('HSETNX', KEYS[2], id, entry) == 0 then
+        redis.call('HSET', KEYS[4], id, entry)
+      end
+      answer = entry
+    end
+    if k > 0 then
+      redis.call('SET', KEYS[k], entry .. ' ' .. print .. ' ' .. id, 'PX', window)
+    end
+  end
+  out[#out + 1] = answer
 end
 local len = redis.call('XLEN', KEYS[1])
 if max_len > 0 and len > max_len then
@@ -56,8 +102,16 @@ if max_len > 0 and len > max_len then
     for f = 1, #fields, 2 do
       if fields[f] == 'i' then id = fields[f + 1] end
     end
-    if id and redis.call('HGET', KEYS[2], id) == item[1] then
-      redis.call('HDEL', KEYS[2], id)
+    if id then
+      local last = redis.call('HGET', KEYS[4], id)
+      if last == item[1] then redis.call('HDEL', KEYS[4], id) end
+      if redis.call('HGET', KEYS[2], id) == item[1] then
+        if last and last ~= item[1] then
+          redis.call('HSET', KEYS[2], id, last)
+        else
+          redis.call('HDEL', KEYS[2], id)
+        end
+      end
     end
     redis.call('XDEL', KEYS[1], item[1])
     last_entry, last_id = item[1], id
@@ -95,7 +149,10 @@ fn entry_of(seq: u64) -> String {
 struct Keys {
     stream: String,
     ids: String,
+    ids_last: String,
     meta: String,
+    /// The prefix of the idempotency keys' own Redis keys (`ssehub:key:<key>`).
+    key_prefix: String,
 }
 
 /// A history kept in Redis and shared by every instance that uses the same Redis and prefix.
@@ -150,10 +207,24 @@ fn decode_entry(entry: &StreamId) -> Result<StoredEvent, Damage> {
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The script's answer for a publish it did not append: `{1, entry, id}` (a retry of the event
+/// at `entry`) or `{2, id}` (a key used before for the update `id`).
+fn appended_of(fields: Vec<Value>) -> Result<Appended, HistoryError> {
+    let text = |value: Value| -> Result<String, HistoryError> {
+        Ok(redis::from_redis_value(value).map_err(redis::RedisError::from)?)
+    };
+    let mut fields = fields.into_iter();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(Value::Int(1)), Some(entry), Some(id)) => {
+            let entry = text(entry)?;
+            Ok(Appended::Retry {
+                id: text(id)?,
+                seq: seq_of_entry(&entry)?,
+            })
+        }
+        (Some(Value::Int(2)), Some(id), None) => Ok(Appended::KeyReused { id: text(id)? }),
+        _ => Err(Damage::ScriptReply.into()),
+    }
 }
 
 impl RedisHistory {
@@ -175,7 +246,9 @@ impl RedisHistory {
             keys: Keys {
                 stream: format!("{prefix}:events"),
                 ids: format!("{prefix}:ids"),
+                ids_last: format!("{prefix}:ids_last"),
                 meta: format!("{prefix}:meta"),
+                key_prefix: format!("{prefix}:key:"),
             },
             max_len,
             script: Script::new(PUBLISH_SCRIPT),
@@ -227,21 +300,56 @@ impl RedisHistory {
 
     async fn append_batch(
         self: Arc<Self>,
-        events: Vec<Event>,
-    ) -> Result<Vec<Arc<StoredEvent>>, HistoryError> {
+        batch: Vec<Append>,
+    ) -> Result<Vec<Appended>, HistoryError> {
+        // The record does not hold the sequence number, so it can be made before Redis assigns
+        // the entry id.
+        let batch = batch
+            .into_iter()
+            .map(|Append { event, key }| (StoredEvent::new(0, event), key))
+            .collect();
+        self.append_stored(batch).await
+    }
+
+    /// Appends events already encoded (a new publish, or one a spool forwards), recognising
+    /// retries: see [`PUBLISH_SCRIPT`]. A spooled event forwarded a second time (the first
+    /// forward's answer was lost) is a retry by its id, so it is not stored twice.
+    pub(crate) async fn append_stored(
+        &self,
+        batch: Vec<(StoredEvent, Option<KeyClaim>)>,
+    ) -> Result<Vec<Appended>, HistoryError> {
         let now = now_ms();
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(&self.keys.stream)
             .key(&self.keys.ids)
             .key(&self.keys.meta)
-            .arg(self.max_len);
-        let mut prepared = Vec::with_capacity(events.len());
-        for event in events {
-            // The record does not hold the sequence number, so it can be made before Redis
-            // assigns the entry id.
-            let stored = StoredEvent::new(0, event);
-            invocation.arg(&stored.id).arg(encode_record(&stored, now));
+            .key(&self.keys.ids_last);
+        // Every publish of a batch shares the hub's one window.
+        let window = batch
+            .iter()
+            .find_map(|(_, key)| key.as_ref().map(|claim| claim.window))
+            .unwrap_or_default();
+        invocation
+            .arg(self.max_len)
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut prepared = Vec::with_capacity(batch.len());
+        let mut next_key = 5;
+        for (stored, key) in batch {
+            let fingerprint = Fingerprint::of(&stored).to_hex();
+            let key_index = match &key {
+                Some(claim) => {
+                    invocation.key(format!("{}{}", self.keys.key_prefix, claim.key.as_str()));
+                    next_key += 1;
+                    next_key - 1
+                }
+                None => 0,
+            };
+            invocation
+                .arg(&stored.id)
+                .arg(encode_record(&stored, now))
+                .arg(fingerprint)
+                .arg(key_index);
             prepared.push(stored);
         }
         let mut connection = self.commands.clone();
@@ -254,13 +362,33 @@ impl RedisHistory {
         prepared
             .into_iter()
             .zip(values)
-            .map(|(mut stored, entry)| {
-                let entry: String =
-                    redis::from_redis_value(entry).map_err(redis::RedisError::from)?;
-                stored.seq = seq_of_entry(&entry)?;
-                Ok(Arc::new(stored))
+            .map(|(mut stored, answer)| match answer {
+                Value::Array(fields) => appended_of(fields),
+                entry => {
+                    let entry: String =
+                        redis::from_redis_value(entry).map_err(redis::RedisError::from)?;
+                    stored.seq = seq_of_entry(&entry)?;
+                    Ok(Appended::Stored(Arc::new(stored)))
+                }
             })
             .collect()
+    }
+
+    /// Whether Redis answers and the feed reads (readiness).
+    pub(crate) async fn check_now(&self) -> Result<(), HistoryError> {
+        if !self.feed_reading.load(Ordering::Relaxed) {
+            return Err(HistoryError::FeedNotReading);
+        }
+        self.ping().await
+    }
+
+    /// Whether Redis answers a `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), HistoryError> {
+        let mut connection = self.commands.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
+        Ok(())
     }
 
     /// Runs a read-only `pipe` and, when it failed because the connection broke, once more.
@@ -377,8 +505,8 @@ impl RedisHistory {
 }
 
 impl History for RedisHistory {
-    fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
-        Box::pin(self.append_batch(events))
+    fn append(self: Arc<Self>, batch: Vec<Append>) -> HistoryFuture<Vec<Appended>> {
+        Box::pin(self.append_batch(batch))
     }
 
     fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
@@ -399,16 +527,7 @@ impl History for RedisHistory {
     }
 
     fn check(self: Arc<Self>) -> HistoryFuture<()> {
-        Box::pin(async move {
-            if !self.feed_reading.load(Ordering::Relaxed) {
-                return Err(HistoryError::FeedNotReading);
-            }
-            let mut connection = self.commands.clone();
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await?;
-            Ok(())
-        })
+        Box::pin(async move { self.check_now().await })
     }
 
     fn len(&self) -> usize {

@@ -239,7 +239,7 @@ mod tests {
     async fn history_with(n: usize) -> Arc<dyn History> {
         let history: Arc<dyn History> = Arc::new(MemoryHistory::new(10_000));
         let events = (0..n)
-            .map(|i| Event::new("https://example.com/t", format!("e{i}")))
+            .map(|i| Event::new("https://example.com/t", format!("e{i}")).into())
             .collect();
         history.clone().append(events).await.expect("append");
         history
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(first.events.len(), 10);
         history
             .clone()
-            .append(vec![Event::new("https://example.com/t", "new")])
+            .append(vec![Event::new("https://example.com/t", "new").into()])
             .await
             .expect("append");
         let second = reads.read_page(0, 11, 256).await.expect("page");

@@ -108,6 +108,9 @@ impl From<PublishError> for ApiError {
             PublishError::Invalid(e) => e.into(),
             PublishError::History(e) => Self::history("not stored: ", e),
             PublishError::ShuttingDown => Self::unavailable(error.to_string(), 1),
+            PublishError::KeyReused { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
         }
     }
 }

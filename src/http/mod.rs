@@ -107,11 +107,17 @@ pub fn metrics_router(hub: Hub) -> Router {
 }
 
 /// `/readyz`: 200 when publishes can be taken (Kubernetes readiness), 503 with the reason.
-async fn ready(State(hub): State<Hub>) -> Result<&'static str, ApiError> {
-    match hub.check_ready().await {
-        Ok(()) => Ok("ready\n"),
-        Err(reason) => Err(reason.into()),
-    }
+/// While Redis is away and publishes are spooled, `200` "degraded: spooling": they are taken.
+async fn ready(State(hub): State<Hub>) -> Result<String, ApiError> {
+    hub.check_ready().await.map_err(ApiError::from)?;
+    Ok(match hub.spool_status() {
+        Some(spool) if spool.spooling => format!(
+            "degraded: spooling ({} publishes wait for Redis, the oldest for {} s)\n",
+            spool.events,
+            spool.oldest_age.map_or(0, |age| age.as_secs())
+        ),
+        _ => "ready\n".to_owned(),
+    })
 }
 
 async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {

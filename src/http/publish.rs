@@ -3,6 +3,9 @@
 //! Reads the form (`topic` repeated, `data`, `private`, `id`, `type`, `retry`), authorizes the
 //! publisher for every topic, and answers `200` with the event id once the event is in history.
 //! Any refusal happens before the hub sees the event, so a rejected publish changes nothing.
+//! A retry (an `Idempotency-Key` seen within the window, or an id held with the same content;
+//! [`crate::idempotency`]) is answered `200` with the original id and `Idempotent-Replayed:
+//! true`, and stored and delivered nothing; a key reused for other content gets `422`.
 
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use super::{query_param, HttpConfig};
 use crate::auth::{self, TokenSource};
 use crate::event::{generate_id, Event};
 use crate::hub::Hub;
+use crate::idempotency::{IdempotencyKey, KeyError};
 
 /// Handles a publish.
 ///
@@ -77,13 +81,42 @@ pub async fn publish(
         .map_err(|_| too_large())?;
     let event = parse_form(&bytes)?;
     grant.check_topics(&event.topics)?;
-    let receipt = hub.publish(event).await?;
-    Ok((
+    let key = idempotency_key(&headers)?;
+    let receipt = hub.publish_with_key(event, key).await?;
+    let mut response = (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         receipt.id,
     )
-        .into_response())
+        .into_response();
+    if receipt.retry {
+        // As Stripe's API says it: the answer is the original publish's, nothing was stored.
+        response.headers_mut().insert(
+            http::HeaderName::from_static(REPLAYED),
+            http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
+
+/// The response header that marks the answer to a recognised retry.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(KeyError::Repeated.to_string()));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|error| ApiError::bad_request(error.to_string()))
+}
+
+/// draft-ietf-httpapi-idempotency-key-header.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Mercure §Publication form fields to an [`Event`]. The first `topic` is canonical; the first
 /// occurrence of every other field wins.

@@ -190,7 +190,7 @@ mod tests {
 
     use super::*;
     use crate::event::Event;
-    use crate::history::{HistoryFuture, Page, ReplayStart, SharedLog};
+    use crate::history::{Append, Appended, HistoryFuture, Page, ReplayStart, SharedLog};
     use crate::SubscribeRequest;
 
     /// A shared log in memory: what is appended is stored, and read back by the feed with a
@@ -202,13 +202,13 @@ mod tests {
     }
 
     impl History for LoopbackLog {
-        fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
+        fn append(self: Arc<Self>, batch: Vec<Append>) -> HistoryFuture<Vec<Appended>> {
             Box::pin(async move {
-                let stored = self.store.clone().append(events).await?;
-                for event in &stored {
+                let appended = self.store.clone().append(batch).await?;
+                for event in appended.iter().filter_map(Appended::stored) {
                     let _ = self.appended.send(event.clone());
                 }
-                Ok(stored)
+                Ok(appended)
             })
         }
         fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {

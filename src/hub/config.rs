@@ -34,6 +34,9 @@ pub struct HubConfig {
     /// event resumes from where it started instead of missing what was published meanwhile.
     /// The response's `Last-Event-ID` header names the same id.
     pub initial_cursor: bool,
+    /// How long a publish's `Idempotency-Key` is remembered: a retry with it within this
+    /// window is answered with the original event's id and not stored again (default 24 h).
+    pub idempotency_window: Duration,
     /// Open streams allowed at once; more are refused with `503` (default 100,000).
     pub max_subscribers: usize,
     /// `topic` selectors allowed in one subscription (default 64).
@@ -53,6 +56,7 @@ impl Default for HubConfig {
             queue_capacity: 4096,
             max_queued_bytes: 16 * 1024 * 1024,
             initial_cursor: true,
+            idempotency_window: Duration::from_secs(24 * 3600),
             max_subscribers: 100_000,
             max_topics_per_subscription: 64,
             event_limits: EventLimits::default(),

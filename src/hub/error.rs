@@ -19,6 +19,15 @@ pub enum PublishError {
     /// The hub is shutting down (503).
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// The `Idempotency-Key` was used before, within its window, for an update with other
+    /// content (422); nothing was stored.
+    #[error(
+        "this Idempotency-Key was already used for another update (id {id}): use a new key for each update"
+    )]
+    KeyReused {
+        /// The id of the update the key was first used for.
+        id: String,
+    },
 }
 
 /// Why a subscription was refused.

@@ -33,7 +33,8 @@ use tracing::info;
 
 use crate::auth::SubscriberGrant;
 use crate::event::Event;
-use crate::history::{History, SharedReads, StoredEvent};
+use crate::history::{Append, History, KeyClaim, SharedReads, SpoolStatus, StoredEvent};
+use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Reason};
 use crate::topic::SelectorCache;
 use builder::Hooks;
@@ -146,10 +147,15 @@ pub struct Subscription {
 /// The acknowledgement of a stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReceipt {
-    /// The event's id (generated when the publisher gave none).
+    /// The event's id (generated when the publisher gave none); for a retry, the original's.
     pub id: String,
-    /// Its position in this hub's log.
+    /// Its position in this hub's log (0 for a retry recognised by a key whose event retention
+    /// has dropped since).
     pub seq: u64,
+    /// Whether the publish was a retry of an update already stored (its `Idempotency-Key` seen
+    /// within the window, or its id held with the same content): nothing was stored or
+    /// delivered again ([`crate::idempotency`]).
+    pub retry: bool,
 }
 
 struct HubInner {
@@ -228,31 +234,56 @@ impl Hub {
     }
 
     /// Validates `event`, stores it in history, and returns once it is stored; delivery to
-    /// subscribers follows.
+    /// subscribers follows. A publish whose id is already in history with the same content is a
+    /// retry: it is answered with [`PublishReceipt::retry`] set, and not stored or delivered
+    /// again.
     ///
     /// # Errors
     /// [`PublishError::Invalid`] for a bad event (nothing is stored),
     /// [`PublishError::History`] when history did not store it, [`PublishError::ShuttingDown`].
     pub async fn publish(&self, event: Event) -> Result<PublishReceipt, PublishError> {
+        self.publish_with_key(event, None).await
+    }
+
+    /// [`Self::publish`] with the publisher's `Idempotency-Key`: a publish with a key seen
+    /// within [`HubConfig::idempotency_window`] is a retry of the update it was first used for,
+    /// answered with that update's id ([`crate::idempotency`]).
+    ///
+    /// # Errors
+    /// As [`Self::publish`], and [`PublishError::KeyReused`] when the key was used for an
+    /// update with other content.
+    pub async fn publish_with_key(
+        &self,
+        event: Event,
+        key: Option<IdempotencyKey>,
+    ) -> Result<PublishReceipt, PublishError> {
         event.validate(&self.inner.config.event_limits)?;
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShuttingDown);
         }
         let started = std::time::Instant::now();
-        let id = event.id.clone();
         let (ack, stored) = oneshot::channel();
+        let window = self.inner.config.idempotency_window;
+        let append = Append {
+            event,
+            key: key.map(|key| KeyClaim { key, window }),
+        };
         self.inner
             .writer
-            .send(PublishRequest { event, ack })
+            .send(PublishRequest { append, ack })
             .await
             .map_err(|_| PublishError::ShuttingDown)?;
-        let seq = stored.await.map_err(|_| PublishError::ShuttingDown)??;
+        let receipt = stored.await.map_err(|_| PublishError::ShuttingDown)??;
         let metrics = &self.inner.shared.metrics;
-        metrics.events_published.inc();
+        if receipt.retry {
+            metrics.publish_retries.inc();
+        } else {
+            metrics.events_published.inc();
+        }
         metrics
             .publish_duration_seconds
             .observe(started.elapsed().as_secs_f64());
-        Ok(PublishReceipt { id, seq })
+        Ok(receipt)
     }
 
     /// The hub's metrics.
@@ -279,10 +310,24 @@ impl Hub {
         metrics.subscribers_connected.set(registry.len() as i64);
         metrics.subscriptions.set(registry.subscriptions() as i64);
         metrics.history_events.set(self.inner.history.len() as i64);
+        let spool = self.spool_status();
+        metrics
+            .spool_events
+            .set(spool.map_or(0, |s| s.events as i64));
+        metrics.spool_oldest_age_seconds.set(
+            spool
+                .and_then(|s| s.oldest_age)
+                .map_or(0.0, |age| age.as_secs_f64()),
+        );
         metrics
             .ready
             .set(i64::from(self.check_ready().await.is_ok()));
         metrics.encode()
+    }
+
+    /// The spool's state, when the history spools publishes while Redis is away.
+    pub fn spool_status(&self) -> Option<SpoolStatus> {
+        self.inner.history.spool_status()
     }
 
     /// Every open stream's description.

@@ -9,13 +9,35 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::PublishError;
+use super::{PublishError, PublishReceipt};
 use crate::event::Event;
-use crate::history::{History, Sources, StoredEvent};
+use crate::history::{Append, Appended, History, Sources, StoredEvent};
 
 pub(super) struct PublishRequest {
-    pub(super) event: Event,
-    pub(super) ack: oneshot::Sender<Result<u64, PublishError>>,
+    pub(super) append: Append,
+    pub(super) ack: oneshot::Sender<Result<PublishReceipt, PublishError>>,
+}
+
+/// The publisher's answer for what its publish became.
+fn receipt(appended: &Appended) -> Result<PublishReceipt, PublishError> {
+    match appended {
+        Appended::Stored(event) => Ok(PublishReceipt {
+            id: event.id.clone(),
+            seq: event.seq,
+            retry: false,
+        }),
+        Appended::Retry { id, seq } => Ok(PublishReceipt {
+            id: id.clone(),
+            seq: *seq,
+            retry: true,
+        }),
+        Appended::Spooled { id } => Ok(PublishReceipt {
+            id: id.clone(),
+            seq: 0,
+            retry: false,
+        }),
+        Appended::KeyReused { id } => Err(PublishError::KeyReused { id: id.clone() }),
+    }
 }
 
 /// What the writer does with the events it stored, by the history's role
@@ -61,12 +83,16 @@ pub(super) async fn run_writer(
                 continue;
             }
         }
-        let (events, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.event, r.ack)).unzip();
-        match history.clone().append(events).await {
-            Ok(stored) => {
-                for (event, ack) in stored.into_iter().zip(acks) {
+        let (appends, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.append, r.ack)).unzip();
+        match history.clone().append(appends).await {
+            Ok(appended) => {
+                for (appended, ack) in appended.into_iter().zip(acks) {
                     // The publisher may have given up waiting; the event is stored regardless.
-                    let _ = ack.send(Ok(event.seq));
+                    let _ = ack.send(receipt(&appended));
+                    // A retry was delivered when it was first stored.
+                    let Appended::Stored(event) = appended else {
+                        continue;
+                    };
                     match &after_append {
                         AfterAppend::Dispatch(dispatch) => {
                             if dispatch.send(event).await.is_err() {
@@ -104,7 +130,8 @@ pub(super) async fn run_subscription_events(
         };
         // Nobody waits for the acknowledgement.
         let (ack, _) = oneshot::channel();
-        if writer.send(PublishRequest { event, ack }).await.is_err() {
+        let append = Append::from(event);
+        if writer.send(PublishRequest { append, ack }).await.is_err() {
             break;
         }
     }
@@ -137,12 +164,12 @@ mod tests {
     }
 
     impl History for Recording {
-        fn append(self: Arc<Self>, events: Vec<Event>) -> HistoryFuture<Vec<Arc<StoredEvent>>> {
-            self.appends.lock().unwrap().push(events.len());
+        fn append(self: Arc<Self>, batch: Vec<Append>) -> HistoryFuture<Vec<Appended>> {
+            self.appends.lock().unwrap().push(batch.len());
             if self.fail {
                 return Box::pin(std::future::ready(Err(HistoryError::Reopening)));
             }
-            self.store.clone().append(events)
+            self.store.clone().append(batch)
         }
         fn locate(self: Arc<Self>, from: ReplayFrom) -> HistoryFuture<ReplayStart> {
             self.store.clone().locate(from)
@@ -162,10 +189,12 @@ mod tests {
         }
     }
 
-    fn request(data: &str) -> (PublishRequest, oneshot::Receiver<Result<u64, PublishError>>) {
+    type Acked = oneshot::Receiver<Result<PublishReceipt, PublishError>>;
+
+    fn request(data: &str) -> (PublishRequest, Acked) {
         let (ack, acked) = oneshot::channel();
-        let event = Event::new("t", data);
-        (PublishRequest { event, ack }, acked)
+        let append = Append::from(Event::new("t", data));
+        (PublishRequest { append, ack }, acked)
     }
 
     #[tokio::test]
@@ -188,7 +217,7 @@ mod tests {
         ));
         let mut seqs = Vec::new();
         for acked in acks {
-            seqs.push(acked.await.unwrap().unwrap());
+            seqs.push(acked.await.unwrap().unwrap().seq);
         }
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
         assert_eq!(
@@ -250,7 +279,7 @@ mod tests {
             CancellationToken::new(),
         )
         .await;
-        assert_eq!(acked.await.unwrap().unwrap(), 1);
+        assert_eq!(acked.await.unwrap().unwrap().seq, 1);
         assert_eq!(history.len(), 1);
     }
 

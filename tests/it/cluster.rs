@@ -8,21 +8,25 @@ use crate::support::redis::RedisServer;
 use crate::support::{publish_with, publisher_token, SseClient, SECRET};
 
 fn instances(redis: &RedisServer, count: usize) -> Vec<BinaryHub> {
+    instances_with(redis, count, &[])
+}
+
+/// `count` instances on `redis`, with `extra` settings.
+pub fn instances_with(redis: &RedisServer, count: usize, extra: &[&str]) -> Vec<BinaryHub> {
     let url = redis.url();
     (0..count)
         .map(|_| {
-            BinaryHub::start(
-                &[
-                    "--jwt-key",
-                    SECRET,
-                    "--anonymous",
-                    "--history",
-                    "redis",
-                    "--redis-url",
-                    &url,
-                ],
-                &[],
-            )
+            let mut args = vec![
+                "--jwt-key",
+                SECRET,
+                "--anonymous",
+                "--history",
+                "redis",
+                "--redis-url",
+                &url,
+            ];
+            args.extend_from_slice(extra);
+            BinaryHub::start(&args, &[])
         })
         .collect()
 }
@@ -115,14 +119,15 @@ async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
     on_c.assert_no_event(Duration::from_millis(300)).await;
 }
 
-/// Redis is stopped and restarted in the middle of a stream of publishes. Publishes fail with
-/// 503 while it is away, open streams stay open, and when it is back every instance resumes
+/// Redis is stopped and restarted in the middle of a stream of publishes, on instances without a
+/// spool (`--spool-max-events 0`; `spool.rs` tests the default). Publishes fail with 503 while
+/// it is away, open streams stay open, and when it is back every instance resumes
 /// from the last entry it delivered: each live subscriber gets every acknowledged event exactly
 /// once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     let mut redis = RedisServer::start(true).await;
-    let hubs = instances(&redis, 3);
+    let hubs = instances_with(&redis, 3, &["--spool-max-events", "0"]);
     let mut subs = Vec::new();
     for hub in &hubs {
         subs.push(SseClient::open(&format!("{}?topic=t", hub.url), &[]).await);
@@ -301,11 +306,15 @@ async fn the_first_replay_read_after_a_redis_restart_succeeds() {
         .clone()
         .append(
             (0..5)
-                .map(|i| ssehub::Event::new("t", format!("{i}")))
+                .map(|i| ssehub::Event::new("t", format!("{i}")).into())
                 .collect(),
         )
         .await
         .expect("append");
+    let stored: Vec<_> = stored
+        .iter()
+        .map(|a| a.stored().expect("a new event").clone())
+        .collect();
     // Redis restarts (keeping its data): the history's connection is now dead, and nothing
     // used it since, so the very next read is the first to meet the broken connection.
     redis.restart().await;

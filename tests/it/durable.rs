@@ -360,9 +360,12 @@ async fn a_damaged_record_that_retention_must_drop_fails_publishes_with_500_nami
         for chunk in (0..KEPT).collect::<Vec<_>>().chunks(4096) {
             let events = chunk
                 .iter()
-                .map(|i| Event {
-                    id: format!("e{i}"),
-                    ..Event::new("t", "x")
+                .map(|i| {
+                    Event {
+                        id: format!("e{i}"),
+                        ..Event::new("t", "x")
+                    }
+                    .into()
                 })
                 .collect();
             history.append_now(events).expect("append");

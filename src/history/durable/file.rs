@@ -1,4 +1,4 @@
-//! The durable history's file: its three redb tables, the writer's [`State`] as the `meta`
+//! The durable history's file: its redb tables, the writer's [`State`] as the `meta`
 //! table keeps it, and opening a file (redb's integrity check, our format marker, the state,
 //! the newest ids). Appending, reading and reopening are `durable.rs`'s; dropping old events is
 //! `retention.rs`'s.
@@ -22,8 +22,15 @@ use crate::history::{Damage, HistoryError};
 
 /// Sequence number → record (`record.rs`).
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Event id → sequence number of its newest occurrence.
+/// Event id → sequence number of its earliest kept occurrence (draft-dunglas-mercure-08: a
+/// `Last-Event-ID` naming a reused id resumes after its earliest occurrence).
 pub(super) const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+/// Reused event id → sequence number of its newest occurrence (what a retry is compared with).
+pub(super) const IDS_LAST: TableDefinition<&str, u64> = TableDefinition::new("ids_last");
+/// `Idempotency-Key` → `[expires_ms][seq][fingerprint][id]` of the update it was first used for.
+pub(super) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// (expiry in ms, key) → (): the keys in the order they expire.
+pub(super) const KEY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("key_expiry");
 /// `format`, `next_seq`, `bytes` (sum of record sizes) and `last_dropped_id`.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -111,6 +118,9 @@ fn load_state(txn: &WriteTransaction) -> Result<State, HistoryError> {
     let mut meta = txn.open_table(META)?;
     let events = txn.open_table(EVENTS)?;
     txn.open_table(IDS)?;
+    txn.open_table(IDS_LAST)?;
+    txn.open_table(KEYS)?;
+    txn.open_table(KEY_EXPIRY)?;
     let format = meta.get("format")?.map(|v| v.value().to_vec());
     match format.as_deref() {
         None => {

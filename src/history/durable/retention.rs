@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::file::{State, EVENTS, IDS, META};
+use super::file::{State, EVENTS, META};
+use super::keys::IdTables;
 use crate::history::record::decode_header;
 use crate::history::{Damage, HistoryError};
 
@@ -62,7 +63,7 @@ impl Retention {
         now: u64,
     ) -> Result<usize, HistoryError> {
         let mut table = txn.open_table(EVENTS)?;
-        let mut ids = txn.open_table(IDS)?;
+        let mut ids = IdTables::open(txn)?;
         let mut removed = 0;
         while removed < TRIM_BUDGET {
             // Holes left by retention per topic are not events.
@@ -84,10 +85,7 @@ impl Retention {
                 break;
             }
             table.remove(seq)?;
-            let newest_of_id = ids.get(header.id)?.map(|v| v.value());
-            if newest_of_id == Some(seq) {
-                ids.remove(header.id)?;
-            }
+            ids.forget(header.id, seq)?;
             // The holes below `seq` leave the kept range with it.
             state.rule_dropped = state
                 .rule_dropped
@@ -135,16 +133,14 @@ pub(super) fn drop_ruled(
     seqs: &[u64],
 ) -> Result<Vec<(u64, String)>, HistoryError> {
     let mut table = txn.open_table(EVENTS)?;
-    let mut ids = txn.open_table(IDS)?;
+    let mut ids = IdTables::open(txn)?;
     let mut removed = Vec::with_capacity(seqs.len());
     for &seq in seqs {
         let Some(record) = table.remove(seq)?.map(|v| v.value().to_vec()) else {
             continue; // the global limits were first
         };
         let header = decode_header(&record).map_err(|error| Damage::Event { seq, error })?;
-        if ids.get(header.id)?.map(|v| v.value()) == Some(seq) {
-            ids.remove(header.id)?;
-        }
+        ids.forget(header.id, seq)?;
         state.bytes = state.bytes.saturating_sub(record.len() as u64);
         if seq >= state.first_seq {
             state.rule_dropped += 1;

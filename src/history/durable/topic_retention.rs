@@ -323,7 +323,7 @@ mod tests {
             ("r1d", &["rooms/1"]),
         ];
         history
-            .append_now(events.iter().map(|(id, t)| event(id, t)).collect())
+            .append_now(events.iter().map(|(id, t)| event(id, t).into()).collect())
             .expect("append");
     }
 
@@ -379,7 +379,7 @@ mod tests {
         let (ids, _) = replay(&history, ReplayFrom::Earliest);
         assert_eq!(ids, ["o1", "r2a", "both", "r1c", "r1d"]);
         history
-            .append_now(vec![event("r1e", &["rooms/1"])])
+            .append_now(vec![event("r1e", &["rooms/1"]).into()])
             .expect("append");
         history.trim_topics_at(now + 62_000).expect("trim");
         let (ids, _) = replay(&history, ReplayFrom::Earliest);
@@ -396,7 +396,7 @@ mod tests {
         assert_eq!(history.len_now(), 5);
         // Six kept with this one: the holes do not count, so nothing more is dropped.
         history
-            .append_now(vec![event("o2", &["other"])])
+            .append_now(vec![event("o2", &["other"]).into()])
             .expect("append");
         let (ids, start) = replay(&history, ReplayFrom::Earliest);
         assert_eq!(ids, ["r2a", "both", "r1c", "t2", "r1d", "o2"]);
@@ -406,7 +406,7 @@ mod tests {
         );
         // A seventh: the global limit drops the oldest kept event.
         history
-            .append_now(vec![event("o3", &["other"])])
+            .append_now(vec![event("o3", &["other"]).into()])
             .expect("append");
         let (ids, _) = replay(&history, ReplayFrom::Earliest);
         assert_eq!(ids, ["both", "r1c", "t2", "r1d", "o2", "o3"]);

@@ -14,6 +14,9 @@
 //! - in `ssehub:meta`: `rt_cursor`, the last stream entry indexed (shared by every instance),
 //!   and `rt_rules`, the rules' fingerprint.
 //!
+//! An entry the rules delete leaves `ssehub:ids` and `ssehub:ids_last` as the publish script's
+//! global trim leaves them for the entries it drops.
+//!
 //! One trim: the instance reads `rt_cursor` and the entries after it (at most
 //! [`INDEX_BUDGET`]), decides in Rust which rule each topic falls under (URI templates are
 //! matched here, not in Lua), and runs [`TRIM_SCRIPT`] once. The script, atomic like every Lua
@@ -60,12 +63,12 @@ impl TopicRetention {
     }
 }
 
-/// See the module doc. KEYS: stream, ids, meta. ARGV: the `rt:` prefix, the cursor read, the
+/// See the module doc. KEYS: stream, ids, meta, ids_last. ARGV: the `rt:` prefix, the cursor read, the
 /// new cursor, the sweep budget, the number of entries, then per entry its id, its number of
 /// ruled topics and, per ruled topic, the topic, `max_events` and `max_age_ms` (0: none).
 /// Returns how many entries it deleted and the stream's length.
 pub(super) const TRIM_SCRIPT: &str = r"
-local stream, ids, meta = KEYS[1], KEYS[2], KEYS[3]
+local stream, ids, meta, ids_last = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local p = ARGV[1]
 local rules, due, seen = p .. 'rules', p .. 'due', p .. 'seen'
 local budget = tonumber(ARGV[4])
@@ -116,7 +119,15 @@ local function release(member, topic)
     end
   end
   redis.call('XDEL', stream, entry)
-  if id and redis.call('HGET', ids, id) == entry then redis.call('HDEL', ids, id) end
+  -- The id index as the publish script's global trim keeps it: `ids` holds the earliest
+  -- occurrence, `ids_last` the newest of a reused id.
+  if id then
+    local last = redis.call('HGET', ids_last, id)
+    if last == entry then redis.call('HDEL', ids_last, id) end
+    if redis.call('HGET', ids, id) == entry then
+      if last and last ~= entry then redis.call('HSET', ids, id, last) else redis.call('HDEL', ids, id) end
+    end
+  end
   dropped = dropped + 1
 end
 
@@ -248,6 +259,7 @@ impl RedisHistory {
             .key(&self.keys.stream)
             .key(&self.keys.ids)
             .key(&self.keys.meta)
+            .key(&self.keys.ids_last)
             .arg(&retention.prefix)
             .arg(&cursor)
             .arg(&next_cursor)
