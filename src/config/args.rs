@@ -46,6 +46,25 @@ pub enum SyncMode {
     Always,
 }
 
+/// One `[[retention]]` table of the config file: retention per topic (see
+/// [`crate::history::retention_rules`]). Only the file has these; checked by `resolve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRuleArgs {
+    /// The topics: a URI template, an exact topic, or `*`.
+    pub topics: String,
+    /// Most events each matching topic keeps (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events: Option<u64>,
+    /// Oldest event each matching topic keeps, as `"1d"`, `"10m"` (absent: no limit).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
+    pub max_age: Option<Duration>,
+}
+
 /// Parses `15s`, `10m`, `1h30m`; `0` disables where a setting allows it.
 ///
 /// # Errors
@@ -311,6 +330,38 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+
+    /// Retention per topic: `[[retention]]` tables of the config file only (no flag, no
+    /// variable), first match first.
+    #[arg(skip)]
+    #[serde(default)]
+    pub retention: Vec<RetentionRuleArgs>,
+}
+
+/// An optional duration as text, read with [`parse_duration`].
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Durations as text (`"15s"`), read with [`parse_duration`].

@@ -81,6 +81,10 @@ pub fn merge_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeA
     })
 }
 
+/// Settings that only the file has (tables), with no flag or variable: `[[retention]]` rules and
+/// draft-08's `[[issuer]]` tables.
+const FILE_ONLY: &[&str] = &["retention", "issuer"];
+
 /// The settings of the file, with Mercure's `write_timeout` read as `max_lifetime` (the same
 /// setting); errors in its values name the file.
 fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
@@ -106,9 +110,6 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
         dict,
     })
 }
-
-/// Settings read from the file only: draft-08's `[[issuer]]` tables.
-const FILE_ONLY: &[&str] = &["issuer"];
 
 /// Every key of the file names a setting of `ssehub serve` (`config` itself excepted).
 fn check_known_settings(text: &str) -> Result<(), String> {
@@ -147,6 +148,17 @@ fn describe(error: &figment::Error, path: &Path) -> ConfigError {
         path: origin,
         reason: if key.is_empty() {
             error.kind.to_string()
+        } else if let Some(rule) = error
+            .path
+            .first()
+            .filter(|k| FILE_ONLY.contains(&k.as_str()))
+        {
+            // `retention.1.max_age`: the second `[[retention]]` table (or `[[issuer]]`).
+            let place = match error.path.get(1).and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => format!("`[[{rule}]]` rule {} ", n + 1),
+                None => format!("`{rule}` "),
+            };
+            format!("{place}(`{key}`): {}", error.kind)
         } else {
             format!("`{key}` (--{}): {}", key.replace('_', "-"), error.kind)
         },
@@ -361,6 +373,82 @@ authorization_server = true
             serve.lingering_timeout,
             Duration::from_secs(2),
             "the flag wins"
+        );
+    }
+
+    const TWO_RULES: &str = r#"
+jwt_key = "k"
+
+[[retention]]
+topics = "https://example.com/rooms/{id}"
+max_events = 1000
+max_age = "1d"
+
+[[retention]]
+topics = "https://example.com/ticker/{symbol}"
+max_events = 10
+max_age = "1m"
+"#;
+
+    #[test]
+    fn retention_rules_are_read_from_the_file_in_order() {
+        let serve = parse_with_file(TWO_RULES, &[]).expect("parses");
+        assert_eq!(serve.retention.len(), 2);
+        assert_eq!(serve.retention[0].topics, "https://example.com/rooms/{id}");
+        assert_eq!(serve.retention[0].max_events, Some(1000));
+        assert_eq!(
+            serve.retention[0].max_age,
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(serve.retention[1].max_age, Some(Duration::from_secs(60)));
+        let settings = serve.resolve().expect("valid");
+        match settings.history {
+            crate::history::HistorySettings::Durable { rules, .. } => {
+                let rule = rules
+                    .rule_for("https://example.com/ticker/ACME")
+                    .map(|r| r.0);
+                assert_eq!(rule, Some(1));
+            }
+            other => panic!("expected the durable history, got {other:?}"),
+        }
+        let serve = parse_with_file("jwt_key = \"k\"\n", &[]).expect("parses");
+        assert!(serve.retention.is_empty(), "no rules by default");
+    }
+
+    #[test]
+    fn bad_retention_rules_name_the_rule() {
+        let bad_template = TWO_RULES.replace("ticker/{symbol}", "ticker/{symbol");
+        let error = parse_with_file(&bad_template, &[])
+            .expect("parses")
+            .resolve()
+            .expect_err("a broken template")
+            .to_string();
+        assert!(
+            error.contains("[[retention]]")
+                && error.contains("rule 2")
+                && error.contains("ticker/{symbol"),
+            "{error}"
+        );
+        let typo = TWO_RULES.replace("max_events = 10\n", "max_event = 10\n");
+        let error = parse_with_file(&typo, &[]).expect_err("an unknown key");
+        assert!(
+            error.contains("rule 2") && error.contains("max_event"),
+            "{error}"
+        );
+        let bad_age = TWO_RULES.replace("\"1m\"", "\"soon\"");
+        let error = parse_with_file(&bad_age, &[]).expect_err("a bad duration");
+        assert!(
+            error.contains("rule 2") && error.contains("max_age"),
+            "{error}"
+        );
+        let error = parse_with_file(TWO_RULES, &["--history", "memory"])
+            .expect("parses")
+            .resolve()
+            .expect_err("memory has no rules")
+            .to_string();
+        assert!(
+            error.contains("[[retention]]") && error.contains("--history memory"),
+            "{error}"
         );
     }
 

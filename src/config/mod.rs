@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-pub use self::args::{parse_duration, HistoryKind, ServeArgs, SyncMode};
+pub use self::args::{parse_duration, HistoryKind, RetentionRuleArgs, ServeArgs, SyncMode};
 pub use self::file::merge_config_file;
 pub use self::issuer::{IssuerSettings, RoleName};
 use crate::auth::{JwtKeyError, JwtSigner};

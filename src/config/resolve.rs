@@ -12,7 +12,9 @@ use tracing::warn;
 use super::args::{HistoryKind, ServeArgs, SyncMode};
 use super::{ConfigError, Settings};
 use crate::auth::{AuthConfig, JwtSigner, JwtVerifier};
-use crate::history::{HistorySettings, Retention, SpoolSettings, SyncPolicy};
+use crate::history::{
+    HistorySettings, Retention, RetentionRule, RetentionRules, SpoolSettings, SyncPolicy,
+};
 use crate::http::HttpConfig;
 use crate::hub::HubConfig;
 use crate::server::{ServerOptions, TlsConfig};
@@ -243,12 +245,14 @@ impl ServeArgs {
             }
             (None, _, None) => None,
         };
+        let rules = self.retention_rules()?;
         if let Some((setting, url)) = kind {
             check_redis_url(setting, url)?;
             return Ok(HistorySettings::Redis {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
                 max_len: self.history_size as u64,
+                rules,
                 spool: (self.spool_max_events > 0).then(|| SpoolSettings {
                     dir: self.data_dir.clone(),
                     max_events: self.spool_max_events,
@@ -256,6 +260,12 @@ impl ServeArgs {
             });
         }
         Ok(match self.history.unwrap_or(HistoryKind::Durable) {
+            HistoryKind::Memory if !rules.is_empty() => {
+                return Err(ConfigError::Conflict {
+                    settings: "[[retention]] and --history memory",
+                    reason: "retention per topic applies to the durable and the Redis history; the memory history keeps only the newest --history-size events: use --history durable, or remove the [[retention]] rules".into(),
+                })
+            }
             HistoryKind::Memory => HistorySettings::Memory {
                 max_events: self.history_size,
             },
@@ -271,8 +281,28 @@ impl ServeArgs {
                     SyncMode::Batch => SyncPolicy::Batch,
                     SyncMode::Always => SyncPolicy::Always,
                 },
+                rules,
             },
         })
+    }
+
+    /// The `[[retention]]` rules of the file, each checked; a bad one stops start-up, named by
+    /// its place in the file and its `topics`.
+    fn retention_rules(&self) -> Result<RetentionRules, ConfigError> {
+        let rules = self
+            .retention
+            .iter()
+            .enumerate()
+            .map(|(n, rule)| {
+                RetentionRule::new(&rule.topics, rule.max_events, rule.max_age).map_err(|error| {
+                    ConfigError::Invalid {
+                        setting: "[[retention]]",
+                        reason: format!("rule {} (topics = {:?}): {error}", n + 1, rule.topics),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RetentionRules::new(rules))
     }
 }
 

@@ -21,7 +21,9 @@
 //! commit: the writer takes every publish queued meanwhile), or one transaction per event
 //! ([`SyncPolicy::Always`]). Retention (`retention.rs`) runs inside the same transactions, a
 //! bounded number of old events at a time, so it never pauses publishing for long, and a reader
-//! never holds a transaction between two pages.
+//! never holds a transaction between two pages. Retention per topic (`topic_retention.rs`)
+//! runs in the writer's periodic trim only, and leaves holes in the sequence numbers: pages tell
+//! them from losses by the frontier kept in `meta` (`retention.rs`).
 //!
 //! Locating a replay's start: the ids of the newest events (up to `RECENT_IDS`, loaded at
 //! open and kept up to date by appends) are looked up in memory, without a read transaction or
@@ -37,6 +39,7 @@
 mod file;
 mod keys;
 mod retention;
+mod topic_retention;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -89,6 +92,13 @@ impl RecentIds {
     fn get(&self, id: &str) -> Option<u64> {
         self.seqs.get(id).copied()
     }
+
+    /// Forgets `id` at `seq` (dropped by retention per topic), unless it was reused since.
+    fn forget(&mut self, seq: u64, id: &str) {
+        if self.seqs.get(id) == Some(&seq) {
+            self.seqs.remove(id);
+        }
+    }
 }
 
 /// When a publish counts as stored.
@@ -113,6 +123,8 @@ pub struct DurableHistory {
     recent: Mutex<RecentIds>,
     retention: Retention,
     sync: SyncPolicy,
+    /// Retention per topic, when there are rules (`durable/topic_retention.rs`).
+    topic_index: Option<Mutex<topic_retention::TopicIndex>>,
 }
 
 impl std::fmt::Debug for DurableHistory {
@@ -148,7 +160,17 @@ impl DurableHistory {
             recent: Mutex::new(recent),
             retention,
             sync,
+            topic_index: None,
         })
+    }
+
+    /// Applies retention per topic (`rules`) from the writer's periodic trim, besides the
+    /// global limits of [`Retention`].
+    #[must_use]
+    pub fn with_rules(mut self, rules: crate::history::RetentionRules) -> Self {
+        self.topic_index =
+            (!rules.is_empty()).then(|| Mutex::new(topic_retention::TopicIndex::new(rules)));
+        self
     }
 
     /// The file's path.
@@ -364,6 +386,7 @@ impl LocalHistory for DurableHistory {
         let db = self.database()?;
         // The transaction lives for this page only.
         let txn = db.begin_read()?;
+        let frontier = retention::read_frontier(&txn.open_table(file::META)?)?;
         let table = txn.open_table(EVENTS)?;
         let mut page = Vec::with_capacity(max_events.min(1024));
         for entry in table.range(after_seq + 1..=through_seq)? {
@@ -376,10 +399,15 @@ impl LocalHistory for DurableHistory {
                 break;
             }
         }
-        Ok(Page::contiguous(page, after_seq, through_seq))
+        Ok(match frontier {
+            // Retention per topic may have left holes: only the frontier says what was lost.
+            Some(frontier) => Page::with_frontier(page, after_seq, frontier),
+            None => Page::contiguous(page, after_seq, through_seq),
+        })
     }
 
     fn trim_now(&self) -> Result<(), HistoryError> {
+        self.trim_topics()?;
         if self.retention.max_age.is_none() {
             return Ok(());
         }
@@ -401,7 +429,8 @@ impl LocalHistory for DurableHistory {
 
     fn len_now(&self) -> usize {
         let state = self.lock_state();
-        usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)
+        let kept = (state.next_seq - state.first_seq).saturating_sub(state.rule_dropped);
+        usize::try_from(kept).unwrap_or(usize::MAX)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod memory;
 mod open;
 mod record;
 pub mod redis;
+pub mod retention_rules;
 pub mod shared_reads;
 pub mod spool;
 
@@ -40,6 +41,7 @@ pub use error::{Damage, HistoryError, RedisSource, Sources};
 pub use memory::MemoryHistory;
 pub use open::{HistorySettings, SpoolSettings};
 pub use record::RecordError;
+pub use retention_rules::{RetentionRule, RetentionRules, RuleError};
 pub use shared_reads::SharedReads;
 pub use spool::{SpoolStatus, SpooledRedis};
 
@@ -117,6 +119,20 @@ impl Page {
             None => after_seq < through_seq,
         };
         Self { events, truncated }
+    }
+
+    /// A page from a store whose sequence numbers may have holes that retention per topic
+    /// left (which are no loss), where every event below `frontier` was dropped by the global
+    /// limits: only those make the replay incomplete.
+    pub(crate) fn with_frontier(
+        events: Vec<Arc<StoredEvent>>,
+        after_seq: u64,
+        frontier: u64,
+    ) -> Self {
+        Self {
+            events,
+            truncated: frontier > after_seq + 1,
+        }
     }
 }
 

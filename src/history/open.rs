@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, SpooledRedis,
-    SyncPolicy,
+    DurableHistory, History, HistoryError, MemoryHistory, RedisHistory, Retention, RetentionRules,
+    SpooledRedis, SyncPolicy,
 };
 
 /// The history store to open.
@@ -27,6 +27,8 @@ pub enum HistorySettings {
         retention: Retention,
         /// When an append counts as stored.
         sync: SyncPolicy,
+        /// Retention per topic, within `retention`.
+        rules: RetentionRules,
     },
     /// [`RedisHistory`]: one log shared by every instance on the same Redis.
     Redis {
@@ -36,6 +38,8 @@ pub enum HistorySettings {
         prefix: String,
         /// Most events kept in the stream (0: no limit).
         max_len: u64,
+        /// Retention per topic, within `max_len`.
+        rules: RetentionRules,
         /// Where publishes taken while Redis is away are spooled ([`SpooledRedis`]), and how
         /// many at most; `None`: no spool, such publishes are refused (`503`).
         spool: Option<SpoolSettings>,
@@ -63,14 +67,20 @@ impl HistorySettings {
                 data_dir,
                 retention,
                 sync,
-            } => Arc::new(DurableHistory::open(data_dir, *retention, *sync)?),
+                rules,
+            } => Arc::new(
+                DurableHistory::open(data_dir, *retention, *sync)?.with_rules(rules.clone()),
+            ),
             Self::Redis {
                 url,
                 prefix,
                 max_len,
+                rules,
                 spool,
             } => {
-                let redis = RedisHistory::connect(url, prefix, *max_len).await?;
+                let redis = RedisHistory::connect(url, prefix, *max_len)
+                    .await?
+                    .with_rules(rules.clone());
                 match spool {
                     Some(spool) => {
                         Arc::new(SpooledRedis::open(redis, &spool.dir, spool.max_events)?)

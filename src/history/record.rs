@@ -123,6 +123,21 @@ pub(crate) fn decode_header(record: &[u8]) -> Result<RecordHeader<'_>, RecordErr
     Ok(RecordHeader { stored_at_ms, id })
 }
 
+/// The store time and topics of a record, for retention per topic, without copying the frame.
+pub(crate) fn decode_topics(record: &[u8]) -> Result<(u64, Vec<String>), RecordError> {
+    let header = decode_header(record)?;
+    // FORMAT, flags, stored_at_ms, id length, id: then the topics.
+    let mut reader = Reader {
+        bytes: &record[1 + 1 + 8 + 4 + header.id.len()..],
+    };
+    let count = reader.u16()?;
+    let mut topics = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        topics.push(reader.str()?.to_owned());
+    }
+    Ok((header.stored_at_ms, topics))
+}
+
 /// The event a record holds, with the sequence number its key gives.
 pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, RecordError> {
     let mut reader = Reader { bytes: record };

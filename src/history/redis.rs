@@ -38,6 +38,7 @@ use super::{
 use crate::idempotency::Fingerprint;
 
 mod feed;
+mod topic_retention;
 
 /// Bits of a sequence number that hold the entry id's counter within its millisecond.
 const COUNTER_BITS: u32 = 20;
@@ -168,6 +169,8 @@ pub struct RedisHistory {
     feed_reading: AtomicBool,
     /// The epoch this instance knows; a different one in Redis means Redis lost its data.
     epoch: Mutex<String>,
+    /// Retention per topic, when there are rules (`redis/topic_retention.rs`).
+    topic_retention: Option<topic_retention::TopicRetention>,
 }
 
 impl std::fmt::Debug for RedisHistory {
@@ -252,10 +255,26 @@ impl RedisHistory {
             approx_len: AtomicUsize::new(0),
             feed_reading: AtomicBool::new(false),
             epoch: Mutex::new(String::new()),
+            topic_retention: None,
         };
         let epoch = history.ensure_epoch().await?;
         *history.lock_epoch() = epoch;
         Ok(history)
+    }
+
+    /// Applies retention per topic (`rules`) from the writer's periodic trim, besides
+    /// `max_len`. Every instance on the same Redis and prefix should have the same rules.
+    #[must_use]
+    pub fn with_rules(mut self, rules: crate::history::RetentionRules) -> Self {
+        let prefix = self
+            .keys
+            .meta
+            .strip_suffix(":meta")
+            .unwrap_or(&self.keys.meta)
+            .to_owned();
+        self.topic_retention =
+            (!rules.is_empty()).then(|| topic_retention::TopicRetention::new(rules, &prefix));
+        self
     }
 
     fn lock_epoch(&self) -> std::sync::MutexGuard<'_, String> {
@@ -501,6 +520,10 @@ impl History for RedisHistory {
         max_events: usize,
     ) -> HistoryFuture<Page> {
         Box::pin(self.page(after_seq, through_seq, max_events))
+    }
+
+    fn trim(self: Arc<Self>) -> HistoryFuture<()> {
+        Box::pin(self.trim_topics())
     }
 
     fn check(self: Arc<Self>) -> HistoryFuture<()> {

@@ -249,6 +249,15 @@ impl History for SpooledRedis {
             .read_page(after_seq, through_seq, max_events)
     }
 
+    /// Retention per topic runs on Redis; not while it is away (nothing to trim then, and
+    /// the outage is reported once, by `check`).
+    fn trim(self: Arc<Self>) -> HistoryFuture<()> {
+        if self.away.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.redis.clone().trim()
+    }
+
     /// Ready while Redis answers, or while it is away and the spool has room: publishes are
     /// taken either way.
     fn check(self: Arc<Self>) -> HistoryFuture<()> {

@@ -29,6 +29,7 @@ mod ops;
 mod publish;
 mod refusals;
 mod replay;
+mod retention;
 mod shutdown;
 mod soak;
 mod spool;

@@ -10,7 +10,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 
 use super::RecentIds;
 use super::RECENT_IDS;
@@ -38,6 +41,9 @@ pub(super) struct State {
     pub(super) first_seq: u64,
     pub(super) bytes: u64,
     pub(super) last_dropped_id: Option<String>,
+    /// Events that retention per topic dropped with `first_seq <= seq < next_seq`: the holes
+    /// between kept events, so that `next_seq - first_seq - rule_dropped` is what is kept.
+    pub(super) rule_dropped: u64,
 }
 
 /// An error met while opening `path`: damage becomes [`HistoryError::DamagedFile`], which says
@@ -151,11 +157,14 @@ fn load_state(txn: &WriteTransaction) -> Result<State, HistoryError> {
     let last_dropped_id = meta
         .get("last_dropped_id")?
         .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+    // Holes between the oldest and the newest kept event (retention per topic).
+    let rule_dropped = (next_seq - first_seq).saturating_sub(events.len()?);
     Ok(State {
         next_seq,
         first_seq,
         bytes: read_u64("bytes")?.unwrap_or(0),
         last_dropped_id,
+        rule_dropped,
     })
 }
 
