@@ -3,7 +3,7 @@
 //!
 //! Each [`Hub`](crate::Hub) owns its own [`Metrics`] (no process-global registry), so two hubs
 //! in one process, or in one test binary, keep separate figures. Gauges that mirror state
-//! (open streams, history size, readiness) are read when scraped, so they cannot drift.
+//! (open streams, history size and bytes, readiness) are read when scraped, so they cannot drift.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -66,6 +66,12 @@ pub struct Metrics {
     pub publish_duration_seconds: Histogram,
     /// Events held by the history (set when scraped).
     pub history_events: Gauge<i64, AtomicI64>,
+    /// Bytes of records held by a history that counts them (the durable one), set when
+    /// scraped; 0 for the others.
+    pub history_bytes: Gauge<i64, AtomicI64>,
+    /// The byte cap retention keeps the history under (`--history-max-bytes`), set when
+    /// scraped; 0 when there is none. At the cap, the oldest events are being dropped by size.
+    pub history_max_bytes: Gauge<i64, AtomicI64>,
     /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
     pub ready: Gauge<i64, AtomicI64>,
     /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
@@ -98,6 +104,8 @@ impl Metrics {
             // 50 µs to about 3 s.
             publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             history_events: Gauge::default(),
+            history_bytes: Gauge::default(),
+            history_max_bytes: Gauge::default(),
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
         };
@@ -171,6 +179,16 @@ impl Metrics {
             "history_events",
             "Events held by the history",
             metrics.history_events.clone(),
+        );
+        metrics.registry.register(
+            "history_bytes",
+            "Bytes of events held by the history (durable history; 0 for the others)",
+            metrics.history_bytes.clone(),
+        );
+        metrics.registry.register(
+            "history_max_bytes",
+            "Byte cap of the history's retention (0: none, or not a durable history)",
+            metrics.history_max_bytes.clone(),
         );
         metrics.registry.register(
             "connections_open",

@@ -43,7 +43,9 @@ use self::file::{at_open, load_recent_ids, open_file, save_state, State, EVENTS,
 use self::retention::now_ms;
 pub use self::retention::Retention;
 use super::record::{decode_record, encode_record};
-use super::{Damage, HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredEvent};
+use super::{
+    Damage, HistoryError, LocalHistory, Page, ReplayFrom, ReplayStart, StoredBytes, StoredEvent,
+};
 use crate::event::Event;
 
 /// The file inside the data directory.
@@ -360,6 +362,13 @@ impl LocalHistory for DurableHistory {
     fn len_now(&self) -> usize {
         let state = self.lock_state();
         usize::try_from(state.next_seq - state.first_seq).unwrap_or(usize::MAX)
+    }
+
+    fn stored_bytes_now(&self) -> Option<StoredBytes> {
+        Some(StoredBytes {
+            held: self.lock_state().bytes,
+            max: self.retention.max_bytes,
+        })
     }
 }
 

@@ -279,6 +279,14 @@ impl Hub {
         metrics.subscribers_connected.set(registry.len() as i64);
         metrics.subscriptions.set(registry.subscriptions() as i64);
         metrics.history_events.set(self.inner.history.len() as i64);
+        let bytes = self.inner.history.stored_bytes();
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        metrics
+            .history_bytes
+            .set(bytes.map_or(0, |bytes| gauge(bytes.held)));
+        metrics
+            .history_max_bytes
+            .set(bytes.and_then(|bytes| bytes.max).map_or(0, gauge));
         metrics
             .ready
             .set(i64::from(self.check_ready().await.is_ok()));
