@@ -3,7 +3,7 @@
 //!
 //! Each [`Hub`](crate::Hub) owns its own [`Metrics`] (no process-global registry), so two hubs
 //! in one process, or in one test binary, keep separate figures. Gauges that mirror state
-//! (open streams, history size, readiness) are read when scraped, so they cannot drift.
+//! (open streams, history size and bytes, readiness) are read when scraped, so they cannot drift.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -74,6 +74,12 @@ pub struct Metrics {
     pub spool_events: Gauge<i64, AtomicI64>,
     /// How long the oldest spooled publish has waited, in seconds (set when scraped).
     pub spool_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    /// Bytes of records held by a history that counts them (the durable one), set when
+    /// scraped; 0 for the others.
+    pub history_bytes: Gauge<i64, AtomicI64>,
+    /// The byte cap retention keeps the history under (`--history-max-bytes`), set when
+    /// scraped; 0 when there is none. At the cap, the oldest events are being dropped by size.
+    pub history_max_bytes: Gauge<i64, AtomicI64>,
     /// 1 when the history (and the Redis transport, if any) can take publishes (set when scraped).
     pub ready: Gauge<i64, AtomicI64>,
     /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
@@ -109,6 +115,8 @@ impl Metrics {
             history_events: Gauge::default(),
             spool_events: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
+            history_bytes: Gauge::default(),
+            history_max_bytes: Gauge::default(),
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
         };
@@ -197,6 +205,16 @@ impl Metrics {
             "spool_oldest_age_seconds",
             "How long the oldest spooled publish has waited",
             metrics.spool_oldest_age_seconds.clone(),
+        );
+        metrics.registry.register(
+            "history_bytes",
+            "Bytes of events held by the history (durable history; 0 for the others)",
+            metrics.history_bytes.clone(),
+        );
+        metrics.registry.register(
+            "history_max_bytes",
+            "Byte cap of the history's retention (0: none, or not a durable history)",
+            metrics.history_max_bytes.clone(),
         );
         metrics.registry.register(
             "connections_open",

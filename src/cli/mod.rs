@@ -8,6 +8,7 @@ pub mod client;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;
+pub mod systemd;
 pub mod token;
 
 use std::ffi::OsString;

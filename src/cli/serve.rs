@@ -1,9 +1,12 @@
 //! `ssehub serve`: bind, build the hub, serve until SIGTERM or Ctrl-C, then shut down in order.
+//! Under systemd (`Type=notify`) it says when start-up is over and when shutdown starts
+//! ([`super::systemd`]).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::systemd::Notifier;
 use crate::config::ServeArgs;
 use crate::{http, server, Hub};
 
@@ -55,11 +58,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let systemd = Notifier::start();
     let on_signal = shutdown.clone();
+    let notifier = systemd.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         // Cancel first: nothing (not even logging) may stand between the signal and shutdown.
         on_signal.cancel();
+        notifier.stopping();
         info!("shutdown signal received: closing streams");
     });
     let mut app = http::router(hub.clone(), settings.http.clone());
@@ -74,11 +80,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: hub.metrics().connections.clone(),
         ..settings.server
     };
+    // The one check `server::serve` makes before its accept loop, made here so that systemd
+    // is not told "ready" by a hub about to exit.
+    options.validate().context("invalid setting")?;
+    // The listener is bound (connections wait in its backlog until the loop below accepts
+    // them) and the history is open: start-up is over.
+    systemd.ready();
+    let watchdog = systemd.spawn_watchdog();
     // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
-    server::serve(listener, app, options, shutdown.cancelled_owned())
-        .await
-        .context("serving")?;
+    let served = server::serve(listener, app, options, shutdown.cancelled_owned()).await;
     hub.shutdown().await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    served.context("serving")?;
     info!("stopped");
     Ok(())
 }

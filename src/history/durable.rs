@@ -55,7 +55,7 @@ pub use self::retention::Retention;
 use super::record::{decode_record, encode_record};
 use super::{
     Append, Appended, Damage, HistoryError, KeyRecord, LocalHistory, Page, ReplayFrom, ReplayStart,
-    StoredEvent,
+    StoredBytes, StoredEvent,
 };
 use crate::idempotency::Fingerprint;
 
@@ -431,6 +431,13 @@ impl LocalHistory for DurableHistory {
         let state = self.lock_state();
         let kept = (state.next_seq - state.first_seq).saturating_sub(state.rule_dropped);
         usize::try_from(kept).unwrap_or(usize::MAX)
+    }
+
+    fn stored_bytes_now(&self) -> Option<StoredBytes> {
+        Some(StoredBytes {
+            held: self.lock_state().bytes,
+            max: self.retention.max_bytes,
+        })
     }
 }
 

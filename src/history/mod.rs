@@ -210,6 +210,12 @@ pub trait History: Send + Sync + 'static {
     /// How many events the history holds now (for a shared log: as last seen).
     fn len(&self) -> usize;
 
+    /// The bytes of records held and the byte cap retention keeps them under, for a store
+    /// that counts them (the durable one); `None` for the others.
+    fn stored_bytes(&self) -> Option<StoredBytes> {
+        None
+    }
+
     /// Whether the history holds no events.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -324,6 +330,20 @@ pub trait LocalHistory: Send + Sync + 'static {
 
     /// See [`History::len`].
     fn len_now(&self) -> usize;
+
+    /// See [`History::stored_bytes`].
+    fn stored_bytes_now(&self) -> Option<StoredBytes> {
+        None
+    }
+}
+
+/// How many bytes a history holds, against its cap ([`History::stored_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBytes {
+    /// Bytes of the records held now.
+    pub held: u64,
+    /// The most bytes retention keeps (`None`: no byte limit).
+    pub max: Option<u64>,
 }
 
 fn run_local<S: LocalHistory, T: Send + 'static>(
@@ -377,5 +397,9 @@ impl<S: LocalHistory> History for S {
 
     fn len(&self) -> usize {
         self.len_now()
+    }
+
+    fn stored_bytes(&self) -> Option<StoredBytes> {
+        self.stored_bytes_now()
     }
 }

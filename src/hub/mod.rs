@@ -323,6 +323,14 @@ impl Hub {
                 .and_then(|s| s.oldest_age)
                 .map_or(0.0, |age| age.as_secs_f64()),
         );
+        let bytes = self.inner.history.stored_bytes();
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        metrics
+            .history_bytes
+            .set(bytes.map_or(0, |bytes| gauge(bytes.held)));
+        metrics
+            .history_max_bytes
+            .set(bytes.and_then(|bytes| bytes.max).map_or(0, gauge));
         metrics
             .ready
             .set(i64::from(self.check_ready().await.is_ok()));

@@ -155,3 +155,40 @@ async fn metrics_can_move_to_their_own_listener_or_be_turned_off() {
         .expect("get");
     assert_eq!(response.status(), 404);
 }
+
+/// The durable history reports its bytes against `--history-max-bytes` (the alert
+/// `SsehubHistoryNearByteCap` divides one by the other); a store without a byte cap reports 0.
+#[tokio::test]
+async fn history_bytes_and_their_cap_are_exported() {
+    let hub = BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--history-max-bytes",
+            "5000",
+        ],
+        &[],
+    );
+    let metrics_url = format!("http://{}/metrics", hub.addr);
+    let text = scrape(&metrics_url).await;
+    assert_eq!(sample(&text, "ssehub_history_bytes"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "ssehub_history_max_bytes"), Some(5000.0));
+    let token = crate::support::publisher_token(&["*"]);
+    let data = "x".repeat(1000);
+    for _ in 0..20 {
+        let (status, _) =
+            crate::support::publish_with(&hub.url, &token, &[("topic", "t"), ("data", &data)])
+                .await;
+        assert_eq!(status, 200);
+    }
+    // 20 KB published, at most 5000 bytes kept: retention trims by size.
+    let text = scrape(&metrics_url).await;
+    let held = sample(&text, "ssehub_history_bytes").expect("history bytes");
+    assert!(held > 3000.0 && held <= 5000.0, "{held}");
+
+    let memory = TestHub::start(config()).await;
+    let text = scrape(&format!("http://{}/metrics", memory.addr)).await;
+    assert_eq!(sample(&text, "ssehub_history_bytes"), Some(0.0));
+    assert_eq!(sample(&text, "ssehub_history_max_bytes"), Some(0.0));
+}

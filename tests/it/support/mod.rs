@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod observe;
 pub mod redis;
 pub mod sse;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
