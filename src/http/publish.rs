@@ -50,6 +50,12 @@ pub async fn publish(
     if query_token.is_some() {
         markers.note_param("authorization");
     }
+    // An access token in the URL is draft-08's `invalid_request` (RFC 6750), which says more
+    // than "mixes the dialects".
+    bearer::draft08_token(
+        &config,
+        query_token.as_deref().map(|t| (t, TokenSource::Query)),
+    )?;
     let resolved = dialect::resolve(config.dialects, markers, &headers, query_token.as_deref())?;
     let (token, source) = match resolved.token {
         Some((token, source)) => (Some(token), Some(source)),

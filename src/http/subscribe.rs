@@ -63,6 +63,15 @@ pub async fn subscribe(
     let max_exact_bytes = hub.config().event_limits.max_field_bytes;
     let query = SubscribeQuery::parse(request.uri().query().unwrap_or(""), max_exact_bytes);
     let headers = request.headers();
+    // An access token in the URL is draft-08's `invalid_request` (RFC 6750), which says more
+    // than "mixes the dialects".
+    bearer::draft08_token(
+        &config,
+        query
+            .token
+            .as_deref()
+            .map(|token| (token, crate::auth::TokenSource::Query)),
+    )?;
     let resolved = dialect::resolve(
         config.dialects,
         query.markers,

@@ -96,7 +96,7 @@ fn challenge(response: &reqwest::Response) -> Option<String> {
 #[tokio::test]
 async fn an_at_jwt_publisher_reaches_subscribers_and_private_updates_need_a_subscribe_grant() {
     let hub = TestHub::start_http(config(), draft08_http(true)).await;
-    let anonymous = hub.subscribe("topic=https://example.com/books/1").await;
+    let anonymous = hub.subscribe("match=https://example.com/books/1").await;
     let bearer = format!(
         "Bearer {}",
         hs256(&claims(
@@ -105,7 +105,7 @@ async fn an_at_jwt_publisher_reaches_subscribers_and_private_updates_need_a_subs
         ))
     );
     let mut reader = SseClient::open(
-        &format!("{}?topic=https://example.com/books/1", hub.url),
+        &format!("{}?match=https://example.com/books/1", hub.url),
         &[("authorization", &bearer)],
     )
     .await;
@@ -209,14 +209,14 @@ async fn refusals_carry_rfc_6750_codes_and_the_metadata_url() {
     assert_eq!(response.status(), 400);
     assert!(challenge(&response).is_some_and(|c| c.starts_with("Bearer error=\"invalid_request\"")));
     let reader = hs256(&claims(ISS, vec![grant("subscribe", &["*"])]));
-    let sub = SseClient::open(&format!("{}?topic=a&authorization={reader}", hub.url), &[]).await;
+    let sub = SseClient::open(&format!("{}?match=a&authorization={reader}", hub.url), &[]).await;
     assert_eq!(sub.status, 400);
     assert!(sub
         .header("www-authenticate")
         .is_some_and(|c| c.contains("invalid_request")));
 
     // No token at all: a bare challenge with the metadata URL and no error code.
-    let sub = SseClient::open(&format!("{}?topic=a", hub.url), &[]).await;
+    let sub = SseClient::open(&format!("{}?match=a", hub.url), &[]).await;
     assert_eq!(sub.status, 401);
     assert_eq!(
         sub.header("www-authenticate"),
@@ -228,7 +228,7 @@ async fn refusals_carry_rfc_6750_codes_and_the_metadata_url() {
         hs256(&c)
     };
     let sub = SseClient::open(
-        &format!("{}?topic=a", hub.url),
+        &format!("{}?match=a", hub.url),
         &[("authorization", &format!("Bearer {expired}"))],
     )
     .await;
@@ -584,7 +584,7 @@ async fn a_draft08_subscribers_stream_ends_at_its_tokens_exp() {
         .expect("clock")
         .as_secs();
     c["exp"] = json!(now + LIFETIME);
-    let request = http::Request::get("/.well-known/mercure?topic=t")
+    let request = http::Request::get("/.well-known/mercure?match=t")
         .header("authorization", format!("Bearer {}", hs256(&c)))
         .body(axum::body::Body::empty())
         .expect("request");

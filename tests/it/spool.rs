@@ -176,7 +176,7 @@ async fn publishes_during_a_redis_outage_are_spooled_forwarded_in_order_and_surv
     assert!(refused.is_empty(), "refused below the cap: {refused:?}");
     let acked = acked.lock().expect("lock").clone();
     assert!(
-        during > 100,
+        during > 10,
         "publishes were acknowledged during the outage ({during})"
     );
     assert!(acked.iter().any(|id| id.starts_with("a-")));
