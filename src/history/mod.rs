@@ -353,14 +353,18 @@ fn run_local<S: LocalHistory, T: Send + 'static>(
     if !S::BLOCKING {
         return Box::pin(std::future::ready(call(&store)));
     }
-    Box::pin(async move {
-        tokio::task::spawn_blocking(move || call(&store))
-            .await
-            .unwrap_or_else(|e| {
-                Err(HistoryError::Task {
-                    panicked: e.is_panic(),
-                })
-            })
+    Box::pin(on_blocking_pool(move || call(&store)))
+}
+
+/// Runs a blocking store call on the blocking thread pool; a panic there (or a runtime shutting
+/// down under it) is [`HistoryError::Task`].
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, HistoryError> {
+    tokio::task::spawn_blocking(call).await.unwrap_or_else(|e| {
+        Err(HistoryError::Task {
+            panicked: e.is_panic(),
+        })
     })
 }
 

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::store::SpoolFile;
+use super::on_blocking_pool;
 use super::record::now_ms;
 use super::{
     Append, Appended, History, HistoryError, HistoryFuture, HistoryRole, Page, RedisHistory,
@@ -143,13 +144,7 @@ impl SpooledRedis {
         }
         let spool = self.spool.clone();
         let max = self.max_events;
-        let appended = tokio::task::spawn_blocking(move || spool.append(batch, max, now_ms()))
-            .await
-            .unwrap_or_else(|e| {
-                Err(HistoryError::Task {
-                    panicked: e.is_panic(),
-                })
-            })?;
+        let appended = on_blocking_pool(move || spool.append(batch, max, now_ms())).await?;
         self.spooled.notify_one();
         Ok(appended)
     }
@@ -191,13 +186,7 @@ impl SpooledRedis {
     /// One step of the forwarder: whether it forwarded something.
     async fn forward_once(&self) -> Result<bool, HistoryError> {
         let spool = self.spool.clone();
-        let oldest = tokio::task::spawn_blocking(move || spool.oldest(FORWARD_BATCH))
-            .await
-            .unwrap_or_else(|e| {
-                Err(HistoryError::Task {
-                    panicked: e.is_panic(),
-                })
-            })?;
+        let oldest = on_blocking_pool(move || spool.oldest(FORWARD_BATCH)).await?;
         if oldest.is_empty() {
             if self.away.load(Ordering::Acquire) {
                 self.redis.ping().await?;
@@ -213,13 +202,7 @@ impl SpooledRedis {
         self.redis.append_stored(batch).await?;
         let count = oldest.len();
         let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || spool.remove_through(&oldest))
-            .await
-            .unwrap_or_else(|e| {
-                Err(HistoryError::Task {
-                    panicked: e.is_panic(),
-                })
-            })?;
+        on_blocking_pool(move || spool.remove_forwarded(&oldest)).await?;
         info!(
             forwarded = count,
             left = self.spool.len(),

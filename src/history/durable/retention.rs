@@ -6,7 +6,7 @@
 //! not drop, kept in `meta` so that a page read knows, in its own snapshot, whether a hole
 //! before its first event is a loss (global retention) or the rules' doing (not a loss).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -42,12 +42,8 @@ impl Default for Retention {
     }
 }
 
-/// The time records are stamped with, in milliseconds since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// The time records are stamped with (one clock for every store: `record.rs`).
+pub(super) use crate::history::record::now_ms;
 
 impl Retention {
     /// Drops the oldest events while a limit is exceeded, at most [`TRIM_BUDGET`]; returns how

@@ -238,12 +238,12 @@ impl SpoolFile {
         Ok(out)
     }
 
-    /// Removes the spooled publishes up to `seq` (the shared log holds them now), with their
-    /// keys.
+    /// Removes `forwarded` (the oldest spooled publishes, which the shared log holds now), with
+    /// their keys.
     ///
     /// # Errors
     /// [`HistoryError::Store`].
-    pub(crate) fn remove_through(&self, forwarded: &[Spooled]) -> Result<(), HistoryError> {
+    pub(crate) fn remove_forwarded(&self, forwarded: &[Spooled]) -> Result<(), HistoryError> {
         let Some(last) = forwarded.last() else {
             return Ok(());
         };
@@ -338,9 +338,9 @@ mod tests {
         );
         assert!(matches!(&ids[1], Appended::Spooled { id } if *id == oldest[1].event.id));
         assert_eq!(oldest[1].key.as_ref().map(|c| c.key.as_str()), Some("k"));
-        spool.remove_through(&oldest[..1]).expect("remove");
+        spool.remove_forwarded(&oldest[..1]).expect("remove");
         assert_eq!(spool.len(), 1);
-        spool.remove_through(&oldest[1..]).expect("remove");
+        spool.remove_forwarded(&oldest[1..]).expect("remove");
         assert_eq!((spool.len(), spool.oldest_ms()), (0, None));
         // The key left with its publish.
         let again = spool
