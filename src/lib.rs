@@ -104,6 +104,7 @@ pub mod hub;
 pub mod idempotency;
 pub mod metrics;
 pub mod server;
+pub mod telemetry;
 pub mod topic;
 pub mod wire;
 

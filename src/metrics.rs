@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::lag::LagHistogram;
+
 /// The `reason` label of counters split by cause.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -67,6 +69,9 @@ pub struct Metrics {
     pub requests_rejected: Family<Reason, Counter<u64, AtomicU64>>,
     /// Time from a publish call to its acknowledgement.
     pub publish_duration_seconds: Histogram,
+    /// Time from a publish accepted to its bytes written to a subscriber's socket, one
+    /// observation per live delivery (replays are not counted).
+    pub delivery_lag: LagHistogram,
     /// Events held by the history (set when scraped).
     pub history_events: Gauge<i64, AtomicI64>,
     /// Publishes waiting in the spool for Redis to come back (set when scraped; 0 without a
@@ -112,6 +117,7 @@ impl Metrics {
             requests_rejected: Family::default(),
             // 50 µs to about 3 s.
             publish_duration_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
+            delivery_lag: LagHistogram::default(),
             history_events: Gauge::default(),
             spool_events: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
@@ -190,6 +196,11 @@ impl Metrics {
             "publish_duration_seconds",
             "Time from a publish to its acknowledgement",
             metrics.publish_duration_seconds.clone(),
+        );
+        metrics.registry.register(
+            "delivery_lag_seconds",
+            "Time from a publish accepted to its bytes written to a subscriber's socket (live deliveries)",
+            metrics.delivery_lag.clone(),
         );
         metrics.registry.register(
             "history_events",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::StoredEvent;
 use crate::event::Event;
 use crate::idempotency::{Fingerprint, IdempotencyKey};
+use crate::telemetry::Stamp;
 
 /// One publish to append.
 #[derive(Debug, Clone)]
@@ -15,11 +16,18 @@ pub struct Append {
     pub event: Event,
     /// The publisher's `Idempotency-Key`, and how long the history remembers it.
     pub key: Option<KeyClaim>,
+    /// When the hub accepted it, and its trace ([`crate::telemetry`]): not part of the event;
+    /// only a shared log keeps it (in the entry, for the other instances' telemetry).
+    pub stamp: Stamp,
 }
 
 impl From<Event> for Append {
     fn from(event: Event) -> Self {
-        Self { event, key: None }
+        Self {
+            event,
+            key: None,
+            stamp: Stamp::default(),
+        }
     }
 }
 

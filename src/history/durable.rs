@@ -238,7 +238,7 @@ impl DurableHistory {
             let mut table = txn.open_table(EVENTS)?;
             let mut ids = IdTables::open(&txn)?;
             let mut keys = Keys::open(&txn)?;
-            for Append { event, key } in batch {
+            for Append { event, key, .. } in batch {
                 let candidate = StoredEvent::new(state.next_seq, event);
                 let fingerprint = key.as_ref().map(|_| Fingerprint::of(&candidate));
                 if let (Some(claim), Some(fingerprint)) = (&key, fingerprint) {

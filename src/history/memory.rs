@@ -145,7 +145,7 @@ impl MemoryHistory {
         // Encoding happens under the write lock, but the lock only excludes page reads, which
         // are as short; subscribers never wait on it while idle.
         let mut out = Vec::with_capacity(batch.len());
-        for Append { event, key } in batch {
+        for Append { event, key, .. } in batch {
             let candidate = StoredEvent::new(log.next_seq, event);
             let fingerprint = key.as_ref().map(|_| Fingerprint::of(&candidate));
             if let (Some(claim), Some(fingerprint)) = (&key, fingerprint) {
@@ -376,6 +376,7 @@ pub(crate) mod tests {
                 key: IdempotencyKey::parse(key.as_bytes()).expect("a valid key"),
                 window: std::time::Duration::from_secs(60),
             }),
+            stamp: crate::telemetry::Stamp::default(),
         }
     }
 

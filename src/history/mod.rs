@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EARLIEST};
+use crate::telemetry::LiveEvent;
 use crate::wire;
 
 pub use self::redis::RedisHistory;
@@ -260,7 +261,7 @@ pub trait SharedLog: Send + Sync + 'static {
     /// the log's server by itself, resuming where it stopped.
     fn feed(
         self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        dispatch: mpsc::Sender<LiveEvent>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, ()>;
 }

@@ -36,6 +36,7 @@ use super::{
     ReplayFrom, ReplayStart, StoredEvent,
 };
 use crate::idempotency::Fingerprint;
+use crate::telemetry::{Stamp, TraceIds};
 
 mod feed;
 mod topic_retention;
@@ -47,7 +48,8 @@ const COUNTER_BITS: u32 = 20;
 /// trimmed with it), and records what was dropped. A publish that is a retry (its
 /// `Idempotency-Key` held, or its id held with the same fingerprint) is answered, not appended.
 /// KEYS: stream, ids, meta, ids_last, then the batch's idempotency keys. ARGV: max_len, the key
-/// window in ms, then per publish: id, record, fingerprint, index of its key in KEYS (0: none).
+/// window in ms, then per publish: id, record, fingerprint, index of its key in KEYS (0: none),
+/// stamp (field `s`: when it was accepted and its trace, [`stamp_field`]).
 /// Returns the stream length, then per publish: the new entry id; `{1, entry, id}` for a retry;
 /// `{2, id}` for a key used before with other content.
 const PUBLISH_SCRIPT: &str = r"
@@ -63,8 +65,9 @@ local function fingerprint_at(entry)
   end
   return nil
 end
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   local id, record, print, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local stamp = ARGV[i + 4]
   local answer
   if k > 0 then
     local held = redis.call('GET', KEYS[k])
@@ -80,7 +83,7 @@ for i = 3, #ARGV, 4 do
       entry = prior
       answer = {1, prior, id}
     else
-      entry = redis.call('XADD', KEYS[1], '*', 'i', id, 'e', record, 'f', print)
+      entry = redis.call('XADD', KEYS[1], '*', 'i', id, 'e', record, 'f', print, 's', stamp)
       if redis.call('HSETNX', KEYS[2], id, entry) == 0 then
         redis.call('HSET', KEYS[4], id, entry)
       end
@@ -196,6 +199,31 @@ fn seq_of_entry(entry: &str) -> Result<u64, Damage> {
     })
 }
 
+/// An entry's field `s`: the microseconds since the epoch when the publishing instance accepted
+/// it, then, if it was traced, a space and its W3C `traceparent`.
+fn stamp_field(stamp: &Stamp) -> String {
+    match &stamp.trace {
+        Some(trace) => format!("{} {}", stamp.accepted_us, trace.to_traceparent()),
+        None => stamp.accepted_us.to_string(),
+    }
+}
+
+/// The stamp of an entry (an entry without one, or with one that does not read, has none: its
+/// delivery lag is not observed).
+pub(crate) fn entry_stamp(entry: &StreamId) -> Stamp {
+    let Some(text) = field_bytes(entry, "s").and_then(|bytes| std::str::from_utf8(bytes).ok())
+    else {
+        return Stamp::default();
+    };
+    let mut parts = text.splitn(2, ' ');
+    let accepted_us = parts.next().and_then(|us| us.parse().ok()).unwrap_or(0);
+    let trace = parts
+        .next()
+        .and_then(TraceIds::from_traceparent)
+        .map(Arc::new);
+    Stamp { accepted_us, trace }
+}
+
 fn decode_entry(entry: &StreamId) -> Result<StoredEvent, Damage> {
     let seq = seq_of_entry(&entry.id)?;
     let record = field_bytes(entry, "e").ok_or_else(|| Damage::EntryWithoutRecord {
@@ -306,7 +334,7 @@ impl RedisHistory {
         // the entry id.
         let batch = batch
             .into_iter()
-            .map(|Append { event, key }| (StoredEvent::new(0, event), key))
+            .map(|Append { event, key, stamp }| (StoredEvent::new(0, event), key, stamp))
             .collect();
         self.append_stored(batch).await
     }
@@ -316,7 +344,7 @@ impl RedisHistory {
     /// forward's answer was lost) is a retry by its id, so it is not stored twice.
     pub(crate) async fn append_stored(
         &self,
-        batch: Vec<(StoredEvent, Option<KeyClaim>)>,
+        batch: Vec<(StoredEvent, Option<KeyClaim>, Stamp)>,
     ) -> Result<Vec<Appended>, HistoryError> {
         let now = now_ms();
         let mut invocation = self.script.prepare_invoke();
@@ -328,14 +356,14 @@ impl RedisHistory {
         // Every publish of a batch shares the hub's one window.
         let window = batch
             .iter()
-            .find_map(|(_, key)| key.as_ref().map(|claim| claim.window))
+            .find_map(|(_, key, _)| key.as_ref().map(|claim| claim.window))
             .unwrap_or_default();
         invocation
             .arg(self.max_len)
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut prepared = Vec::with_capacity(batch.len());
         let mut next_key = 5;
-        for (stored, key) in batch {
+        for (stored, key, stamp) in batch {
             let fingerprint = Fingerprint::of(&stored).to_hex();
             let key_index = match &key {
                 Some(claim) => {
@@ -349,7 +377,8 @@ impl RedisHistory {
                 .arg(&stored.id)
                 .arg(encode_record(&stored, now))
                 .arg(fingerprint)
-                .arg(key_index);
+                .arg(key_index)
+                .arg(stamp_field(&stamp));
             prepared.push(stored);
         }
         let mut connection = self.commands.clone();

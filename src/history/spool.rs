@@ -39,6 +39,7 @@ use super::{
     Append, Appended, History, HistoryError, HistoryFuture, HistoryRole, Page, RedisHistory,
     ReplayFrom, ReplayStart, SharedLog, Sources, StoredEvent,
 };
+use crate::telemetry::{LiveEvent, Stamp};
 
 /// Spooled publishes forwarded per script call.
 const FORWARD_BATCH: usize = 256;
@@ -127,7 +128,7 @@ impl SpooledRedis {
     ) -> Result<Vec<Appended>, HistoryError> {
         let batch: Vec<_> = batch
             .into_iter()
-            .map(|Append { event, key }| (StoredEvent::new(0, event), key))
+            .map(|Append { event, key, stamp }| (StoredEvent::new(0, event), key, stamp))
             .collect();
         if !self.spooling() {
             match self.redis.append_stored(batch.clone()).await {
@@ -144,6 +145,12 @@ impl SpooledRedis {
         }
         let spool = self.spool.clone();
         let max = self.max_events;
+        // The spool keeps no stamp: a forwarded event's delivery lag counts from when it was
+        // spooled (its record's time), and its trace ends at the store.
+        let batch = batch
+            .into_iter()
+            .map(|(event, key, _)| (event, key))
+            .collect();
         let appended = on_blocking_pool(move || spool.append(batch, max, now_ms())).await?;
         self.spooled.notify_one();
         Ok(appended)
@@ -197,7 +204,13 @@ impl SpooledRedis {
         }
         let batch = oldest
             .iter()
-            .map(|s| (s.event.clone(), s.key.clone()))
+            .map(|s| {
+                let stamp = Stamp {
+                    accepted_us: s.spooled_at_ms.saturating_mul(1_000),
+                    trace: None,
+                };
+                (s.event.clone(), s.key.clone(), stamp)
+            })
             .collect();
         self.redis.append_stored(batch).await?;
         let count = oldest.len();
@@ -282,7 +295,7 @@ impl History for SpooledRedis {
 impl SharedLog for SpooledRedis {
     fn feed(
         self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        dispatch: mpsc::Sender<LiveEvent>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, ()> {
         let feed = self.redis.clone().feed(dispatch, shutdown.clone());

@@ -18,6 +18,7 @@ use crate::history::{
     History, HistoryError, HistoryRole, MemoryHistory, ReplayFrom, SharedReads, StoredEvent,
 };
 use crate::metrics::Metrics;
+use crate::telemetry::Tracing;
 use crate::topic::SelectorCache;
 
 /// Stored events waiting between the writer (or a shared log's feed) and the dispatcher.
@@ -42,9 +43,16 @@ pub struct HubBuilder {
     pub(super) history: Option<Arc<dyn History>>,
     pub(super) shutdown: Option<CancellationToken>,
     pub(super) hooks: Hooks,
+    pub(super) tracing: Tracing,
 }
 
 impl HubBuilder {
+    /// Makes spans of each publish with `tracing` ([`crate::telemetry`]; off by default).
+    pub fn tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
     /// Uses this history store instead of the default in-memory one of `history_size` events.
     pub fn history(mut self, history: Arc<dyn History>) -> Self {
         self.history = Some(history);
@@ -98,6 +106,7 @@ impl HubBuilder {
             metrics: Metrics::new(),
             subscription_events: subscription_tx,
             last_dispatched: Mutex::new(newest_stored(&history).await),
+            tracing: self.tracing,
         });
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         // Stored events on their way to the fan-out. Few: when the fan-out lags, the writer
@@ -117,8 +126,14 @@ impl HubBuilder {
             HistoryRole::Local => AfterAppend::Dispatch(dispatch_tx),
         };
         tasks.spawn(
-            run_writer(writer_rx, history.clone(), after_append, shutdown.clone())
-                .instrument(info_span!("hub_writer")),
+            run_writer(
+                writer_rx,
+                history.clone(),
+                after_append,
+                shared.tracing.clone(),
+                shutdown.clone(),
+            )
+            .instrument(info_span!("hub_writer")),
         );
         if let Some(events) = subscription_rx {
             tasks.spawn(
@@ -184,6 +199,8 @@ async fn newest_stored(history: &Arc<dyn History>) -> Option<Arc<StoredEvent>> {
 mod tests {
     use std::time::Duration;
 
+    use crate::telemetry::LiveEvent;
+
     use bytes::Bytes;
     use futures_util::future::BoxFuture;
     use futures_util::StreamExt;
@@ -235,7 +252,7 @@ mod tests {
     impl SharedLog for LoopbackLog {
         fn feed(
             self: Arc<Self>,
-            dispatch: mpsc::Sender<Arc<StoredEvent>>,
+            dispatch: mpsc::Sender<LiveEvent>,
             shutdown: CancellationToken,
         ) -> BoxFuture<'static, ()> {
             let read_back = self.read_back.lock().expect("lock").take();
@@ -249,7 +266,8 @@ mod tests {
                         frame,
                         ..(*event).clone()
                     };
-                    if dispatch.send(Arc::new(event)).await.is_err() {
+                    let live = LiveEvent::new(Arc::new(event), Default::default());
+                    if dispatch.send(live).await.is_err() {
                         return;
                     }
                 }

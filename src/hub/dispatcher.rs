@@ -34,7 +34,7 @@ use tracing::debug;
 
 use super::subscriber::Subscriber;
 use super::{CloseReason, Shared};
-use crate::history::StoredEvent;
+use crate::telemetry::{now_us, LiveEvent};
 
 /// Yields the dispatcher waits at most for a slice to have run (a woken stream whose task is
 /// gone never runs): with the runtime's 61-poll rounds, a few milliseconds.
@@ -79,17 +79,26 @@ impl Slices {
         self.pending_bytes < self.max_queued_bytes
     }
 
-    /// Queues `stored` for every subscriber that wants it; closes the ones too slow for it.
-    fn dispatch(&mut self, shared: &Shared, stored: Arc<StoredEvent>) {
-        let counts = shared
-            .registry
-            .dispatch(&stored, &mut self.overflowed, &mut self.scheduled);
+    /// Queues `live` for every subscriber that wants it; closes the ones too slow for it.
+    fn dispatch(&mut self, shared: &Shared, live: LiveEvent) {
+        // Only a traced event reads the clock for its span.
+        let started_us = live.stamp.trace.as_ref().map(|_| now_us());
+        let counts = shared.registry.dispatch(
+            &live,
+            &shared.tracing,
+            &mut self.overflowed,
+            &mut self.scheduled,
+        );
         self.ready.extend(self.scheduled.drain(..));
         self.pending_bytes += counts.counted_bytes;
+        if let (Some(trace), Some(started_us)) = (&live.stamp.trace, started_us) {
+            let (id, matched) = (&live.event.id, counts.delivered as u64);
+            shared.tracing.dispatched(trace, id, matched, started_us);
+        }
         *shared
             .last_dispatched
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(stored);
+            .unwrap_or_else(|p| p.into_inner()) = Some(live.event);
         shared
             .metrics
             .events_delivered
@@ -136,7 +145,7 @@ impl Slices {
 /// It ends when the writer does (shutdown, or every `Hub` handle dropped), after queueing
 /// every event already acknowledged, and then closes every stream.
 pub(super) async fn run_dispatcher(
-    mut events: mpsc::Receiver<Arc<StoredEvent>>,
+    mut events: mpsc::Receiver<LiveEvent>,
     shared: Arc<Shared>,
     max_queued_bytes: usize,
 ) {
@@ -198,6 +207,7 @@ mod tests {
     use super::*;
     use crate::auth::SubscriberGrant;
     use crate::event::Event;
+    use crate::history::StoredEvent;
     use crate::hub::registry::Registry;
     use crate::hub::subscriber::{Subscriber, SubscriberInfo, SubscriberQueue};
     use crate::metrics::Metrics;
@@ -220,6 +230,7 @@ mod tests {
             metrics: Metrics::new(),
             subscription_events: None,
             last_dispatched: Mutex::new(None),
+            tracing: Default::default(),
         });
         let subscribers = (0..subscribers as u64)
             .map(|id| {
@@ -265,8 +276,9 @@ mod tests {
             .sum::<usize>()
     }
 
-    fn stored(seq: u64) -> Arc<StoredEvent> {
-        Arc::new(StoredEvent::new(seq, Event::new("t", "x".repeat(100))))
+    fn stored(seq: u64) -> LiveEvent {
+        let event = StoredEvent::new(seq, Event::new("t", "x".repeat(100)));
+        LiveEvent::new(Arc::new(event), Default::default())
     }
 
     #[test]
@@ -301,7 +313,7 @@ mod tests {
             match subscriber.queue.poll_drain(&mut cx) {
                 std::task::Poll::Ready(crate::hub::subscriber::Drained::Frames(frames)) => {
                     assert_eq!(
-                        frames.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+                        frames.iter().map(|queued| queued.seq).collect::<Vec<_>>(),
                         [1, 2]
                     );
                 }
@@ -314,7 +326,7 @@ mod tests {
     fn the_budget_stops_new_events_until_streams_were_woken_and_frees_as_they_are() {
         let (shared, subscribers) = shared(WAKE_SLICE * 3);
         let counters = wait_on_queues(&subscribers);
-        let frame_bytes = stored(1).frame.len() as u64;
+        let frame_bytes = stored(1).event.frame.len() as u64;
         let per_stream = 2 * frame_bytes;
         // Room for two events' worth of copies, not three.
         let mut slices = Slices::new(subscribers.len() * per_stream as usize);

@@ -36,6 +36,7 @@ use crate::event::Event;
 use crate::history::{Append, History, KeyClaim, SharedReads, SpoolStatus, StoredEvent};
 use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Reason};
+use crate::telemetry::{Stamp, TraceIds, Tracing};
 use crate::topic::SelectorCache;
 use builder::Hooks;
 pub use builder::{CloseHook, HubBuilder, OpenHook};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     /// The newest event dispatched: the subscriptions API's `lastEventID`, and where a stream
     /// opened without a `Last-Event-ID` starts ([`Shared::dispatch_cursor`]).
     last_dispatched: Mutex<Option<Arc<StoredEvent>>>,
+    /// Spans of traced events (off by default).
+    pub(crate) tracing: Tracing,
 }
 
 impl Shared {
@@ -224,6 +227,7 @@ impl Hub {
             history: None,
             shutdown: None,
             hooks: Hooks::default(),
+            tracing: Tracing::off(),
         }
     }
 
@@ -261,6 +265,21 @@ impl Hub {
         event: Event,
         key: Option<IdempotencyKey>,
     ) -> Result<PublishReceipt, PublishError> {
+        self.publish_traced(event, key, None).await
+    }
+
+    /// [`Self::publish_with_key`] as part of the trace `trace` (the publish span, from
+    /// [`crate::telemetry::Tracing::publish`]): the store, the dispatch and sampled
+    /// deliveries get spans in it.
+    ///
+    /// # Errors
+    /// As [`Self::publish_with_key`].
+    pub async fn publish_traced(
+        &self,
+        event: Event,
+        key: Option<IdempotencyKey>,
+        trace: Option<TraceIds>,
+    ) -> Result<PublishReceipt, PublishError> {
         event.validate(&self.inner.config.event_limits)?;
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShuttingDown);
@@ -271,6 +290,7 @@ impl Hub {
         let append = Append {
             event,
             key: key.map(|key| KeyClaim { key, window }),
+            stamp: Stamp::now(trace),
         };
         self.inner
             .writer
@@ -288,6 +308,11 @@ impl Hub {
             .publish_duration_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(receipt)
+    }
+
+    /// The hub's tracer (off unless the builder was given one).
+    pub fn tracing(&self) -> &Tracing {
+        &self.inner.shared.tracing
     }
 
     /// The hub's metrics.

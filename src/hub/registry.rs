@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::subscriber::{PushOutcome, Subscriber, SubscriberId};
-use crate::history::StoredEvent;
+use super::subscriber::{PushOutcome, Queued, Subscriber, SubscriberId};
+use crate::telemetry::{LiveEvent, Tracing};
 use crate::topic::selector::EventTopics;
 
 /// Why a subscriber could not be registered.
@@ -156,11 +156,13 @@ impl Registry {
     /// time).
     pub(crate) fn dispatch(
         &self,
-        stored: &StoredEvent,
+        live: &LiveEvent,
+        tracing: &Tracing,
         overflowed: &mut Vec<SubscriberId>,
         scheduled: &mut Vec<Arc<Subscriber>>,
     ) -> FanOut {
         let mut fan_out = FanOut::default();
+        let stored = &*live.event;
         let topics = &stored.topics;
         // Parsed (as URLs) at most once for this event, when a URL-pattern subscriber asks.
         let event_topics = EventTopics::new(topics);
@@ -170,7 +172,17 @@ impl Registry {
                 continue;
             }
             let mut deliver = |subscriber: &Arc<Subscriber>| {
-                let pushed = subscriber.queue.push(stored.seq, stored.frame.clone());
+                // A traced event's deliveries are sampled here; the others carry no trace.
+                let trace = match &live.stamp.trace {
+                    Some(trace) if tracing.sample_delivery() => Some(trace.clone()),
+                    _ => None,
+                };
+                let pushed = subscriber.queue.push(Queued {
+                    seq: stored.seq,
+                    frame: stored.frame.clone(),
+                    accepted_us: live.stamp.accepted_us,
+                    trace,
+                });
                 match pushed.outcome {
                     PushOutcome::Queued => fan_out.delivered += 1,
                     PushOutcome::Overflowed => {

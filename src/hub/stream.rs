@@ -25,6 +25,8 @@ use tokio::time::{Instant, Sleep};
 use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
 use crate::history::{HistoryError, HistoryFuture, Page, SharedReads, Sources};
+use crate::telemetry::lag::{InFlight, PendingLag};
+use crate::telemetry::TraceIds;
 use crate::wire::HEARTBEAT;
 
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
@@ -82,6 +84,26 @@ impl ReplayCursor {
     }
 }
 
+/// A frame ready to send.
+struct Ready {
+    frame: Bytes,
+    /// When a live event was accepted (µs since the epoch); 0 for a replayed one or the hub's
+    /// own frames, whose lag is not observed.
+    accepted_us: u64,
+    /// Set for a delivery sampled for a span.
+    trace: Option<Arc<TraceIds>>,
+}
+
+impl Ready {
+    fn unstamped(frame: Bytes) -> Self {
+        Self {
+            frame,
+            accepted_us: 0,
+            trace: None,
+        }
+    }
+}
+
 /// The live part of a subscription. Dropping it unsubscribes.
 pub struct SubscriptionStream {
     shared: Arc<Shared>,
@@ -89,7 +111,9 @@ pub struct SubscriptionStream {
     /// The rest of the replay, until it is done.
     replay: Option<ReplayCursor>,
     /// Frames ready to send: replayed or live, not yet sent.
-    backlog: VecDeque<Bytes>,
+    backlog: VecDeque<Ready>,
+    /// The live frames of the item last handed to the writer, observed once it asks for more.
+    lag: PendingLag,
     /// Live events up to this sequence number were covered by the replay.
     skip_through_seq: u64,
     /// Idle time before a heartbeat comment; `None` disables heartbeats.
@@ -129,7 +153,8 @@ impl SubscriptionStream {
             shared,
             subscriber,
             replay: replay.filter(|cursor| !cursor.is_done()),
-            backlog: first_frame.into_iter().collect(),
+            backlog: first_frame.into_iter().map(Ready::unstamped).collect(),
+            lag: PendingLag::default(),
             skip_through_seq,
             heartbeat,
             heartbeat_due,
@@ -155,28 +180,47 @@ impl SubscriptionStream {
         }
     }
 
-    /// Joins backlog frames into one buffer, up to [`MAX_COALESCED_BYTES`].
+    /// Joins backlog frames into one buffer, up to [`MAX_COALESCED_BYTES`], noting the live
+    /// ones for the delivery lag.
     fn take_backlog(&mut self) -> Option<Bytes> {
         let first = self.backlog.pop_front()?;
-        if self.backlog.is_empty() || first.len() >= MAX_COALESCED_BYTES {
+        let first_len = first.frame.len();
+        let first = self.lag_of(first);
+        if self.backlog.is_empty() || first_len >= MAX_COALESCED_BYTES {
+            self.lag.handed();
             return Some(first);
         }
         let mut joined = BytesMut::with_capacity(
             self.backlog
                 .iter()
-                .map(Bytes::len)
-                .fold(first.len(), |total, len| total.saturating_add(len))
+                .map(|ready| ready.frame.len())
+                .fold(first_len, |total, len| total.saturating_add(len))
                 .min(MAX_COALESCED_BYTES),
         );
         joined.extend_from_slice(&first);
         while let Some(next) = self.backlog.front() {
-            if joined.len() + next.len() > MAX_COALESCED_BYTES {
+            if joined.len() + next.frame.len() > MAX_COALESCED_BYTES {
                 break;
             }
-            joined.extend_from_slice(next);
-            self.backlog.pop_front();
+            if let Some(next) = self.backlog.pop_front() {
+                let frame = self.lag_of(next);
+                joined.extend_from_slice(&frame);
+            }
         }
+        self.lag.handed();
         Some(joined.freeze())
+    }
+
+    /// `ready`'s frame, noted for the delivery lag if it is live.
+    fn lag_of(&mut self, ready: Ready) -> Bytes {
+        if ready.accepted_us != 0 || ready.trace.is_some() {
+            self.lag.push(InFlight {
+                accepted_us: ready.accepted_us,
+                frame: ready.trace.as_ref().map(|_| ready.frame.clone()),
+                trace: ready.trace,
+            });
+        }
+        ready.frame
     }
 }
 
@@ -212,6 +256,11 @@ impl Stream for SubscriptionStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
+        // Asked for more: the item handed over before is written.
+        let shared = &this.shared;
+        let id = this.subscriber.info.id;
+        this.lag
+            .written(&shared.metrics.delivery_lag, &shared.tracing, id);
         if this.close_reason.is_some() {
             return Poll::Ready(None);
         }
@@ -266,7 +315,7 @@ impl Stream for SubscriptionStream {
                             page.events
                                 .iter()
                                 .filter(|event| subscriber.wants(event))
-                                .map(|event| event.frame.clone()),
+                                .map(|event| Ready::unstamped(event.frame.clone())),
                         );
                         this.shared
                             .metrics
@@ -287,12 +336,14 @@ impl Stream for SubscriptionStream {
                 }
                 Poll::Ready(Drained::Frames(frames)) => {
                     let skip = this.skip_through_seq;
-                    this.backlog.extend(
-                        frames
-                            .into_iter()
-                            .filter(|(seq, _)| *seq > skip)
-                            .map(|(_, f)| f),
-                    );
+                    this.backlog
+                        .extend(frames.into_iter().filter(|queued| queued.seq > skip).map(
+                            |queued| Ready {
+                                frame: queued.frame,
+                                accepted_us: queued.accepted_us,
+                                trace: queued.trace,
+                            },
+                        ));
                     continue;
                 }
                 Poll::Pending => {}

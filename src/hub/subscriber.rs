@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
+use crate::telemetry::TraceIds;
 use crate::topic::selector::EventTopics;
 use crate::topic::TopicSelector;
 
@@ -137,7 +138,7 @@ pub(crate) struct SubscriberQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    frames: VecDeque<(u64, Bytes)>,
+    frames: VecDeque<Queued>,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
     /// Whether the dispatcher has this stream in its list of streams to wake: set by the push
@@ -171,9 +172,35 @@ pub(crate) struct Pushed {
     pub(crate) counted_bytes: u64,
 }
 
+/// One frame queued for a stream.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    /// The event's sequence number (the stream drops those its replay covered).
+    pub(crate) seq: u64,
+    /// The event's encoded frame, shared with every subscriber.
+    pub(crate) frame: Bytes,
+    /// When the hub accepted it, in µs since the epoch (0: unknown), for the delivery lag.
+    pub(crate) accepted_us: u64,
+    /// Its trace, when this delivery was sampled for a span.
+    pub(crate) trace: Option<Arc<TraceIds>>,
+}
+
+#[cfg(test)]
+impl Queued {
+    /// A frame with no stamp.
+    pub(crate) fn plain(seq: u64, frame: Bytes) -> Self {
+        Self {
+            seq,
+            frame,
+            accepted_us: 0,
+            trace: None,
+        }
+    }
+}
+
 /// What the stream gets from [`SubscriberQueue::poll_drain`].
 pub(crate) enum Drained {
-    Frames(VecDeque<(u64, Bytes)>),
+    Frames(VecDeque<Queued>),
     Closed(CloseReason),
 }
 
@@ -195,7 +222,7 @@ impl SubscriberQueue {
     /// Queues a frame without blocking, and never wakes the stream itself: the dispatcher
     /// wakes streams a slice at a time ([`Self::take_schedule`]), so that the tasks it wakes
     /// never pile up in front of a publisher's answer.
-    pub(crate) fn push(&self, seq: u64, frame: Bytes) -> Pushed {
+    pub(crate) fn push(&self, queued: Queued) -> Pushed {
         let mut state = self.lock();
         if state.closed.is_some() {
             return Pushed {
@@ -204,13 +231,13 @@ impl SubscriberQueue {
                 counted_bytes: 0,
             };
         }
-        let bytes = frame.len() as u64;
+        let bytes = queued.frame.len() as u64;
         let outcome = if state.frames.len() >= self.capacity {
             state.closed = Some(CloseReason::SlowConsumer);
             state.frames = VecDeque::new();
             PushOutcome::Overflowed
         } else {
-            state.frames.push_back((seq, frame));
+            state.frames.push_back(queued);
             PushOutcome::Queued
         };
         // A stream waiting for frames is scheduled for a wake, once; one already scheduled gets
@@ -308,7 +335,11 @@ mod tests {
     #[test]
     fn overflow_closes_and_drops_the_backlog() {
         let queue = SubscriberQueue::new(2);
-        let push = |seq, frame: &'static [u8]| queue.push(seq, Bytes::from_static(frame)).outcome;
+        let push = |seq, frame: &'static [u8]| {
+            queue
+                .push(Queued::plain(seq, Bytes::from_static(frame)))
+                .outcome
+        };
         assert_eq!(push(1, b"a"), PushOutcome::Queued);
         assert_eq!(push(2, b"b"), PushOutcome::Queued);
         assert_eq!(push(3, b"c"), PushOutcome::Overflowed);
@@ -326,14 +357,14 @@ mod tests {
     fn drain_takes_everything_in_order() {
         let queue = SubscriberQueue::new(8);
         for seq in 1..=3 {
-            queue.push(seq, Bytes::from(seq.to_string()));
+            queue.push(Queued::plain(seq, Bytes::from(seq.to_string())));
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         match queue.poll_drain(&mut cx) {
             Poll::Ready(Drained::Frames(frames)) => {
                 assert_eq!(
-                    frames.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+                    frames.iter().map(|queued| queued.seq).collect::<Vec<_>>(),
                     [1, 2, 3]
                 );
             }
@@ -348,7 +379,7 @@ mod tests {
         let frame = || Bytes::from_static(b"0123456789");
         // Not waiting (never polled): nothing to schedule, nothing counted.
         assert_eq!(
-            queue.push(1, frame()),
+            queue.push(Queued::plain(1, frame())),
             Pushed {
                 outcome: PushOutcome::Queued,
                 schedule: false,
@@ -360,7 +391,7 @@ mod tests {
         assert!(queue.poll_drain(&mut cx).is_ready());
         assert!(queue.poll_drain(&mut cx).is_pending(), "now waiting");
         assert_eq!(
-            queue.push(2, frame()),
+            queue.push(Queued::plain(2, frame())),
             Pushed {
                 outcome: PushOutcome::Queued,
                 schedule: true,
@@ -368,7 +399,7 @@ mod tests {
             }
         );
         assert_eq!(
-            queue.push(3, frame()),
+            queue.push(Queued::plain(3, frame())),
             Pushed {
                 outcome: PushOutcome::Queued,
                 schedule: false,
@@ -380,7 +411,7 @@ mod tests {
         assert_eq!(bytes, 20);
         // Woken and not yet drained: a push neither schedules nor counts.
         assert_eq!(
-            queue.push(4, frame()),
+            queue.push(Queued::plain(4, frame())),
             Pushed {
                 outcome: PushOutcome::Queued,
                 schedule: false,

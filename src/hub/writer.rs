@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PublishError, PublishReceipt};
 use crate::event::Event;
-use crate::history::{Append, Appended, History, Sources, StoredEvent};
+use crate::history::{Append, Appended, History, Sources};
+use crate::telemetry::{now_us, LiveEvent, Stamp, Tracing};
 
 pub(super) struct PublishRequest {
     pub(super) append: Append,
@@ -44,7 +45,7 @@ fn receipt(appended: &Appended) -> Result<PublishReceipt, PublishError> {
 /// ([`crate::history::HistoryRole`]).
 pub(super) enum AfterAppend {
     /// A local log: pass them on to the dispatcher, in log order.
-    Dispatch(mpsc::Sender<Arc<StoredEvent>>),
+    Dispatch(mpsc::Sender<LiveEvent>),
     /// A shared log: nothing. Its feed reads back every instance's events, these included, and
     /// dispatches them, so that every instance delivers in the log's one order.
     LeaveToFeed,
@@ -56,6 +57,7 @@ pub(super) async fn run_writer(
     mut requests: mpsc::Receiver<PublishRequest>,
     history: Arc<dyn History>,
     after_append: AfterAppend,
+    tracing: Tracing,
     shutdown: CancellationToken,
 ) {
     const MAX_BATCH: usize = 256;
@@ -84,9 +86,16 @@ pub(super) async fn run_writer(
             }
         }
         let (appends, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.append, r.ack)).unzip();
+        // The stamps go to the dispatcher with the events (a shared log stores them itself).
+        let stamps: Vec<Stamp> = appends.iter().map(|append| append.stamp.clone()).collect();
+        let traced = stamps.iter().any(|stamp| stamp.trace.is_some());
+        let started_us = if traced { now_us() } else { 0 };
         match history.clone().append(appends).await {
             Ok(appended) => {
-                for (appended, ack) in appended.into_iter().zip(acks) {
+                if traced {
+                    record_store_spans(&tracing, &stamps, &appended, started_us);
+                }
+                for ((appended, ack), stamp) in appended.into_iter().zip(acks).zip(stamps) {
                     // The publisher may have given up waiting; the event is stored regardless.
                     let _ = ack.send(receipt(&appended));
                     // A retry was delivered when it was first stored.
@@ -95,7 +104,7 @@ pub(super) async fn run_writer(
                     };
                     match &after_append {
                         AfterAppend::Dispatch(dispatch) => {
-                            if dispatch.send(event).await.is_err() {
+                            if dispatch.send(LiveEvent::new(event, stamp)).await.is_err() {
                                 return;
                             }
                         }
@@ -111,6 +120,20 @@ pub(super) async fn run_writer(
             }
         }
     }
+}
+
+/// The `store` span of each traced publish of a batch, with the id it was stored under.
+fn record_store_spans(tracing: &Tracing, stamps: &[Stamp], appended: &[Appended], started: u64) {
+    let traces: Vec<_> = stamps.iter().map(|stamp| stamp.trace.clone()).collect();
+    let ids: Vec<Option<&str>> = appended
+        .iter()
+        .map(|appended| match appended {
+            Appended::Stored(event) => Some(event.id.as_str()),
+            Appended::Retry { id, .. } | Appended::Spooled { id } => Some(id.as_str()),
+            Appended::KeyReused { .. } => None,
+        })
+        .collect();
+    tracing.stored(&traces, &ids, started);
 }
 
 /// Publishes subscription events (they go through the writer like any other update, so they are
@@ -130,7 +153,10 @@ pub(super) async fn run_subscription_events(
         };
         // Nobody waits for the acknowledgement.
         let (ack, _) = oneshot::channel();
-        let append = Append::from(event);
+        let append = Append {
+            stamp: Stamp::now(None),
+            ..Append::from(event)
+        };
         if writer.send(PublishRequest { append, ack }).await.is_err() {
             break;
         }
@@ -213,6 +239,7 @@ mod tests {
             requests_rx,
             history.clone(),
             AfterAppend::Dispatch(dispatch),
+            Tracing::off(),
             shutdown.clone(),
         ));
         let mut seqs = Vec::new();
@@ -227,8 +254,8 @@ mod tests {
         );
         for (i, seq) in seqs.iter().enumerate() {
             let event = dispatched.recv().await.unwrap();
-            assert_eq!(event.seq, *seq);
-            assert!(std::str::from_utf8(&event.frame)
+            assert_eq!(event.event.seq, *seq);
+            assert!(std::str::from_utf8(&event.event.frame)
                 .unwrap()
                 .ends_with(&format!("data: e{i}\n\n")));
         }
@@ -252,6 +279,7 @@ mod tests {
             requests_rx,
             history,
             AfterAppend::Dispatch(dispatch),
+            Tracing::off(),
             CancellationToken::new(),
         )
         .await;
@@ -276,6 +304,7 @@ mod tests {
             requests_rx,
             history.clone(),
             AfterAppend::LeaveToFeed,
+            Tracing::off(),
             CancellationToken::new(),
         )
         .await;
@@ -295,6 +324,7 @@ mod tests {
             requests_rx,
             history.clone(),
             AfterAppend::LeaveToFeed,
+            Tracing::off(),
             shutdown,
         )
         .await;

@@ -35,6 +35,13 @@ pub fn encode(event: &Event) -> Bytes {
     buf.freeze()
 }
 
+/// The id of a frame made by [`encode`] (its first line), for telemetry.
+pub fn frame_id(frame: &[u8]) -> Option<&str> {
+    let rest = frame.strip_prefix(b"id: ")?;
+    let end = rest.iter().position(|&byte| byte == b'\n')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// Encodes a comment frame (`: text`), each line of `text` as its own comment line.
 pub fn encode_comment(text: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(text.len() + 8);

@@ -11,7 +11,7 @@ pub mod encode;
 pub mod parse;
 
 pub use encode::{
-    encode, encode_comment, encode_hub_signal, encode_id_only, encode_retry, HEARTBEAT,
+    encode, encode_comment, encode_hub_signal, encode_id_only, encode_retry, frame_id, HEARTBEAT,
     HUB_EVENT_TYPE,
 };
 pub use parse::{ParsedEvent, Parser};

@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{decode_entry, RedisHistory};
-use crate::history::{HistoryError, SharedLog, Sources, StoredEvent};
+use super::{decode_entry, entry_stamp, RedisHistory};
+use crate::history::{HistoryError, SharedLog, Sources};
+use crate::telemetry::LiveEvent;
 
 /// Entries the feed reads per `XREAD`.
 const FEED_BATCH: usize = 512;
@@ -68,7 +69,7 @@ impl RedisHistory {
     /// Reads the stream from where this instance starts, forever, and dispatches each event.
     async fn run_feed(
         self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        dispatch: mpsc::Sender<LiveEvent>,
         shutdown: CancellationToken,
     ) {
         let mut cursor: Option<String> = None;
@@ -139,7 +140,8 @@ impl RedisHistory {
                 for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                     match decode_entry(&entry) {
                         Ok(event) => {
-                            if dispatch.send(Arc::new(event)).await.is_err() {
+                            let live = LiveEvent::new(Arc::new(event), entry_stamp(&entry));
+                            if dispatch.send(live).await.is_err() {
                                 break 'connect;
                             }
                         }
@@ -158,7 +160,7 @@ impl RedisHistory {
 impl SharedLog for RedisHistory {
     fn feed(
         self: Arc<Self>,
-        dispatch: mpsc::Sender<Arc<StoredEvent>>,
+        dispatch: mpsc::Sender<LiveEvent>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, ()> {
         Box::pin(self.run_feed(dispatch, shutdown))
