@@ -9,7 +9,7 @@
 //!
 //! A stream knows its bytes were written when the writer asks it for the next item (the
 //! direct HTTP/1.1 writer asks only once the previous chunk is in the socket; hyper, once it
-//! took it): [`PendingLag`] holds the stamps of the item in flight until then.
+//! took it): `PendingLag` holds the stamps of the item in flight until then.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
