@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::systemd::Notifier;
 use crate::config::ServeArgs;
+use crate::telemetry::{otlp, Tracing};
 use crate::{http, server, Hub};
 
 /// Runs the hub until a shutdown signal.
@@ -24,8 +25,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
+    let (tracing, exporter) = match otlp::start(&settings.otlp).context("starting OTLP traces")? {
+        Some((tracing, exporter)) => (tracing, Some(exporter)),
+        None => (Tracing::off(), None),
+    };
+    if tracing.is_on() {
+        info!(
+            endpoint = settings
+                .otlp
+                .endpoint
+                .as_deref()
+                .unwrap_or("(from OTEL_* variables)"),
+            delivery_ratio = settings.otlp.delivery_ratio,
+            "exporting traces over OTLP"
+        );
+    }
     let hub = Hub::builder(settings.hub)
         .history(history)
+        .tracing(tracing)
         .shutdown(shutdown.child_token())
         .build()
         .await
@@ -92,6 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     hub.shutdown().await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
+    }
+    if let Some(exporter) = exporter {
+        // Sends the spans still buffered; blocking, bounded by the exporter's timeout.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
     }
     served.context("serving")?;
     info!("stopped");

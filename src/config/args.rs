@@ -326,6 +326,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_METRICS", default_value = "main")]
     pub metrics: String,
 
+    /// Export traces over OTLP (http/protobuf) to this collector base URL (e.g.
+    /// `http://127.0.0.1:4318`; `/v1/traces` is appended). Without it, tracing is on only when
+    /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set.
+    #[arg(long, env = "SSEHUB_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// With tracing on, the share of deliveries (0 to 1) that get a `deliver` span of their
+    /// own; publish, store and dispatch spans are made for every traced publish.
+    #[arg(long, env = "SSEHUB_TRACE_DELIVERIES", default_value = "0.01")]
+    pub trace_deliveries: f64,
+
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     #[serde(with = "duration")]

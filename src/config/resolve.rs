@@ -89,6 +89,7 @@ impl ServeArgs {
             server,
             history: self.history_settings()?,
             metrics_addr,
+            otlp: self.otlp()?,
             demo: keys.demo,
         })
     }
@@ -163,6 +164,33 @@ impl ServeArgs {
             }
         }
         Ok(())
+    }
+
+    /// Where traces go; the endpoint must be an http(s) URL, and the delivery share a ratio.
+    fn otlp(&self) -> Result<crate::telemetry::otlp::OtlpSettings, ConfigError> {
+        if !(0.0..=1.0).contains(&self.trace_deliveries) {
+            return Err(ConfigError::Invalid {
+                setting: "--trace-deliveries",
+                reason: format!("{} is not a ratio from 0 to 1", self.trace_deliveries),
+            });
+        }
+        let endpoint = self.otlp_endpoint.as_deref().map(str::trim);
+        if let Some(endpoint) = endpoint {
+            let url = reqwest::Url::parse(endpoint).map_err(|e| ConfigError::Invalid {
+                setting: "--otlp-endpoint",
+                reason: format!("{endpoint:?} is not a URL ({e})"),
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid {
+                    setting: "--otlp-endpoint",
+                    reason: format!("{endpoint:?}: expected an http:// or https:// URL"),
+                });
+            }
+        }
+        Ok(crate::telemetry::otlp::OtlpSettings {
+            endpoint: endpoint.map(str::to_owned),
+            delivery_ratio: self.trace_deliveries,
+        })
     }
 
     /// The address of a listener of its own for `/metrics`, if `--metrics` names one.

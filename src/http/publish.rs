@@ -28,8 +28,11 @@ use crate::dialect::Dialect;
 use crate::event::{generate_id, Event};
 use crate::hub::Hub;
 use crate::idempotency::{IdempotencyKey, KeyError};
+use crate::telemetry::TraceIds;
 
-/// Handles a publish.
+/// Handles a publish. With tracing on, the request is the `publish` span (continuing the
+/// request's W3C `traceparent`), and the event carries its ids to the store, the dispatch and
+/// the deliveries.
 ///
 /// # Errors
 /// `401`/`403` for authorization, `413` for a body over the limit, `415` for a body that is not a
@@ -41,6 +44,37 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if !hub.tracing().is_on() {
+        return handle(hub, config, query, headers, body, None)
+            .await
+            .map(|(response, _)| response);
+    }
+    let traceparent = headers
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    let mut span = hub.tracing().publish(traceparent);
+    let ids = span.ids();
+    let answer = handle(hub, config, query, headers, body, ids).await;
+    match &answer {
+        Ok((_, id)) => span.finish(Ok(id.as_deref().unwrap_or_default())),
+        Err(error) => span.finish(Err(&error.message)),
+    }
+    answer.map(|(response, _)| response)
+}
+
+/// The W3C Trace Context request header.
+const TRACEPARENT: &str = "traceparent";
+
+/// The publish itself: the response, and (traced only: a copy costs an allocation) the event
+/// id for the span.
+async fn handle(
+    hub: Hub,
+    config: Arc<HttpConfig>,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+    trace: Option<TraceIds>,
+) -> Result<(Response, Option<String>), ApiError> {
     let query_token = query
         .as_deref()
         .and_then(|q| query_param(q, "authorization"));
@@ -124,7 +158,9 @@ pub async fn publish(
             None => e.into(),
         })?;
     let key = idempotency_key(&headers)?;
-    let receipt = hub.publish_with_key(event, key).await?;
+    let traced = trace.is_some();
+    let receipt = hub.publish_traced(event, key, trace).await?;
+    let id = traced.then(|| receipt.id.clone());
     let mut response = (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         receipt.id,
@@ -137,7 +173,7 @@ pub async fn publish(
             http::HeaderValue::from_static("true"),
         );
     }
-    Ok(response)
+    Ok((response, id))
 }
 
 /// The response header that marks the answer to a recognised retry.

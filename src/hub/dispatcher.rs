@@ -263,7 +263,10 @@ mod tests {
                 let counter = Arc::new(CountingWaker::default());
                 let waker = Waker::from(counter.clone());
                 let mut cx = Context::from_waker(&waker);
-                assert!(subscriber.queue.poll_drain(&mut cx).is_pending());
+                assert!(subscriber
+                    .queue
+                    .poll_drain(&mut cx, &mut Default::default())
+                    .is_pending());
                 counter
             })
             .collect()
@@ -310,7 +313,10 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         for subscriber in &subscribers {
-            match subscriber.queue.poll_drain(&mut cx) {
+            match subscriber
+                .queue
+                .poll_drain(&mut cx, &mut Default::default())
+            {
                 std::task::Poll::Ready(crate::hub::subscriber::Drained::Frames(frames)) => {
                     assert_eq!(
                         frames.iter().map(|queued| queued.seq).collect::<Vec<_>>(),
@@ -364,11 +370,17 @@ mod tests {
         assert_eq!(slice.len(), WAKE_SLICE);
         let (ran, waiting) = slice.split_at(WAKE_SLICE - WAKE_SLICE / 8 - 1);
         for subscriber in ran {
-            assert!(subscriber.queue.poll_drain(&mut cx).is_ready());
+            assert!(subscriber
+                .queue
+                .poll_drain(&mut cx, &mut Default::default())
+                .is_ready());
         }
         assert!(!slices.last_slice_ran());
         // ...then one more: enough.
-        assert!(waiting[0].queue.poll_drain(&mut cx).is_ready());
+        assert!(waiting[0]
+            .queue
+            .poll_drain(&mut cx, &mut Default::default())
+            .is_ready());
         assert!(slices.last_slice_ran());
     }
 

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use super::subscriber::{CloseReason, Drained, Subscriber, SubscriberId, SubscriberInfo};
+use super::subscriber::{CloseReason, Drained, Queued, Subscriber, SubscriberId, SubscriberInfo};
 use super::Shared;
 use crate::history::{HistoryError, HistoryFuture, Page, SharedReads, Sources};
 use crate::telemetry::lag::{InFlight, PendingLag};
@@ -32,6 +32,10 @@ use crate::wire::HEARTBEAT;
 /// Most bytes joined into one item when several frames are ready: enough to turn a burst into one
 /// socket write, small enough to keep per-stream buffers bounded.
 const MAX_COALESCED_BYTES: usize = 64 * 1024;
+
+/// Most queued items the spare drain buffer keeps room for; a larger one (left by a burst) is
+/// dropped rather than kept beside the queue's own.
+const SPARE_CAPACITY: usize = 64;
 /// Events read from history at a time.
 const REPLAY_PAGE_EVENTS: usize = 256;
 /// Pages read in one poll before yielding, when they hold nothing for this subscriber.
@@ -114,6 +118,8 @@ pub struct SubscriptionStream {
     backlog: VecDeque<Ready>,
     /// The live frames of the item last handed to the writer, observed once it asks for more.
     lag: PendingLag,
+    /// The buffer the subscriber's queue gets back at the next drain (empty).
+    spare: VecDeque<Queued>,
     /// Live events up to this sequence number were covered by the replay.
     skip_through_seq: u64,
     /// Idle time before a heartbeat comment; `None` disables heartbeats.
@@ -155,6 +161,7 @@ impl SubscriptionStream {
             replay: replay.filter(|cursor| !cursor.is_done()),
             backlog: first_frame.into_iter().map(Ready::unstamped).collect(),
             lag: PendingLag::default(),
+            spare: VecDeque::new(),
             skip_through_seq,
             heartbeat,
             heartbeat_due,
@@ -330,20 +337,26 @@ impl Stream for SubscriptionStream {
             }
             // Live frames move into the backlog (dropping those the replay covered), so a close
             // that is already queued still wins over sending more.
-            match this.subscriber.queue.poll_drain(cx) {
+            match this.subscriber.queue.poll_drain(cx, &mut this.spare) {
                 Poll::Ready(Drained::Closed(reason)) => {
                     return Poll::Ready(this.end(reason));
                 }
-                Poll::Ready(Drained::Frames(frames)) => {
+                Poll::Ready(Drained::Frames(mut frames)) => {
                     let skip = this.skip_through_seq;
                     this.backlog
-                        .extend(frames.into_iter().filter(|queued| queued.seq > skip).map(
+                        .extend(frames.drain(..).filter(|queued| queued.seq > skip).map(
                             |queued| Ready {
                                 frame: queued.frame,
                                 accepted_us: queued.accepted_us,
                                 trace: queued.trace,
                             },
                         ));
+                    // Emptied, it is the queue's buffer at the next drain (a burst's capacity
+                    // is not kept twice).
+                    if frames.capacity() > SPARE_CAPACITY {
+                        frames = VecDeque::new();
+                    }
+                    this.spare = frames;
                     continue;
                 }
                 Poll::Pending => {}

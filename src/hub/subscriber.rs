@@ -299,12 +299,20 @@ impl SubscriberQueue {
 
     /// Takes every queued frame, or reports the close, or registers the waker.
     ///
+    /// The frames come in the queue's own buffer, and `spare` (the buffer of the drain before,
+    /// emptied by the stream) takes its place: a stream in steady state allocates nothing to
+    /// take its frames.
+    ///
     /// A closed queue ends the stream at once, even with frames left: the client is either too
     /// slow or being sent away, and replays what it missed when it reconnects.
     ///
     /// The waker is kept only while the stream waits here: a stream busy writing (or blocked
     /// on its socket) is not waiting for frames, so a push must not schedule a wake for it.
-    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drained> {
+    pub(crate) fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        spare: &mut VecDeque<Queued>,
+    ) -> Poll<Drained> {
         let mut state = self.lock();
         state.woken = false;
         if let Some(reason) = state.closed {
@@ -313,7 +321,9 @@ impl SubscriberQueue {
         }
         if !state.frames.is_empty() {
             state.waker = None;
-            return Poll::Ready(Drained::Frames(std::mem::take(&mut state.frames)));
+            spare.clear();
+            let frames = std::mem::replace(&mut state.frames, std::mem::take(spare));
+            return Poll::Ready(Drained::Frames(frames));
         }
         match &state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -348,7 +358,7 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
-            queue.poll_drain(&mut cx),
+            queue.poll_drain(&mut cx, &mut VecDeque::new()),
             Poll::Ready(Drained::Closed(CloseReason::SlowConsumer))
         ));
     }
@@ -361,7 +371,7 @@ mod tests {
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        match queue.poll_drain(&mut cx) {
+        match queue.poll_drain(&mut cx, &mut VecDeque::new()) {
             Poll::Ready(Drained::Frames(frames)) => {
                 assert_eq!(
                     frames.iter().map(|queued| queued.seq).collect::<Vec<_>>(),
@@ -370,7 +380,7 @@ mod tests {
             }
             _ => panic!("expected frames"),
         }
-        assert!(queue.poll_drain(&mut cx).is_pending());
+        assert!(queue.poll_drain(&mut cx, &mut VecDeque::new()).is_pending());
     }
 
     #[test]
@@ -388,8 +398,11 @@ mod tests {
         );
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(queue.poll_drain(&mut cx).is_ready());
-        assert!(queue.poll_drain(&mut cx).is_pending(), "now waiting");
+        assert!(queue.poll_drain(&mut cx, &mut VecDeque::new()).is_ready());
+        assert!(
+            queue.poll_drain(&mut cx, &mut VecDeque::new()).is_pending(),
+            "now waiting"
+        );
         assert_eq!(
             queue.push(Queued::plain(2, frame())),
             Pushed {
