@@ -70,7 +70,9 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
     let mut router = Router::new()
         .route(
             MERCURE_PATH,
-            get(subscribe::subscribe).post(publish::publish),
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(subscribe::other_method),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));

@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::{bearer, query_param, HttpConfig, MERCURE_PATH};
 use crate::auth::{TokenError, TokenSource};
 use crate::dialect::Dialect;
-use crate::event::{generate_id, Event};
+use crate::event::{generate_id, Event, EventError};
 use crate::hub::Hub;
 use crate::idempotency::{IdempotencyKey, KeyError};
 use crate::telemetry::TraceIds;
@@ -149,6 +149,18 @@ async fn handle(
     check_reserved_namespace(&event.topics)?;
     if resolved.dialect == Dialect::Draft08 {
         check_draft08(&event)?;
+        // draft-08 §Publication: a request over a size limit (topics per update, a field's
+        // length) is 413; draft-07 clients keep the 400 they always got.
+        match event.validate(&hub.config().event_limits) {
+            Err(error @ (EventError::TooManyTopics { .. } | EventError::FieldTooLong { .. })) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    error.to_string(),
+                ))
+            }
+            Err(error) => return Err(error.into()),
+            Ok(()) => {}
+        }
     }
     grant
         .check_topics(&event.topics)

@@ -10,6 +10,7 @@
 //! `EventSource.onopen` fires immediately. The response carries the [`EventStream`] extension:
 //! that, not its content type, is how [`crate::server`] knows to write it as a stream.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,8 +62,18 @@ pub async fn subscribe(
     request: Request,
 ) -> Result<Response, ApiError> {
     let max_exact_bytes = hub.config().event_limits.max_field_bytes;
-    let query = SubscribeQuery::parse(request.uri().query().unwrap_or(""), max_exact_bytes);
-    let headers = request.headers();
+    let (parts, body) = request.into_parts();
+    let query_text = parts.uri.query().unwrap_or("");
+    let query = if parts.method.as_str() == QUERY {
+        let form = read_form_body(&config, &parts.headers, body).await?;
+        let form = std::str::from_utf8(&form).map_err(|_| {
+            ApiError::bad_request("the body is not UTF-8 (application/x-www-form-urlencoded)")
+        })?;
+        SubscribeQuery::parse_union(query_text, form, max_exact_bytes)
+    } else {
+        SubscribeQuery::parse(query_text, max_exact_bytes)
+    };
+    let headers = &parts.headers;
     // An access token in the URL is draft-08's `invalid_request` (RFC 6750), which says more
     // than "mixes the dialects".
     bearer::draft08_token(
@@ -121,8 +132,8 @@ pub async fn subscribe(
         ),
         _ => query.last_event_id.filter(|id| !id.is_empty()),
     };
-    let remote_addr = request
-        .extensions()
+    let remote_addr = parts
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
 
@@ -184,9 +195,30 @@ impl SubscribeQuery {
     /// format characters, and exact matchers at most `max_exact_bytes` long (a longer one
     /// could never match a publishable topic).
     fn parse(query: &str, max_exact_bytes: usize) -> Self {
+        Self::parse_pairs(
+            dialect::form_pairs(query).map(|(name, value)| (Component::Query, name, value)),
+            max_exact_bytes,
+        )
+    }
+
+    /// A `QUERY` request's parameters: the union of the query component's and the body's
+    /// (draft-08 §Subscription), as if they had all appeared in one; `last_event_id`, single-
+    /// valued, is taken from the query component when both have it.
+    fn parse_union(query: &str, body: &str, max_exact_bytes: usize) -> Self {
+        let in_query =
+            dialect::form_pairs(query).map(|(name, value)| (Component::Query, name, value));
+        let in_body = dialect::form_pairs(body).map(|(name, value)| (Component::Body, name, value));
+        Self::parse_pairs(in_query.chain(in_body), max_exact_bytes)
+    }
+
+    fn parse_pairs<'a>(
+        pairs: impl Iterator<Item = (Component, Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+        max_exact_bytes: usize,
+    ) -> Self {
         let mut parsed = Self::default();
-        let mut last_event_ids = 0;
-        for (name, value) in dialect::form_pairs(query) {
+        // `last_event_id`s seen in the query component and in the body.
+        let mut last_event_ids = [0u32; 2];
+        for (component, name, value) in pairs {
             let name = String::from_utf8_lossy(&name);
             parsed.markers.note_param(&name);
             match name.as_ref() {
@@ -204,16 +236,21 @@ impl SubscribeQuery {
                         .get_or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
                 }
                 "last_event_id" => {
-                    // draft-08 §Subscription: single-valued.
-                    last_event_ids += 1;
-                    if last_event_ids > 1 {
+                    // draft-08 §Subscription: single-valued within a component; the query
+                    // component's wins over the body's.
+                    let seen = &mut last_event_ids[component as usize];
+                    *seen += 1;
+                    if *seen > 1 {
                         parsed.refuse(ApiError::bad_request(
                             "`last_event_id` is single-valued: give it once (the Last-Event-ID header, when sent, wins over it)",
                         ));
                         continue;
                     }
                     match draft08_value("last_event_id", &value) {
-                        Ok(id) => parsed.last_event_id = Some(id),
+                        Ok(id) if component == Component::Query || last_event_ids[0] == 0 => {
+                            parsed.last_event_id = Some(id);
+                        }
+                        Ok(_) => {}
                         Err(error) => parsed.refuse(error),
                     }
                 }
@@ -249,6 +286,76 @@ impl SubscribeQuery {
         }
         Ok(TopicMatcher { kind, value })
     }
+}
+
+/// Where a subscription parameter came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Component {
+    /// The URL's query component.
+    Query = 0,
+    /// The body of a `QUERY` request.
+    Body = 1,
+}
+
+/// The `QUERY` method (RFC 10008): a safe request whose body carries what a `GET` carries in
+/// its query, for matcher lists too long for a URL (draft-08 §Subscription).
+pub const QUERY: &str = "QUERY";
+
+/// The body of a `QUERY` subscription: `application/x-www-form-urlencoded`, at most
+/// `--max-publish-bytes`.
+async fn read_form_body(
+    config: &HttpConfig,
+    headers: &http::HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(str::trim);
+    if !essence.is_some_and(|e| e.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a QUERY subscription's body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let limit = config.max_publish_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the {limit}-byte limit (or was cut off)"),
+        )
+    };
+    if usize::try_from(http_body::Body::size_hint(&body).lower()).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// `/.well-known/mercure` with a method other than `GET` and `POST`: `QUERY` subscribes, any
+/// other is `405` with the methods the endpoint takes.
+pub async fn other_method(
+    hub: State<Hub>,
+    config: State<Arc<HttpConfig>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if request.method().as_str() == QUERY {
+        return subscribe(hub, config, request).await;
+    }
+    let mut response = axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed here: GET (or QUERY) subscribes, POST publishes",
+            request.method()
+        ),
+    ));
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, QUERY"),
+    );
+    Ok(response)
 }
 
 /// A draft-08 parameter value: UTF-8, without C0/C1 controls, DEL or format characters

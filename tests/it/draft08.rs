@@ -563,3 +563,156 @@ async fn a_browser_event_source_speaks_draft08_and_resumes_with_its_header() {
     )
     .await;
 }
+
+// Row "Subscription request": `QUERY` with the matchers in a form body (draft-08 §Subscription).
+
+/// A `QUERY` subscription to `url?query` with `body` (form-encoded unless `content_type`).
+fn query_request(
+    url: &str,
+    query: &str,
+    body: &str,
+    content_type: &str,
+) -> reqwest::RequestBuilder {
+    let method = reqwest::Method::from_bytes(b"QUERY").expect("method");
+    reqwest::Client::new()
+        .request(method, format!("{url}?{query}"))
+        .header("accept", "text/event-stream")
+        .header("content-type", content_type)
+        .body(body.to_owned())
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[tokio::test]
+async fn a_query_subscription_takes_the_union_of_its_query_and_its_body() {
+    let hub = TestHub::start(config()).await;
+    for (topic, id) in [("a", "old-a"), ("b", "old-b")] {
+        hub.publish(&[("topic", topic), ("id", id)]).await;
+    }
+    // Matchers in both components; `last_event_id` in both: the query component's wins.
+    let mut sub = SseClient::send(query_request(
+        &hub.url,
+        "match=c&last_event_id=old-a",
+        "match=a&match=b&last_event_id=nonexistent",
+        FORM,
+    ))
+    .await;
+    assert_eq!(sub.status, 200);
+    assert_eq!(sub.header("mercure-last-event-id"), Some("old-a"));
+    assert_eq!(sub.next_event().await.id, "old-b", "replay after old-a");
+    for topic in ["a", "d", "b", "c"] {
+        hub.publish(&[("topic", topic), ("id", &format!("new-{topic}"))])
+            .await;
+    }
+    assert_eq!(
+        sub.next_ids(3).await,
+        ["new-a", "new-b", "new-c"],
+        "a and b from the body, c from the query; never d"
+    );
+
+    // The body's values follow the same rules as the query's.
+    let refusals = [
+        (
+            query_request(&hub.url, "", "match_bogus=x", FORM),
+            400,
+            "reserved",
+        ),
+        (
+            query_request(
+                &hub.url,
+                "",
+                "match=a&last_event_id=x&last_event_id=y",
+                FORM,
+            ),
+            400,
+            "single-valued",
+        ),
+        (
+            query_request(&hub.url, "", "match=a%07", FORM),
+            400,
+            "control",
+        ),
+        (
+            query_request(&hub.url, "", "match=a", "text/plain"),
+            415,
+            "x-www-form-urlencoded",
+        ),
+        (
+            query_request(
+                &hub.url,
+                "",
+                &format!("match={}", "a".repeat(2 << 20)),
+                FORM,
+            ),
+            413,
+            "limit",
+        ),
+        (query_request(&hub.url, "", "", FORM), 400, "topic"),
+    ];
+    for (request, status, says) in refusals {
+        let response = request.send().await.expect("answer");
+        assert_eq!(response.status().as_u16(), status);
+        let body = tokio::time::timeout(Duration::from_secs(2), response.text())
+            .await
+            .expect("an error answer ends")
+            .expect("body");
+        assert!(body.contains(says), "{status} should say {says:?}: {body}");
+    }
+
+    // Other methods are told which ones the endpoint takes.
+    let response = reqwest::Client::new()
+        .put(&hub.url)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD, POST, QUERY");
+    assert!(response.text().await.expect("body").contains("QUERY"));
+}
+
+// Row "Authorization on replay": a replayed private update is checked against the current token.
+
+#[tokio::test]
+async fn replayed_private_updates_are_authorized_by_the_current_token() {
+    let hub = TestHub::start(config()).await;
+    let (_, private) = hub
+        .publish(&[("topic", "p"), ("private", "on"), ("data", "secret")])
+        .await;
+    let (_, public) = hub.publish(&[("topic", "p"), ("data", "public")]).await;
+    let resume = |token: String| {
+        let url = format!("{}?match=p&last_event_id=earliest", hub.url);
+        async move { SseClient::open(&url, &[("authorization", &format!("Bearer {token}"))]).await }
+    };
+    let mut allowed = resume(at_jwt(serde_json::json!({ "subscribe": ["p"] }))).await;
+    assert_eq!(allowed.next_ids(2).await, [private.clone(), public.clone()]);
+    // A token for other topics replays the public update, and not the private one before it.
+    let mut other = resume(at_jwt(serde_json::json!({ "subscribe": ["q"] }))).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.next_event().await.id, public);
+    assert!(!String::from_utf8_lossy(&other.raw).contains("secret"));
+}
+
+// Row "Limits": a draft-08 publish over the hub's limits is 413 (draft-07 keeps its 400).
+
+#[tokio::test]
+async fn a_draft08_publish_over_the_limits_is_413_and_a_draft07_one_400() {
+    let hub = TestHub::start(config()).await;
+    let many: Vec<(&str, String)> = (0..65).map(|i| ("topic", format!("t{i}"))).collect();
+    let long_id = "x".repeat(5000);
+    let forms: [Vec<(&str, String)>; 2] = [many, vec![("topic", "t".into()), ("id", long_id)]];
+    for form in forms {
+        for (token, status) in [(publisher_at_jwt(), 413), (publisher_token(&["*"]), 400)] {
+            let response = reqwest::Client::new()
+                .post(&hub.url)
+                .bearer_auth(&token)
+                .form(&form)
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(response.status().as_u16(), status);
+            let body = response.text().await.expect("body");
+            assert!(body.contains("too"), "{body}");
+        }
+    }
+    assert_eq!(hub.hub.history_len(), 0, "nothing stored");
+}

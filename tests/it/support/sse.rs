@@ -44,6 +44,12 @@ impl SseClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        Self::send(request).await
+    }
+
+    /// Sends `request` (any method), failing the test if it cannot connect or the headers do
+    /// not arrive within 5 s; its answer read as a stream.
+    pub async fn send(request: reqwest::RequestBuilder) -> Self {
         let response = tokio::time::timeout(Duration::from_secs(5), request.send())
             .await
             .expect("response headers within 5 s")
