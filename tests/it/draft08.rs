@@ -564,7 +564,7 @@ async fn a_browser_event_source_speaks_draft08_and_resumes_with_its_header() {
     .await;
 }
 
-// Row "Subscription request": `QUERY` with the matchers in a form body (draft-08 §Subscription).
+// Beyond the table, draft-08 §Subscription: `QUERY` with the matchers in a form body.
 
 /// A `QUERY` subscription to `url?query` with `body` (form-encoded unless `content_type`).
 fn query_request(
@@ -670,7 +670,7 @@ async fn a_query_subscription_takes_the_union_of_its_query_and_its_body() {
     assert!(response.text().await.expect("body").contains("QUERY"));
 }
 
-// Row "Authorization on replay": a replayed private update is checked against the current token.
+// Beyond the table, draft-08 §Reconciliation: a replayed private update is checked against the current token.
 
 #[tokio::test]
 async fn replayed_private_updates_are_authorized_by_the_current_token() {
@@ -692,7 +692,7 @@ async fn replayed_private_updates_are_authorized_by_the_current_token() {
     assert!(!String::from_utf8_lossy(&other.raw).contains("secret"));
 }
 
-// Row "Limits": a draft-08 publish over the hub's limits is 413 (draft-07 keeps its 400).
+// Beyond the table, draft-08 §Publication: a draft-08 publish over the hub's limits is 413 (draft-07 keeps its 400).
 
 #[tokio::test]
 async fn a_draft08_publish_over_the_limits_is_413_and_a_draft07_one_400() {
