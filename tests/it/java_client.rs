@@ -1,16 +1,18 @@
 //! The JDK-only publisher `examples/java/Publish.java` (docs/SPRING.md), run with `java` in
 //! source-file mode against the real binary: its public and private updates reach the
 //! subscribers they should and no other, its retries with one `Idempotency-Key` store one
-//! event, and its help and errors say what to do. `scripts/test` installs Debian's
+//! event, it retries a `503` until the hub can store the update, and its help and errors say
+//! what to do. `scripts/test` installs Debian's
 //! `default-jdk-headless`; without `java` these tests fail rather than skip.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::support::binary::{clear_ssehub_env, BinaryHub};
+use crate::support::redis::RedisServer;
 use crate::support::{publish_with, publisher_token, subscriber_token, SseClient, SECRET};
 
 /// `java examples/java/Publish.java` with no `SSEHUB_*` variable but those in `env`.
@@ -56,6 +58,87 @@ async fn publish_ok(args: &[&str], env: &[(&str, &str)]) -> String {
     let id = stdout(&output);
     assert!(!id.is_empty(), "no id printed; stderr: {}", stderr(&output));
     id
+}
+
+/// A publisher running in the background, its stderr read line by line, so a test can act
+/// between two of its attempts. Killed on drop if still running.
+struct RunningPublish {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl RunningPublish {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = publish_command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("java runs (scripts/test installs default-jdk-headless)");
+        let (lines, stderr_lines) = mpsc::channel();
+        let child_stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr_lines,
+        }
+    }
+
+    /// Waits (at most 60 s) for a stderr line containing every one of `parts`.
+    async fn wait_for_stderr(&mut self, parts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut before = Vec::new();
+        loop {
+            match self.stderr_lines.try_recv() {
+                Ok(line) if parts.iter().all(|part| line.contains(part)) => return,
+                Ok(line) => before.push(line),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    panic!("Publish.java ended without printing {parts:?}: {before:?}")
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "Publish.java printed no line with {parts:?} within 60 s: {before:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits (at most 60 s) for the publisher to exit; returns its status and what it printed.
+    async fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Publish.java did not finish within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout.read_to_string(&mut out).expect("stdout");
+        }
+        (status, out.trim().to_owned())
+    }
+}
+
+impl Drop for RunningPublish {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// A hub (the binary) with the test key, anonymous subscribers allowed, history in memory.
@@ -238,54 +321,14 @@ async fn java_retries_until_a_late_hub_answers_and_one_key_stores_one_event() {
     ];
     let env = [("SSEHUB_URL", url.as_str()), ("SSEHUB_JWT_KEY", SECRET)];
 
-    let mut child = publish_command(&args, &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("java runs (scripts/test installs default-jdk-headless)");
-    let (lines, seen) = mpsc::channel();
-    let child_stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut publisher = RunningPublish::spawn(&args, &env);
     // Start the hub only once the publisher has failed to connect and said it retries.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut before = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = seen.recv_timeout(left) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("Publish.java reported no failed attempt within 60 s: {before:?}");
-        };
-        if line.contains("cannot connect") && line.contains("retrying") {
-            break;
-        }
-        before.push(line);
-    }
+    publisher
+        .wait_for_stderr(&["cannot connect", "retrying"])
+        .await;
     let port_arg = format!("127.0.0.1:{port}");
     let hub = start_hub(&["--addr", &port_arg]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("Publish.java did not finish within 60 s of the hub starting");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut id = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut out, &mut id).expect("stdout");
-    }
-    let id = id.trim().to_owned();
+    let (status, id) = publisher.finish().await;
     assert!(status.success(), "Publish.java: {status}");
     assert!(id.starts_with("urn:uuid:"), "printed id: {id:?}");
 
@@ -320,4 +363,57 @@ async fn java_retries_until_a_late_hub_answers_and_one_key_stores_one_event() {
     )
     .await;
     assert_eq!(replay.next_ids(2).await, [id, marker]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_retries_a_503_until_the_hub_can_store_the_update_and_it_is_delivered_once() {
+    // A hub on a Redis of its own, without a spool: while Redis is away a publish gets 503.
+    let mut redis = RedisServer::start(false).await;
+    let redis_url = redis.url();
+    let hub = BinaryHub::start(
+        &[
+            "--jwt-key",
+            SECRET,
+            "--anonymous",
+            "--history",
+            "redis",
+            "--redis-url",
+            &redis_url,
+            "--spool-max-events",
+            "0",
+        ],
+        &[],
+    );
+    redis.stop();
+    let topic = "https://example.com/orders/8";
+    let mut publisher = RunningPublish::spawn(
+        &["--topic", topic, "--data", "paid", "--attempts", "30"],
+        &[("SSEHUB_URL", hub.url.as_str()), ("SSEHUB_JWT_KEY", SECRET)],
+    );
+    // Bring Redis back only once the publisher was refused with a 503 and said it retries.
+    publisher
+        .wait_for_stderr(&["the hub answered 503", "retrying"])
+        .await;
+    redis.restart().await;
+    let (status, id) = publisher.finish().await;
+    assert!(status.success(), "Publish.java: {status}");
+
+    let (status, marker) = publish_with(
+        &hub.url,
+        &publisher_token(&["*"]),
+        &[("topic", topic), ("data", "marker")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut replay = SseClient::open(
+        &format!("{}?topic={topic}&lastEventID=earliest", hub.url),
+        &[],
+    )
+    .await;
+    let first = replay.next_event().await;
+    assert_eq!(
+        (first.id.as_str(), first.data.as_str()),
+        (id.as_str(), "paid")
+    );
+    assert_eq!(replay.next_event().await.id, marker);
 }
