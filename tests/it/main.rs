@@ -22,6 +22,7 @@ mod fanout;
 mod fuzz_regressions;
 mod hostile;
 mod idempotency;
+mod java_client;
 mod kubernetes;
 mod lifecycle;
 mod linger;
