@@ -24,12 +24,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
-    let hub = Hub::builder(settings.hub)
+    let mut builder = Hub::builder(settings.hub)
         .history(history)
-        .shutdown(shutdown.child_token())
-        .build()
-        .await
-        .context("starting the hub")?;
+        .shutdown(shutdown.child_token());
+    if let Some(webhook) = settings.webhook {
+        info!(url = %webhook.config().url, instance = %webhook.config().instance, "webhook on");
+        builder = builder.webhook(webhook);
+    }
+    let hub = builder.build().await.context("starting the hub")?;
     let scheme = if settings.server.tls.is_some() {
         "https"
     } else {
