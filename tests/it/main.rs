@@ -41,3 +41,4 @@ mod subscribe;
 mod subscriptions;
 mod systemd;
 mod tls;
+mod webhook;
