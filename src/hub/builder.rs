@@ -1,5 +1,6 @@
 //! Building a [`Hub`]: its store, its shutdown token, the lifecycle hooks, and the tasks it
-//! starts (writer, dispatcher, feed of a shared log, subscription events, replay-page expiry).
+//! starts (writer, dispatcher, feed of a shared log, subscription events, webhook delivery,
+//! replay-page expiry).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

@@ -378,6 +378,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_close_before_the_open_announces_both_in_order_and_once() {
+        let said = std::cell::RefCell::new(Vec::new());
+        let say = |what: &'static str| said.borrow_mut().push(what);
+        // The usual order.
+        let announcements = Announcements::default();
+        announcements.opened(|| say("opened"));
+        announcements.closed(|| say("opened again"), || say("closed"));
+        announcements.closed(|| say("opened again"), || say("closed again"));
+        assert_eq!(*said.borrow(), ["opened", "closed"]);
+        // The dispatcher closed it (shutdown) before the subscribing task announced it.
+        said.borrow_mut().clear();
+        let announcements = Announcements::default();
+        announcements.closed(|| say("opened"), || say("closed"));
+        announcements.opened(|| say("opened late"));
+        assert_eq!(*said.borrow(), ["opened", "closed"]);
+    }
+
+    #[test]
     fn overflow_closes_and_drops_the_backlog() {
         let queue = SubscriberQueue::new(2);
         let push = |seq, frame: &'static [u8]| {
