@@ -23,6 +23,8 @@
 //!   shutdown, and the direct writer for plain HTTP/1.1 streams (the `GET`s of
 //!   [`server::ServerOptions::subscribe_path`] whose answer is marked as an event stream).
 //! - [`metrics`]: Prometheus metrics, one registry per hub.
+//! - `webhook`: subscription opened/closed notifications and periodic full lists POSTed,
+//!   signed, to a URL (cargo feature `webhook`, part of `cli`; docs/WEBHOOKS.md).
 //! - `config` and `cli`: settings and the `ssehub` command line (cargo feature `cli`, on by
 //!   default; an application embedding the hub can leave it out with `default-features = false`,
 //!   and with it clap, reqwest, figment and the load generator).
@@ -91,6 +93,8 @@
 pub mod auth;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(any(feature = "jwks", feature = "webhook"))]
+mod client_tls;
 #[cfg(feature = "cli")]
 pub mod config;
 pub mod dialect;
@@ -106,6 +110,8 @@ pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod topic;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 pub mod wire;
 
 pub use event::Event;

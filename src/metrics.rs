@@ -33,6 +33,23 @@ pub struct ConnectionMetrics {
     pub rejected: Family<Reason, Counter<u64, AtomicU64>>,
 }
 
+/// Webhook figures, updated by the notification queue and the delivery task
+/// ([`crate::webhook`]); they stay at 0 without a webhook.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookMetrics {
+    /// Notifications waiting to be delivered.
+    pub queued: Gauge<i64, AtomicI64>,
+    /// Notifications dropped, oldest first, because the queue was full (the receiver was down
+    /// or slow for too long).
+    pub dropped: Counter<u64, AtomicU64>,
+    /// Notifications delivered (a 2xx answer to the batch that carried them).
+    pub delivered: Counter<u64, AtomicU64>,
+    /// Full lists of the active subscriptions delivered.
+    pub full_lists: Counter<u64, AtomicU64>,
+    /// Requests that failed (no answer, a timeout, or a status other than 2xx); each is retried.
+    pub failed_attempts: Counter<u64, AtomicU64>,
+}
+
 /// The hub's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +106,8 @@ pub struct Metrics {
     pub ready: Gauge<i64, AtomicI64>,
     /// Client connections; give these to [`crate::server::ServerOptions::metrics`].
     pub connections: ConnectionMetrics,
+    /// Webhook deliveries.
+    pub webhook: WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -125,6 +144,7 @@ impl Metrics {
             history_max_bytes: Gauge::default(),
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
+            webhook: WebhookMetrics::default(),
         };
         metrics.registry.register(
             "subscribers_connected",
@@ -236,6 +256,31 @@ impl Metrics {
             "connections_rejected",
             "Connections closed at once by a connection limit, by limit",
             metrics.connections.rejected.clone(),
+        );
+        metrics.registry.register(
+            "webhook_queued",
+            "Webhook notifications waiting to be delivered",
+            metrics.webhook.queued.clone(),
+        );
+        metrics.registry.register(
+            "webhook_dropped",
+            "Webhook notifications dropped, oldest first, because the queue was full",
+            metrics.webhook.dropped.clone(),
+        );
+        metrics.registry.register(
+            "webhook_delivered",
+            "Webhook notifications delivered (a 2xx answer to their batch)",
+            metrics.webhook.delivered.clone(),
+        );
+        metrics.registry.register(
+            "webhook_full_lists",
+            "Webhook full lists of the active subscriptions delivered",
+            metrics.webhook.full_lists.clone(),
+        );
+        metrics.registry.register(
+            "webhook_failed_attempts",
+            "Webhook requests that failed (no answer, timeout, non-2xx) and will be retried",
+            metrics.webhook.failed_attempts.clone(),
         );
         metrics.registry.register(
             "ready",

@@ -372,30 +372,13 @@ fn write(lock: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
 /// system's roots; no redirects (a key set URL is configured exactly).
 #[cfg(feature = "jwks")]
 mod client {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::JwksError;
 
     pub(super) fn build(timeout: Duration) -> Result<reqwest::Client, JwksError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
+        let tls = crate::client_tls::platform_config("key sets")
             .map_err(|e| JwksError::Fetch(format!("TLS setup: {e}")))?;
-        let tls = match rustls_platform_verifier::Verifier::new(provider) {
-            Ok(verifier) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth(),
-            // Without system roots, https:// key sets fail verification (and say so);
-            // http:// ones still work.
-            Err(error) => {
-                tracing::warn!(%error, "no system roots: https:// key sets cannot be verified");
-                builder
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }
-        };
         reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(timeout)

@@ -40,13 +40,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "exporting traces over OTLP"
         );
     }
-    let hub = Hub::builder(settings.hub)
+    let mut builder = Hub::builder(settings.hub)
         .history(history)
         .tracing(tracing)
-        .shutdown(shutdown.child_token())
-        .build()
-        .await
-        .context("starting the hub")?;
+        .shutdown(shutdown.child_token());
+    if let Some(webhook) = settings.webhook {
+        info!(url = %webhook.config().url, instance = %webhook.config().instance, "webhook on");
+        builder = builder.webhook(webhook);
+    }
+    let hub = builder.build().await.context("starting the hub")?;
     let scheme = if settings.server.tls.is_some() {
         "https"
     } else {

@@ -182,6 +182,48 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_SUBSCRIPTIONS")]
     pub subscriptions: bool,
 
+    /// POST subscription notifications (opened, closed) and a periodic full list of this
+    /// instance's active subscriptions to this URL, signed with --webhook-secret
+    /// (docs/WEBHOOKS.md).
+    #[arg(
+        long,
+        env = "SSEHUB_WEBHOOK",
+        value_name = "URL",
+        requires = "webhook_secret"
+    )]
+    pub webhook: Option<String>,
+
+    /// The HMAC-SHA256 key of the webhook's `Ssehub-Signature` header, shared with the
+    /// receiver.
+    #[arg(
+        long,
+        env = "SSEHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        requires = "webhook"
+    )]
+    pub webhook_secret: Option<String>,
+
+    /// Webhook notifications held while the receiver is down or slow; beyond it the oldest are
+    /// dropped (counted in ssehub_webhook_dropped_total).
+    #[arg(long, env = "SSEHUB_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub webhook_queue: usize,
+
+    /// The longest one webhook request may take, answer included.
+    #[arg(long, env = "SSEHUB_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
+
+    /// The longest wait between two attempts to deliver to a webhook receiver that is down
+    /// (the wait doubles from 200 ms per failure, with jitter).
+    #[arg(long, env = "SSEHUB_WEBHOOK_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub webhook_max_backoff: Duration,
+
+    /// Time between two webhook full lists of this instance's active subscriptions.
+    #[arg(long, env = "SSEHUB_WEBHOOK_FULL_LIST_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[serde(with = "duration")]
+    pub webhook_full_list_interval: Duration,
+
     /// Serve a demo page at `/`, and `GET /demo/token`, which hands anyone a 10-minute token to
     /// publish under `https://example.com/demo`: NEVER in production. Needs an HMAC key (HS*).
     #[arg(long, env = "SSEHUB_DEMO")]

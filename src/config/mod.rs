@@ -54,6 +54,8 @@ pub struct Settings {
     /// With `--demo`: the signer of the demo page's publisher tokens (the publisher key, which
     /// the hub itself only uses to verify).
     pub demo: Option<JwtSigner>,
+    /// With `--webhook`: the checked webhook for [`crate::HubBuilder::webhook`].
+    pub webhook: Option<crate::webhook::Webhook>,
 }
 
 /// A setting that cannot be used.
@@ -309,6 +311,62 @@ mod tests {
             settings.server.lingering_timeout,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn webhook_settings_reach_the_webhook_and_bad_ones_are_named() {
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--webhook",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            "s",
+            "--webhook-queue",
+            "3",
+            "--webhook-max-backoff",
+            "2s",
+            "--webhook-full-list-interval",
+            "10s",
+            "--webhook-timeout",
+            "1s",
+        ])
+        .expect("parses");
+        let settings = args.serve.resolve().expect("valid");
+        let webhook = settings.webhook.expect("a webhook");
+        let config = webhook.config();
+        assert_eq!(config.url, "http://127.0.0.1:9/hook");
+        assert_eq!(config.queue_capacity, 3);
+        assert_eq!(config.max_backoff, Duration::from_secs(2));
+        assert_eq!(config.full_list_interval, Duration::from_secs(10));
+        assert_eq!(config.timeout, Duration::from_secs(1));
+        assert!(
+            !format!("{config:?}").contains("\"s\""),
+            "the secret is redacted"
+        );
+        assert!(parse(&["--jwt-key", "k", "--webhook", "http://x/"]).is_err());
+        assert!(parse(&["--jwt-key", "k", "--webhook-secret", "s"]).is_err());
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--webhook",
+            "ftp://x/",
+            "--webhook-secret",
+            "s",
+        ])
+        .expect("parses");
+        let error = args.serve.resolve().expect_err("not http").to_string();
+        assert!(
+            error.starts_with("--webhook") && error.contains("ftp://x/"),
+            "{error}"
+        );
+        assert!(parse(&["--jwt-key", "k"])
+            .expect("parses")
+            .serve
+            .resolve()
+            .expect("valid")
+            .webhook
+            .is_none());
     }
 
     #[test]

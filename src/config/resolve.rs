@@ -91,7 +91,31 @@ impl ServeArgs {
             metrics_addr,
             otlp: self.otlp()?,
             demo: keys.demo,
+            webhook: self.webhook()?,
         })
+    }
+
+    /// The webhook of `--webhook` (clap requires `--webhook-secret` with it), checked.
+    fn webhook(&self) -> Result<Option<crate::webhook::Webhook>, ConfigError> {
+        let (Some(url), Some(secret)) = (&self.webhook, &self.webhook_secret) else {
+            return Ok(None);
+        };
+        let config = crate::webhook::WebhookConfig {
+            queue_capacity: positive("--webhook-queue", self.webhook_queue)?,
+            timeout: positive_duration("--webhook-timeout", self.webhook_timeout)?,
+            max_backoff: positive_duration("--webhook-max-backoff", self.webhook_max_backoff)?,
+            full_list_interval: positive_duration(
+                "--webhook-full-list-interval",
+                self.webhook_full_list_interval,
+            )?,
+            ..crate::webhook::WebhookConfig::new(url.clone(), secret.clone())
+        };
+        crate::webhook::Webhook::new(config)
+            .map(Some)
+            .map_err(|error| ConfigError::Invalid {
+                setting: "--webhook",
+                reason: error.to_string(),
+            })
     }
 
     /// The token verifiers (`--jwt-key` is the fallback of both) and, with `--demo`, its signer.

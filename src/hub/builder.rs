@@ -1,5 +1,6 @@
 //! Building a [`Hub`]: its store, its shutdown token, the lifecycle hooks, and the tasks it
-//! starts (writer, dispatcher, feed of a shared log, subscription events, replay-page expiry).
+//! starts (writer, dispatcher, feed of a shared log, subscription events, webhook delivery,
+//! replay-page expiry).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -44,12 +45,35 @@ pub struct HubBuilder {
     pub(super) shutdown: Option<CancellationToken>,
     pub(super) hooks: Hooks,
     pub(super) tracing: Tracing,
+    #[cfg(feature = "webhook")]
+    pub(super) webhook: Option<crate::webhook::Webhook>,
 }
 
 impl HubBuilder {
     /// Makes spans of each publish with `tracing` ([`crate::telemetry`]; off by default).
     pub fn tracing(mut self, tracing: Tracing) -> Self {
         self.tracing = tracing;
+        self
+    }
+
+    /// Posts subscription notifications (opened, closed) and periodic full lists of the open
+    /// subscriptions to `webhook`'s URL, signed ([`crate::webhook`], docs/WEBHOOKS.md).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ssehub::webhook::{Webhook, WebhookConfig};
+    /// use ssehub::{Hub, HubConfig};
+    ///
+    /// let config = WebhookConfig::new("https://app.example/hooks/ssehub", "a shared secret");
+    /// let hub = Hub::builder(HubConfig::default())
+    ///     .webhook(Webhook::new(config)?)
+    ///     .build()
+    ///     .await?;
+    /// # hub.shutdown().await; Ok(()) }
+    /// ```
+    #[cfg(feature = "webhook")]
+    pub fn webhook(mut self, webhook: crate::webhook::Webhook) -> Self {
+        self.webhook = Some(webhook);
         self
     }
 
@@ -100,11 +124,18 @@ impl HubBuilder {
         } else {
             (None, None)
         };
+        let metrics = Metrics::new();
+        #[cfg(feature = "webhook")]
+        let webhook = self
+            .webhook
+            .map(|webhook| webhook.start(metrics.webhook.clone()));
         let shared = Arc::new(Shared {
             registry: Registry::new(64, config.max_subscribers),
             hooks: self.hooks,
-            metrics: Metrics::new(),
+            metrics,
             subscription_events: subscription_tx,
+            #[cfg(feature = "webhook")]
+            webhook: webhook.as_ref().map(|(queue, _)| queue.clone()),
             last_dispatched: Mutex::new(newest_stored(&history).await),
             tracing: self.tracing,
         });
@@ -145,6 +176,15 @@ impl HubBuilder {
             run_dispatcher(dispatch_rx, shared.clone(), config.max_queued_bytes)
                 .instrument(info_span!("hub_dispatcher")),
         );
+        #[cfg(feature = "webhook")]
+        if let Some((_, delivery)) = webhook {
+            let subscriptions = shared.clone();
+            tasks.spawn(
+                delivery
+                    .run(move || subscriptions.subscriber_infos(), shutdown.clone())
+                    .instrument(info_span!("hub_webhook")),
+            );
+        }
         let replay_reads = Arc::new(SharedReads::new(
             history.clone(),
             shared.metrics.history_page_reads.clone(),

@@ -195,6 +195,8 @@ pub(super) async fn run_dispatcher(
         subscriber.queue.close(CloseReason::Shutdown);
         shared.closed(&subscriber, CloseReason::Shutdown);
     }
+    // Every subscriber is closed and announced, and none can register any more.
+    shared.end_announcements();
 }
 
 #[cfg(test)]
@@ -229,6 +231,8 @@ mod tests {
             hooks: Default::default(),
             metrics: Metrics::new(),
             subscription_events: None,
+            #[cfg(feature = "webhook")]
+            webhook: None,
             last_dispatched: Mutex::new(None),
             tracing: Default::default(),
         });
@@ -246,6 +250,7 @@ mod tests {
                     selectors: vec![TopicSelector::parse_mercure07("t")],
                     exact_only: true,
                     grant: SubscriberGrant::default(),
+                    announcements: Default::default(),
                     queue: SubscriberQueue::new(1024),
                 });
                 shared.registry.insert(subscriber.clone()).expect("room");

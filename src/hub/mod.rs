@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Where subscription events go, when `subscriptions` is on (a task publishes them).
     subscription_events: Option<mpsc::UnboundedSender<Event>>,
+    /// Where webhook notifications go, when a webhook is configured (its delivery task posts
+    /// them).
+    #[cfg(feature = "webhook")]
+    webhook: Option<Arc<crate::webhook::NotificationQueue>>,
     /// The newest event dispatched: the subscriptions API's `lastEventID`, and where a stream
     /// opened without a `Last-Event-ID` starts ([`Shared::dispatch_cursor`]).
     last_dispatched: Mutex<Option<Arc<StoredEvent>>>,
@@ -77,6 +81,15 @@ impl Shared {
                 || (0, crate::event::EARLIEST.to_owned()),
                 |event| (event.seq, event.id.clone()),
             )
+    }
+
+    /// Every registered subscriber's description.
+    pub(crate) fn subscriber_infos(&self) -> Vec<SubscriberInfo> {
+        self.registry
+            .snapshot()
+            .iter()
+            .map(|s| s.info.clone())
+            .collect()
     }
 
     /// Takes a subscriber out of the registry, closes its queue and runs the close hooks; does
@@ -110,16 +123,42 @@ impl Shared {
         for hook in &self.hooks.on_close {
             hook(&subscriber.info, reason, lived);
         }
-        self.announce(&subscriber.info, false);
+        subscriber.announcements.closed(
+            || self.announce(&subscriber.info, None),
+            || self.announce(&subscriber.info, Some(reason)),
+        );
     }
 
-    /// Publishes the subscription events of `info` (Mercure §Subscription Events), if enabled.
-    fn announce(&self, info: &SubscriberInfo, active: bool) {
+    /// Announces that `subscriber` opened, unless its close was announced already (with its
+    /// opening before it: [`subscriber::Announcements`]).
+    fn opened(&self, subscriber: &Subscriber) {
+        subscriber
+            .announcements
+            .opened(|| self.announce(&subscriber.info, None));
+    }
+
+    /// Publishes the subscription events of `info` (Mercure §Subscription Events), if enabled,
+    /// and queues its webhook notifications, if configured: opened (`closed` is `None`), or
+    /// closed for that reason.
+    fn announce(&self, info: &SubscriberInfo, closed: Option<CloseReason>) {
         if let Some(events) = &self.subscription_events {
-            for event in subscription_events::subscription_updates(info, active) {
+            for event in subscription_events::subscription_updates(info, closed.is_none()) {
                 // The receiver lives as long as the hub's tasks; after that nobody listens.
                 let _ = events.send(event);
             }
+        }
+        #[cfg(feature = "webhook")]
+        if let Some(webhook) = &self.webhook {
+            webhook.push_change(info, closed);
+        }
+    }
+
+    /// No more webhook notifications will come (the dispatcher closed every subscriber at
+    /// shutdown): the delivery task sends what is queued and ends.
+    fn end_announcements(&self) {
+        #[cfg(feature = "webhook")]
+        if let Some(webhook) = &self.webhook {
+            webhook.close();
         }
     }
 }
@@ -228,6 +267,8 @@ impl Hub {
             shutdown: None,
             hooks: Hooks::default(),
             tracing: Tracing::off(),
+            #[cfg(feature = "webhook")]
+            webhook: None,
         }
     }
 
@@ -369,13 +410,7 @@ impl Hub {
 
     /// Every open stream's description.
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {
-        self.inner
-            .shared
-            .registry
-            .snapshot()
-            .iter()
-            .map(|s| s.info.clone())
-            .collect()
+        self.inner.shared.subscriber_infos()
     }
 
     /// The id of the newest event dispatched, or `earliest` when there was none.

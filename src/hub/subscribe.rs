@@ -144,6 +144,7 @@ impl Hub {
             selectors,
             exact_only,
             grant,
+            announcements: Default::default(),
             queue: SubscriberQueue::new(config.queue_capacity),
         });
         // Register first: events published from now on are queued for this subscriber, so the
@@ -171,7 +172,7 @@ impl Hub {
         for hook in &self.inner.shared.hooks.on_open {
             hook(&subscriber.info);
         }
-        self.inner.shared.announce(&subscriber.info, true);
+        self.inner.shared.opened(&subscriber);
         let from = last_event_id.clone().map(ReplayFrom::from_last_event_id);
         let from_earliest = from == Some(ReplayFrom::Earliest);
         let start = match from {

@@ -111,6 +111,51 @@ pub(crate) struct Subscriber {
     /// What its token allows (private updates).
     pub(crate) grant: SubscriberGrant,
     pub(crate) queue: SubscriberQueue,
+    /// Which of its subscription announcements went out, so "closed" never precedes "opened".
+    pub(crate) announcements: Announcements,
+}
+
+/// The order of a subscriber's announcements (Mercure subscription events, webhook
+/// notifications): "opened" is made by the task that subscribed, after registering, and
+/// "closed" by whichever task removed it (the dispatcher at shutdown can do that first). Each
+/// announcement runs under this lock, so whichever comes second sees the first: a close that
+/// finds nothing opened announces the opening itself, before the close, and the opener then
+/// has nothing left to say. Announcing is a push into an unbounded channel or a bounded queue:
+/// it never blocks or awaits.
+#[derive(Debug, Default)]
+pub(crate) struct Announcements(Mutex<Announced>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Announced {
+    #[default]
+    Nothing,
+    Opened,
+    Closed,
+}
+
+impl Announcements {
+    /// Runs `open` unless the subscriber was closed (and announced whole) already.
+    pub(crate) fn opened(&self, open: impl FnOnce()) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *state == Announced::Nothing {
+            open();
+            *state = Announced::Opened;
+        }
+    }
+
+    /// Runs `close`, after `open` if the opening was not announced yet; once only.
+    pub(crate) fn closed(&self, open: impl FnOnce(), close: impl FnOnce()) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match *state {
+            Announced::Nothing => {
+                open();
+                close();
+            }
+            Announced::Opened => close(),
+            Announced::Closed => return,
+        }
+        *state = Announced::Closed;
+    }
 }
 
 impl Subscriber {
@@ -341,6 +386,24 @@ impl SubscriberQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_before_the_open_announces_both_in_order_and_once() {
+        let said = std::cell::RefCell::new(Vec::new());
+        let say = |what: &'static str| said.borrow_mut().push(what);
+        // The usual order.
+        let announcements = Announcements::default();
+        announcements.opened(|| say("opened"));
+        announcements.closed(|| say("opened again"), || say("closed"));
+        announcements.closed(|| say("opened again"), || say("closed again"));
+        assert_eq!(*said.borrow(), ["opened", "closed"]);
+        // The dispatcher closed it (shutdown) before the subscribing task announced it.
+        said.borrow_mut().clear();
+        let announcements = Announcements::default();
+        announcements.closed(|| say("opened"), || say("closed"));
+        announcements.opened(|| say("opened late"));
+        assert_eq!(*said.borrow(), ["opened", "closed"]);
+    }
 
     #[test]
     fn overflow_closes_and_drops_the_backlog() {

@@ -48,15 +48,22 @@ pub fn subscription_document(info: &SubscriberInfo, topic: &str, active: bool) -
     document
 }
 
+/// The document of one subscription as its subscription event carries it: with
+/// `@context`. The webhook's notifications ([`crate::webhook`]) carry the same documents.
+pub fn subscription_event_document(info: &SubscriberInfo, topic: &str, active: bool) -> Value {
+    let mut document = subscription_document(info, topic, active);
+    if let Some(object) = document.as_object_mut() {
+        object.insert("@context".into(), json!("https://mercure.rocks/"));
+    }
+    document
+}
+
 /// The private updates announcing that `info`'s subscriptions started (`active`) or ended.
 pub fn subscription_updates(info: &SubscriberInfo, active: bool) -> Vec<Event> {
     info.topics
         .iter()
         .map(|topic| {
-            let mut document = subscription_document(info, topic, active);
-            if let Some(object) = document.as_object_mut() {
-                object.insert("@context".into(), json!("https://mercure.rocks/"));
-            }
+            let document = subscription_event_document(info, topic, active);
             let mut event = Event::new(subscription_topic(topic, &info.uri), document.to_string());
             event.private = true;
             event

@@ -43,3 +43,4 @@ mod subscriptions;
 mod systemd;
 mod tls;
 mod traces;
+mod webhook;

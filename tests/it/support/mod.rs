@@ -154,6 +154,11 @@ impl TestHub {
         .await
     }
 
+    /// A hub from `builder` (a webhook, a history...), with the test HTTP settings.
+    pub async fn start_built(builder: ssehub::HubBuilder) -> Self {
+        Self::launch(builder, http_config(), ServerOptions::default()).await
+    }
+
     /// Every setting given.
     pub async fn start_full(config: HubConfig, http: HttpConfig, options: ServerOptions) -> Self {
         Self::launch(Hub::builder(config), http, options).await
