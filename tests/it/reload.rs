@@ -273,31 +273,39 @@ async fn cors_and_publish_origins_change_on_the_next_request_while_streams_stay_
 
 #[tokio::test]
 async fn the_log_level_changes_on_reload() {
+    // A full hub tells an EventSource to come back later, and logs that at debug.
     let settings = |level: &str| {
         format!(
-            "{}anonymous = true\nlog_level = \"{level}\"\n",
+            "{}anonymous = true\nmax_subscribers = 1\nlog_level = \"{level}\"\n",
             keys(OLD_KEY)
         )
     };
+    const REFUSED: &str = "subscription refused for now";
     let mut hub = ReloadHub::start(&settings("info"));
-    let first = hub.subscribe(None).await;
-    assert_eq!(first.status, 200);
-    // Lines are written in order: anything the first stream logged comes before the reload's.
+    let open = hub.subscribe(None).await;
+    assert_eq!(open.status, 200);
+    let mut refused = hub.subscribe(None).await;
+    assert!(matches!(
+        refused.wait_end(Duration::from_secs(5)).await,
+        Some(End::Clean)
+    ));
+    // Lines are written in order: what the refusal logged comes before the reload's lines.
     let lines = hub.reload(&settings("debug"));
     assert!(
         lines.iter().any(|l| l.contains("configuration reloaded")),
         "{lines:?}"
     );
     assert!(
-        !hub.seen.iter().any(|l| l.contains("stream opened")),
+        !hub.seen.iter().any(|l| l.contains(REFUSED)),
         "a debug line at info: {:?}",
         hub.seen
     );
-    let second = hub.subscribe(None).await;
-    assert_eq!(second.status, 200);
-    hub.wait_log("a debug line once at debug", |l| {
-        l.contains("stream opened")
-    });
+    let mut refused = hub.subscribe(None).await;
+    assert!(matches!(
+        refused.wait_end(Duration::from_secs(5)).await,
+        Some(End::Clean)
+    ));
+    hub.wait_log("a debug line once at debug", |l| l.contains(REFUSED));
 }
 
 #[tokio::test]
