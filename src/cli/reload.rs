@@ -72,9 +72,12 @@ pub fn reloadable_of(in_effect: &ServeArgs, new: &ServeArgs) -> ServeArgs {
     args
 }
 
+/// Sets the log filter for a `--log-level` (`None`: RUST_LOG, else `info`).
+type SetLogFilter = dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync;
+
 /// Changes the log filter of the running process (its subscriber is set up in `main.rs`).
 #[derive(Clone)]
-pub struct LogFilterHandle(Arc<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>);
+pub struct LogFilterHandle(Arc<SetLogFilter>);
 
 impl LogFilterHandle {
     /// A handle that calls `set` with the new `--log-level` (`None`: RUST_LOG, else `info`).
