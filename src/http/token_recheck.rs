@@ -184,3 +184,97 @@ impl Drop for StreamRegistration {
         self.live.streams.lock().remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthConfig, Claims, JwtAlgorithm, JwtSigner, JwtVerifier, MercureClaim};
+    use crate::HubConfig;
+
+    const OLD: &str = "token-recheck-old-key-of-at-least-32-bytes";
+    const NEW: &str = "token-recheck-new-key-of-at-least-32-bytes";
+
+    fn http(key: &str) -> HttpConfig {
+        let verifier = JwtVerifier::new(JwtAlgorithm::HS256, key).expect("key");
+        HttpConfig {
+            auth: AuthConfig {
+                publisher: Some(verifier.clone()),
+                subscriber: Some(verifier),
+                anonymous: false,
+            },
+            ..HttpConfig::default()
+        }
+    }
+
+    fn check(key: &str) -> TokenCheck {
+        let token = JwtSigner::new(JwtAlgorithm::HS256, key)
+            .expect("key")
+            .sign(&Claims {
+                exp: None,
+                mercure: Some(MercureClaim {
+                    subscribe: Some(vec!["*".into()]),
+                    ..MercureClaim::default()
+                }),
+            })
+            .expect("sign");
+        TokenCheck {
+            token,
+            source: TokenSource::Header,
+            dialect: Dialect::Draft07,
+            selectors: vec!["https://example.com/1".into()],
+            remote_addr: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_ends_old_key_streams_and_keeps_new_key_ones() {
+        let hub = Hub::builder(HubConfig::default())
+            .build()
+            .await
+            .expect("hub");
+        let live = LiveHttpConfig::new(http(OLD));
+        let old = StreamRegistration::new(&live, check(OLD));
+        let report = live.replace(&hub, http(NEW)).await;
+        assert_eq!(
+            report,
+            RecheckReport {
+                checked: 1,
+                ended: 1
+            }
+        );
+        assert!(old.end.is_cancelled());
+        let new = StreamRegistration::new(&live, check(NEW));
+        let report = live.replace(&hub, http(NEW)).await;
+        assert_eq!(
+            report,
+            RecheckReport {
+                checked: 1,
+                ended: 0
+            }
+        );
+        assert!(!new.end.is_cancelled());
+        drop((old, new));
+        assert_eq!(live.token_streams(), 0, "dropping a stream unregisters it");
+    }
+
+    #[tokio::test]
+    async fn a_stream_verified_before_a_reload_and_registered_after_its_sweep_is_checked_again() {
+        let hub = Hub::builder(HubConfig::default())
+            .build()
+            .await
+            .expect("hub");
+        let live = LiveHttpConfig::new(http(OLD));
+        // The request loaded the old settings and verified its token under them...
+        let verified_under = live.current();
+        // ...a reload swapped the keys and swept (nothing registered yet)...
+        let report = live.replace(&hub, http(NEW)).await;
+        assert_eq!(report.checked, 0);
+        // ...then the stream registered: it must be refused under the new keys.
+        let late = StreamRegistration::new(&live, check(OLD));
+        assert!(late.verified_under(&verified_under, &hub).await.is_err());
+        // Under settings still current, no second verification is needed.
+        let current = live.current();
+        let fresh = StreamRegistration::new(&live, check(NEW));
+        assert!(fresh.verified_under(&current, &hub).await.is_ok());
+    }
+}
