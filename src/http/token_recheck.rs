@@ -15,7 +15,8 @@
 //! its settings are still current, and re-verifies under the new ones if not
 //! ([`StreamRegistration::verified_under`]).
 //!
-//! Anonymous streams (no token) are not re-checked.
+//! A verification that fails for a cause that may pass (a JWK Set that cannot be fetched: a
+//! `5xx`) keeps the stream, with a warning. Anonymous streams (no token) are not re-checked.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -94,10 +95,21 @@ impl TokenStreams {
         let mut report = RecheckReport::default();
         for (check, end) in snapshot {
             report.checked += 1;
-            if let Err(error) = verify(config, hub, &check).await {
-                report.ended += 1;
-                log_ended(&check, &error);
-                end.cancel();
+            match verify(config, hub, &check).await {
+                Ok(()) => {}
+                // Refused: the token no longer verifies.
+                Err(error) if error.status.is_client_error() => {
+                    report.ended += 1;
+                    log_ended(&check, &error);
+                    end.cancel();
+                }
+                // Not known either way (a key set that could not be fetched): a stream is not
+                // ended for what may pass; its next request is verified anyway.
+                Err(error) => warn!(
+                    remote_addr = ?check.remote_addr,
+                    reason = %error.message,
+                    "stream kept: its token could not be verified again"
+                ),
             }
         }
         report
