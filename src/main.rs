@@ -2,8 +2,8 @@
 
 use std::io::IsTerminal;
 
-use ssehub::cli::{self, Cli, LogFormat, ParseError};
-use tracing_subscriber::EnvFilter;
+use ssehub::cli::reload::{log_filter, LogFilterHandle};
+use ssehub::cli::{self, Cli, Command, LogFormat, ParseError};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -24,7 +24,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `serve --log-level` beats RUST_LOG; a SIGHUP may change it (`cli::reload`).
+    let level = match &cli.command {
+        Command::Serve(args) => args.log_level.clone(),
+        _ => None,
+    };
+    let filter = log_filter(level.as_deref());
     // A log line that cannot be written (stderr closed: the log collector went away) is dropped.
     // tracing-subscriber would otherwise report it with `eprintln!`, which panics on a closed
     // stderr, inside whatever task was logging: a stream handler, or the shutdown signal.
@@ -32,16 +37,32 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
-    match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+    let filter_handle = match cli.log_format {
+        LogFormat::Json => {
+            let logs = logs.json().with_filter_reloading();
+            let handle = logs.reload_handle();
+            logs.init();
+            LogFilterHandle::new(move |level| {
+                handle.reload(log_filter(level)).map_err(|e| e.to_string())
+            })
+        }
+        LogFormat::Text => {
+            let logs = logs
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = logs.reload_handle();
+            logs.init();
+            LogFilterHandle::new(move |level| {
+                handle.reload(log_filter(level)).map_err(|e| e.to_string())
+            })
+        }
+    };
     // Every stream is a socket: take as many open files as the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
-    match cli::run(cli).await {
+    match cli::run(cli, filter_handle).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

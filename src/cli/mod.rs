@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod client;
 pub mod publish;
+pub mod reload;
 pub mod serve;
 pub mod subscribe;
 pub mod systemd;
@@ -35,6 +36,11 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "SSEHUB_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
+
+    /// The command line this was parsed from (the program name first), which `serve` reads
+    /// again on SIGHUP ([`reload`]).
+    #[arg(skip)]
+    pub argv: Vec<OsString>,
 }
 
 /// Log output formats.
@@ -107,6 +113,7 @@ impl Cli {
             let merged = config::merge_config_file((**serve).clone(), serve_matches)?;
             **serve = merged;
         }
+        cli.argv = args;
         Ok(cli)
     }
 }
@@ -155,13 +162,20 @@ fn value_from_environment(error: &clap::Error, args: &[OsString]) -> Option<Stri
     })
 }
 
-/// Runs the parsed command.
+/// Runs the parsed command; `serve` changes the process's log filter through `log_filter` on
+/// a reload.
 ///
 /// # Errors
 /// Whatever the subcommand reports, with context.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli, log_filter: reload::LogFilterHandle) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(*args).await,
+        Command::Serve(args) => {
+            let source = reload::ReloadSource {
+                argv: cli.argv,
+                log_filter,
+            };
+            serve::run(*args, source).await
+        }
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::Token(args) => token::run(args),

@@ -1,22 +1,27 @@
 //! `ssehub serve`: bind, build the hub, serve until SIGTERM or Ctrl-C, then shut down in order.
-//! Under systemd (`Type=notify`) it says when start-up is over and when shutdown starts
+//! SIGHUP reloads what can change without a restart ([`super::reload`]). Under systemd
+//! (`Type=notify`) it says when start-up is over, around a reload, and when shutdown starts
 //! ([`super::systemd`]).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::reload::{ReloadSource, Reloader};
 use super::systemd::Notifier;
 use crate::config::ServeArgs;
 use crate::telemetry::{otlp, Tracing};
 use crate::{http, server, Hub};
 
-/// Runs the hub until a shutdown signal.
+/// Runs the hub until a shutdown signal; `source` is read again on SIGHUP.
 ///
 /// # Errors
 /// Invalid settings, an address that cannot be bound.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, source: ReloadSource) -> anyhow::Result<()> {
     let settings = args.resolve().context("invalid setting")?;
+    // Taken over before anything is logged: from "listening" on, SIGHUP reloads (its default
+    // action would end the process).
+    let hangups = hangups();
     let history = settings
         .history
         .open()
@@ -87,7 +92,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         notifier.stopping();
         info!("shutdown signal received: closing streams");
     });
-    let mut app = http::router(hub.clone(), settings.http.clone());
+    let live = http::LiveHttpConfig::new(settings.http.clone());
+    let mut app = http::live_router(hub.clone(), std::sync::Arc::clone(&live));
+    let reloader = Reloader::new(source, args, hub.clone(), live, systemd.clone());
     if let Some(signer) = settings.demo {
         tracing::warn!(
             url = %format!("{scheme}://{addr}/"),
@@ -106,12 +113,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // them) and the history is open: start-up is over.
     systemd.ready();
     let watchdog = systemd.spawn_watchdog();
+    let reloads = tokio::spawn(reload_on_signal(hangups, reloader));
     // The hub ends its streams on the same token, so graceful shutdown does not wait on them.
     let served = server::serve(listener, app, options, shutdown.cancelled_owned()).await;
     hub.shutdown().await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    reloads.abort();
     if let Some(exporter) = exporter {
         // Sends the spans still buffered; blocking, bounded by the exporter's timeout.
         let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
@@ -119,6 +128,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served.context("serving")?;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+/// The SIGHUP stream (none where there is no SIGHUP, or it cannot be handled).
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .inspect_err(|error| tracing::warn!(%error, "SIGHUP cannot be handled: no reload"))
+            .ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads on each SIGHUP, one at a time (a SIGHUP during a reload is taken after it).
+async fn reload_on_signal(hangups: Hangups, mut reloader: Reloader) {
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            reloader.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop((hangups, reloader));
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.

@@ -1,6 +1,8 @@
 //! The systemd notification protocol (`Type=notify`, sd_notify(3)) for `ssehub serve`:
 //! `READY=1` once the listener is bound and the history is open, `STOPPING=1` when shutdown
-//! starts, and `WATCHDOG=1` pings when the unit sets `WatchdogSec=`.
+//! starts, `RELOADING=1` (with `MONOTONIC_USEC`, which `Type=notify-reload` needs) then
+//! `READY=1` around a reload on SIGHUP, and `WATCHDOG=1` pings when the unit sets
+//! `WatchdogSec=`.
 //!
 //! Every call is a no-op when `NOTIFY_SOCKET` is not set (not started by systemd), and a
 //! failure to notify is logged, never fatal: the hub serves either way. The unit file lives in
@@ -29,7 +31,7 @@ use tracing::{debug, warn, Instrument};
 #[derive(Debug, Clone)]
 pub struct Notifier {
     /// `None` without `NOTIFY_SOCKET`: nothing to send, no thread.
-    queue: Option<Sender<NotifyState<'static>>>,
+    queue: Option<Sender<Vec<NotifyState<'static>>>>,
     /// A `WATCHDOG=1` is queued and not yet taken by the thread: skip the next one.
     ping_queued: Arc<AtomicBool>,
 }
@@ -44,17 +46,18 @@ impl Notifier {
                 ping_queued,
             };
         }
-        let (queue, messages) = channel::<NotifyState<'static>>();
+        let (queue, messages) = channel::<Vec<NotifyState<'static>>>();
         let taken = Arc::clone(&ping_queued);
         let spawned = std::thread::Builder::new()
             .name("systemd-notify".into())
             .spawn(move || {
-                for state in messages {
-                    if matches!(state, NotifyState::Watchdog) {
+                for states in messages {
+                    if states.iter().any(|s| matches!(s, NotifyState::Watchdog)) {
                         taken.store(false, Ordering::Release);
                     }
-                    if let Err(error) = sd_notify::notify(std::slice::from_ref(&state)) {
-                        warn!(%error, message = %state, "could not notify systemd");
+                    if let Err(error) = sd_notify::notify(&states) {
+                        let message: Vec<String> = states.iter().map(ToString::to_string).collect();
+                        warn!(%error, message = %message.join(" "), "could not notify systemd");
                     }
                 }
             });
@@ -78,6 +81,17 @@ impl Notifier {
     /// is open.
     pub fn ready(&self) {
         self.send(NotifyState::Ready);
+    }
+
+    /// Tells systemd that a reload started (SIGHUP); [`Self::ready`] says it is over. The
+    /// message carries the time of the monotonic clock, as `Type=notify-reload` requires.
+    pub fn reloading(&self) {
+        let mut states = vec![NotifyState::Reloading];
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => states.push(now),
+            Err(error) => debug!(%error, "no monotonic clock for MONOTONIC_USEC"),
+        }
+        self.send_all(states);
     }
 
     /// Tells systemd that the hub is shutting down (streams are being ended).
@@ -114,9 +128,17 @@ impl Notifier {
 
     /// Queues `state` for the notifier thread, without waiting.
     fn send(&self, state: NotifyState<'static>) {
+        self.send_all(vec![state]);
+    }
+
+    /// Queues `states`, sent together in one message, without waiting.
+    fn send_all(&self, states: Vec<NotifyState<'static>>) {
         let Some(queue) = &self.queue else { return };
-        if let Err(unsent) = queue.send(state) {
-            debug!(message = %unsent.0, "systemd notifier thread gone: dropped");
+        if let Err(unsent) = queue.send(states) {
+            debug!(
+                messages = unsent.0.len(),
+                "systemd notifier thread gone: dropped"
+            );
         }
     }
 }

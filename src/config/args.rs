@@ -86,6 +86,11 @@ pub struct ServeArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or tracing directives
+    /// (`info,ssehub::http=debug`). Unset: RUST_LOG, else `info`. Reloaded on SIGHUP.
+    #[arg(long, env = "SSEHUB_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "SSEHUB_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,

@@ -51,6 +51,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// Where traces go (`--otlp-endpoint`, `--trace-deliveries`, and the `OTEL_*` variables).
     pub otlp: crate::telemetry::otlp::OtlpSettings,
+    /// `--log-level`, checked (tracing directives); `None`: RUST_LOG, else `info`.
+    pub log_level: Option<String>,
     /// With `--demo`: the signer of the demo page's publisher tokens (the publisher key, which
     /// the hub itself only uses to verify).
     pub demo: Option<JwtSigner>,

@@ -90,6 +90,7 @@ impl ServeArgs {
             history: self.history_settings()?,
             metrics_addr,
             otlp: self.otlp()?,
+            log_level: self.log_level()?,
             demo: keys.demo,
             webhook: self.webhook()?,
         })
@@ -215,6 +216,20 @@ impl ServeArgs {
             endpoint: endpoint.map(str::to_owned),
             delivery_ratio: self.trace_deliveries,
         })
+    }
+
+    /// `--log-level`, parsed once here so that a bad filter stops start-up (or a reload).
+    fn log_level(&self) -> Result<Option<String>, ConfigError> {
+        let Some(level) = self.log_level.as_deref().filter(|l| !l.trim().is_empty()) else {
+            return Ok(None);
+        };
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map_err(|error| ConfigError::Invalid {
+                setting: "--log-level",
+                reason: format!("{level:?} is not a level or tracing directives: {error}"),
+            })?;
+        Ok(Some(level.to_owned()))
     }
 
     /// The address of a listener of its own for `/metrics`, if `--metrics` names one.

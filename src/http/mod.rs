@@ -13,9 +13,11 @@ pub mod config;
 pub mod demo;
 pub mod dialect;
 pub mod error;
+mod live;
 pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;
+mod token_recheck;
 
 use std::sync::Arc;
 
@@ -30,7 +32,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::hub::Hub;
 pub use config::HttpConfig;
 pub use error::ApiError;
+pub use live::LiveHttpConfig;
 pub use subscribe::EventStream;
+pub use token_recheck::RecheckReport;
 
 /// The well-known path of a Mercure hub.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
@@ -40,8 +44,8 @@ pub const MERCURE_PATH: &str = "/.well-known/mercure";
 #[derive(Clone)]
 struct Api {
     hub: Hub,
-    /// Shared by every request; read, never changed.
-    config: Arc<HttpConfig>,
+    /// Shared by every request; each request reads the generation in effect when it starts.
+    live: Arc<LiveHttpConfig>,
 }
 
 impl FromRef<Api> for Hub {
@@ -52,7 +56,13 @@ impl FromRef<Api> for Hub {
 
 impl FromRef<Api> for Arc<HttpConfig> {
     fn from_ref(api: &Api) -> Self {
-        Arc::clone(&api.config)
+        api.live.current()
+    }
+}
+
+impl FromRef<Api> for Arc<LiveHttpConfig> {
+    fn from_ref(api: &Api) -> Self {
+        Arc::clone(&api.live)
     }
 }
 
@@ -66,7 +76,15 @@ impl FromRef<Api> for Arc<HttpConfig> {
 /// ([`ServerOptions::subscribe_path`](crate::server::ServerOptions::subscribe_path)), so that
 /// their streams still get the small writer.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
-    let cors = cors_layer(&config.cors_origins);
+    live_router(hub, LiveHttpConfig::new(config))
+}
+
+/// [`router`] on settings that can be replaced while it serves ([`LiveHttpConfig::replace`]):
+/// keys, origins (CORS included), the publish body limit and the dialects are read per request.
+/// What decides the routes themselves (`/metrics`, the subscriptions API, the draft-08
+/// metadata path) is read once, here.
+pub fn live_router(hub: Hub, live: Arc<LiveHttpConfig>) -> Router {
+    let config = live.current();
     let mut router = Router::new()
         .route(
             MERCURE_PATH,
@@ -99,12 +117,9 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
         ))
         .with_state(Api {
             hub,
-            config: Arc::new(config),
+            live: Arc::clone(&live),
         });
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+    router.layer(middleware::from_fn_with_state(live, live::cors))
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics ADDR`).

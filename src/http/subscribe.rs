@@ -21,13 +21,17 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Future, Stream};
 use http::{header, HeaderValue, StatusCode};
 use http_body::Frame;
 
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
 use super::dialect::{self, Markers};
 use super::error::ApiError;
-use super::{bearer, HttpConfig};
+use super::token_recheck::{StreamRegistration, TokenCheck};
+use super::{bearer, HttpConfig, LiveHttpConfig};
+use crate::auth::{SubscriberGrant, TokenSource};
 use crate::dialect::Dialect;
 use crate::hub::{Hub, SubscribeError, SubscribeRequest, SubscriptionStream};
 use crate::topic::{MatcherType, TopicMatcher};
@@ -58,9 +62,11 @@ pub struct EventStream;
 /// accepts `text/event-stream`: it gets a `200` stream that sets `retry:` and ends.
 pub async fn subscribe(
     State(hub): State<Hub>,
-    State(config): State<Arc<HttpConfig>>,
+    State(live): State<Arc<LiveHttpConfig>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // One generation of the settings for the whole request (see `LiveHttpConfig`).
+    let config = live.current();
     let max_exact_bytes = hub.config().event_limits.max_field_bytes;
     let (parts, body) = request.into_parts();
     let query_text = parts.uri.query().unwrap_or("");
@@ -94,33 +100,21 @@ pub async fn subscribe(
     if let Some(error) = query.invalid {
         return Err(error);
     }
-    // A draft-08 access token (header `typ: at+jwt`) is verified by the draft-08 issuers;
-    // the payload is chosen by the subscription's own matchers (draft-08 §Payloads).
-    let draft08 = bearer::draft08_token(
+    let token = resolved.token;
+    let selectors: Vec<String> = query
+        .topics
+        .iter()
+        .cloned()
+        .chain(query.matchers.iter().map(|m| m.value.clone()))
+        .collect();
+    let grant = authorize_subscription(
         &config,
-        resolved.token.as_ref().map(|(t, s)| (t.as_ref(), *s)),
-    )?;
-    let token = resolved.token.map(|(token, _)| token);
-    let grant = match (draft08, token.as_deref()) {
-        (Some(auth), Some(token)) => {
-            let matchers: Vec<String> = query
-                .topics
-                .iter()
-                .cloned()
-                .chain(query.matchers.iter().map(|m| m.value.clone()))
-                .collect();
-            auth.verify_subscriber(token, &matchers)
-                .await
-                .map_err(|e| bearer::token_error(auth, e))?
-        }
-        _ => dialect::authorize_subscriber(
-            &config,
-            resolved.dialect,
-            token.as_deref(),
-            hub.selector_cache(),
-        )
-        .map_err(|e| bearer::auth_error(&config, e))?,
-    };
+        &hub,
+        resolved.dialect,
+        token.as_ref().map(|(t, s)| (t.as_ref(), *s)),
+        &selectors,
+    )
+    .await?;
     // Mercure §Reconciliation (both drafts): the header takes precedence over the query
     // parameter. Browsers send it as UTF-8 (WHATWG), so non-ASCII ids resume too; an empty
     // value counts as absent.
@@ -155,7 +149,33 @@ pub async fn subscribe(
         Err(error) => return Err(error.into()),
     };
 
-    let mut response = Response::new(Body::new(SseBody(subscription.stream)));
+    // A stream authorized by a token is re-verified when the settings are replaced; one
+    // opened while they were being replaced is checked against the new ones here.
+    let registration = match token {
+        Some((token, source)) => {
+            let registration = StreamRegistration::new(
+                &live,
+                TokenCheck {
+                    token: token.into_owned(),
+                    source,
+                    dialect: resolved.dialect,
+                    selectors,
+                    remote_addr,
+                },
+            );
+            registration.verified_under(&config, &hub).await?;
+            Some(registration)
+        }
+        None => None,
+    };
+    let body = SseBody {
+        events: subscription.stream,
+        end: registration
+            .as_ref()
+            .map(|r| Box::pin(r.end.clone().cancelled_owned())),
+        _registration: registration,
+    };
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = StatusCode::OK;
     response.extensions_mut().insert(EventStream);
     let headers = response.headers_mut();
@@ -338,11 +358,11 @@ async fn read_form_body(
 /// other is `405` with the methods the endpoint takes.
 pub async fn other_method(
     hub: State<Hub>,
-    config: State<Arc<HttpConfig>>,
+    live: State<Arc<LiveHttpConfig>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     if request.method().as_str() == QUERY {
-        return subscribe(hub, config, request).await;
+        return subscribe(hub, live, request).await;
     }
     let mut response = axum::response::IntoResponse::into_response(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -431,8 +451,45 @@ fn come_back_later(error: &SubscribeError) -> Response {
     response
 }
 
-/// Adapts a [`SubscriptionStream`] to an HTTP body: each item is one data frame.
-struct SseBody(SubscriptionStream);
+/// Verifies a subscriber's token (or its absence) under `config`: a draft-08 access token
+/// (header `typ: at+jwt`) by the draft-08 issuers, against the subscription's `selectors`
+/// (draft-08 §Payloads); any other by the draft-07 keys. Shared by the endpoint and the
+/// re-check of open streams on reload ([`super::token_recheck`]).
+///
+/// # Errors
+/// `400` for a draft-08 token in the URL; `401`/`403` for a missing or invalid token.
+pub(crate) async fn authorize_subscription(
+    config: &HttpConfig,
+    hub: &Hub,
+    dialect: Dialect,
+    token: Option<(&str, TokenSource)>,
+    selectors: &[String],
+) -> Result<SubscriberGrant, ApiError> {
+    match (bearer::draft08_token(config, token)?, token) {
+        (Some(auth), Some((token, _))) => auth
+            .verify_subscriber(token, selectors)
+            .await
+            .map_err(|e| bearer::token_error(auth, e)),
+        _ => dialect::authorize_subscriber(
+            config,
+            dialect,
+            token.map(|(token, _)| token),
+            hub.selector_cache(),
+        )
+        .map_err(|e| bearer::auth_error(config, e)),
+    }
+}
+
+/// Adapts a [`SubscriptionStream`] to an HTTP body: each item is one data frame. A stream
+/// authorized by a token ends when its registration says so (the token no longer verifies
+/// under reloaded settings).
+struct SseBody {
+    events: SubscriptionStream,
+    /// Resolves when the stream must end; `None` for an anonymous stream.
+    end: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Keeps the stream registered for re-checks while it is open.
+    _registration: Option<StreamRegistration>,
+}
 
 impl http_body::Body for SseBody {
     type Data = Bytes;
@@ -442,7 +499,13 @@ impl http_body::Body for SseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.get_mut().0)
+        let body = self.get_mut();
+        if let Some(end) = &mut body.end {
+            if end.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        Pin::new(&mut body.events)
             .poll_next(cx)
             .map(|item| item.map(|bytes| Ok(Frame::data(bytes))))
     }

@@ -272,9 +272,22 @@ impl Hub {
         }
     }
 
-    /// The hub's settings.
+    /// The hub's settings, as built. [`HubConfig::max_subscribers`] may since have been
+    /// changed by [`Self::set_max_subscribers`]: [`Self::max_subscribers`] says what is in
+    /// effect.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// The most subscribers the hub takes now.
+    pub fn max_subscribers(&self) -> usize {
+        self.inner.shared.registry.max_subscribers()
+    }
+
+    /// Changes [`HubConfig::max_subscribers`] while the hub runs (a reload): a lower limit
+    /// refuses new subscriptions until enough streams have ended, and ends none.
+    pub fn set_max_subscribers(&self, max: usize) {
+        self.inner.shared.registry.set_max_subscribers(max.max(1));
     }
 
     /// The compiled-selector cache shared by subscriptions and token checks.

@@ -50,7 +50,10 @@ pub(crate) struct Registry {
     len: AtomicUsize,
     /// Topic selectors of the registered subscribers, for metrics.
     subscriptions: AtomicUsize,
-    max_subscribers: usize,
+    /// [`super::HubConfig::max_subscribers`], changeable while the hub runs
+    /// ([`super::Hub::set_max_subscribers`]): lowering it refuses new subscribers only, and
+    /// never ends an open stream.
+    max_subscribers: AtomicUsize,
     closed: AtomicBool,
 }
 
@@ -60,7 +63,7 @@ impl Registry {
             shards: (0..shard_count.max(1)).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
-            max_subscribers,
+            max_subscribers: AtomicUsize::new(max_subscribers),
             closed: AtomicBool::new(false),
         }
     }
@@ -85,6 +88,14 @@ impl Registry {
         self.len.load(Ordering::Acquire)
     }
 
+    pub(crate) fn max_subscribers(&self) -> usize {
+        self.max_subscribers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_max_subscribers(&self, max: usize) {
+        self.max_subscribers.store(max, Ordering::Relaxed);
+    }
+
     pub(crate) fn subscriptions(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed)
     }
@@ -94,7 +105,7 @@ impl Registry {
             return Err(RegisterError::ShuttingDown);
         }
         let previous = self.len.fetch_add(1, Ordering::AcqRel);
-        if previous >= self.max_subscribers {
+        if previous >= self.max_subscribers() {
             self.len.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::Full);
         }

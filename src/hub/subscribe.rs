@@ -155,7 +155,7 @@ impl Hub {
             .insert(subscriber.clone())
             .map_err(|e| match e {
                 RegisterError::Full => SubscribeError::Full {
-                    max: config.max_subscribers,
+                    max: self.inner.shared.registry.max_subscribers(),
                 },
                 RegisterError::ShuttingDown => SubscribeError::ShuttingDown,
             })?;

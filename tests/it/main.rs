@@ -31,6 +31,7 @@ mod ops;
 mod prometheus;
 mod publish;
 mod refusals;
+mod reload;
 mod replay;
 mod retention;
 mod shutdown;

@@ -199,6 +199,51 @@ async fn ready_comes_once_the_hub_answers_then_watchdog_pings_and_stopping_on_si
 }
 
 #[test]
+fn a_sighup_reload_says_reloading_with_the_monotonic_clock_then_ready() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+    let mut child = ssehub_command()
+        .args(["serve", "--jwt-key", SECRET, "--history", "memory"])
+        .env("SSEHUB_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ssehub");
+    let guard = KillOnDrop(&mut child);
+    let mut seen = Vec::new();
+    receive_until(&socket, "READY=1", Duration::from_secs(20), &mut seen);
+    assert!(!seen.iter().any(|m| m == "RELOADING=1"), "{seen:?}");
+    let pid = guard.0.id().to_string();
+    assert!(run(Command::new("kill").args(["-HUP", &pid]))
+        .status
+        .success());
+    receive_until(&socket, "RELOADING=1", Duration::from_secs(5), &mut seen);
+    // Type=notify-reload wants MONOTONIC_USEC in the same message as RELOADING=1.
+    let at = seen.iter().position(|m| m == "RELOADING=1").expect("seen");
+    let usec = seen
+        .get(at + 1)
+        .and_then(|m| m.strip_prefix("MONOTONIC_USEC="));
+    assert!(
+        usec.is_some_and(|u| u.parse::<u64>().is_ok_and(|u| u > 0)),
+        "{seen:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.iter().filter(|m| *m == "READY=1").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1 after the reload: {seen:?}"
+        );
+        let mut more = Vec::new();
+        receive_until(&socket, "READY=1", Duration::from_secs(5), &mut more);
+        seen.extend(more);
+    }
+    // The reload did not stop the hub.
+    assert!(guard.0.try_wait().expect("try_wait").is_none());
+}
+
+#[test]
 fn a_hub_that_cannot_open_its_history_never_says_ready() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("notify.sock");
