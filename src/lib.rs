@@ -23,6 +23,8 @@
 //!   shutdown, and the direct writer for plain HTTP/1.1 streams (the `GET`s of
 //!   [`server::ServerOptions::subscribe_path`] whose answer is marked as an event stream).
 //! - [`metrics`]: Prometheus metrics, one registry per hub.
+//! - `outbox`: relays a PostgreSQL outbox table to the hub in commit order (cargo feature
+//!   `outbox`, part of `cli`).
 //! - `config` and `cli`: settings and the `ssehub` command line (cargo feature `cli`, on by
 //!   default; an application embedding the hub can leave it out with `default-features = false`,
 //!   and with it clap, reqwest, figment and the load generator).
@@ -103,6 +105,8 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod metrics;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 pub mod server;
 pub mod telemetry;
 pub mod topic;

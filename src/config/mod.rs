@@ -49,6 +49,8 @@ pub struct Settings {
     pub history: HistorySettings,
     /// A listener of its own for `/metrics`, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// With `--outbox`: the outbox relay's settings.
+    pub outbox: Option<crate::outbox::OutboxSettings>,
     /// With `--demo`: the signer of the demo page's publisher tokens (the publisher key, which
     /// the hub itself only uses to verify).
     pub demo: Option<JwtSigner>,

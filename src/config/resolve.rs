@@ -89,8 +89,25 @@ impl ServeArgs {
             server,
             history: self.history_settings()?,
             metrics_addr,
+            outbox: self.outbox()?,
             demo: keys.demo,
         })
+    }
+
+    /// With `--outbox`: the database URL and the table, checked (nothing is connected yet).
+    fn outbox(&self) -> Result<Option<crate::outbox::OutboxSettings>, ConfigError> {
+        let Some(url) = &self.outbox else {
+            return Ok(None);
+        };
+        crate::outbox::OutboxSettings::new(url, &self.outbox_table)
+            .map(Some)
+            .map_err(|error| ConfigError::Invalid {
+                setting: match error {
+                    crate::outbox::OutboxError::TableName(_) => "--outbox-table",
+                    _ => "--outbox",
+                },
+                reason: error.to_string(),
+            })
     }
 
     /// The token verifiers (`--jwt-key` is the fallback of both) and, with `--demo`, its signer.
