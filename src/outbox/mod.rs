@@ -7,7 +7,7 @@
 //! - [`claim`]: which rows may be taken, and in which order (why a sequence is not enough).
 //! - [`wakeup`]: `LISTEN/NOTIFY` with a polling fallback.
 //! - [`relay`]: the loop (leader lock, publish, delete after the acknowledgement, reconnects).
-//! - [`error`]: [`OutboxError`].
+//! - [`error`]: the relay's errors, [`OutboxError`].
 //!
 //! ```no_run
 //! # async fn example(hub: ssehub::Hub) -> Result<(), ssehub::outbox::OutboxError> {
