@@ -186,6 +186,49 @@ mod tests {
     }
 
     #[test]
+    fn outbox_takes_a_postgres_url_and_a_checked_table_name() {
+        let args = parse(&["--jwt-key", "k"]).expect("parses");
+        assert!(args.serve.resolve().expect("valid").outbox.is_none());
+        let url = "postgres://app@127.0.0.1:5432/app";
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--outbox",
+            url,
+            "--outbox-table",
+            "app.outbox",
+        ])
+        .expect("parses");
+        let outbox = args.serve.resolve().expect("valid").outbox.expect("outbox");
+        assert_eq!(outbox.table.name(), "app.outbox");
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--outbox",
+            url,
+            "--outbox-table",
+            "x;drop",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            args.serve.resolve(),
+            Err(ConfigError::Invalid {
+                setting: "--outbox-table",
+                ..
+            })
+        ));
+        let args =
+            parse(&["--jwt-key", "k", "--outbox", "postgres://h:notaport/db"]).expect("parses");
+        assert!(matches!(
+            args.serve.resolve(),
+            Err(ConfigError::Invalid {
+                setting: "--outbox",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn redis_history_is_history_redis_with_redis_url() {
         let args = parse(&[
             "--jwt-key",
