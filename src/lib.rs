@@ -25,6 +25,8 @@
 //! - [`metrics`]: Prometheus metrics, one registry per hub.
 //! - `webhook`: subscription opened/closed notifications and periodic full lists POSTed,
 //!   signed, to a URL (cargo feature `webhook`, part of `cli`; docs/WEBHOOKS.md).
+//! - `outbox`: relays a PostgreSQL outbox table to the hub in commit order (cargo feature
+//!   `outbox`, part of `cli`).
 //! - `config` and `cli`: settings and the `ssehub` command line (cargo feature `cli`, on by
 //!   default; an application embedding the hub can leave it out with `default-features = false`,
 //!   and with it clap, reqwest, figment and the load generator).
@@ -107,6 +109,8 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod metrics;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 pub mod server;
 pub mod telemetry;
 pub mod topic;

@@ -108,6 +108,15 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     /// Webhook deliveries.
     pub webhook: WebhookMetrics,
+    /// Outbox rows published and removed from their table (`serve --outbox`).
+    pub outbox_relayed: Counter<u64, AtomicU64>,
+    /// Outbox rows that can never be published (a bad topic, too large): marked `failed_at`
+    /// in their table and skipped.
+    pub outbox_failed: Counter<u64, AtomicU64>,
+    /// 1 while the outbox relay is connected to its database (0 without an outbox).
+    pub outbox_connected: Gauge<i64, AtomicI64>,
+    /// 1 while this instance's relay leads its table (0: a standby, or no outbox).
+    pub outbox_leader: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -145,6 +154,10 @@ impl Metrics {
             ready: Gauge::default(),
             connections: ConnectionMetrics::default(),
             webhook: WebhookMetrics::default(),
+            outbox_relayed: Counter::default(),
+            outbox_failed: Counter::default(),
+            outbox_connected: Gauge::default(),
+            outbox_leader: Gauge::default(),
         };
         metrics.registry.register(
             "subscribers_connected",
@@ -286,6 +299,26 @@ impl Metrics {
             "ready",
             "1 when the history and transport can take publishes",
             metrics.ready.clone(),
+        );
+        metrics.registry.register(
+            "outbox_relayed",
+            "Outbox rows published and removed from their table",
+            metrics.outbox_relayed.clone(),
+        );
+        metrics.registry.register(
+            "outbox_failed",
+            "Outbox rows that cannot be published, marked failed and skipped",
+            metrics.outbox_failed.clone(),
+        );
+        metrics.registry.register(
+            "outbox_connected",
+            "1 while the outbox relay is connected to its database",
+            metrics.outbox_connected.clone(),
+        );
+        metrics.registry.register(
+            "outbox_leader",
+            "1 while this instance's outbox relay leads its table",
+            metrics.outbox_leader.clone(),
         );
         metrics
     }

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, Instrument};
 
 use super::reload::{ReloadSource, Reloader};
 use super::systemd::Notifier;
@@ -81,6 +81,15 @@ pub async fn run(args: ServeArgs, source: ReloadSource) -> anyhow::Result<()> {
                 tracing::warn!(%error, "metrics listener failed");
             }
         });
+    }
+    if let Some(outbox) = settings.outbox {
+        info!(table = outbox.table.name(), "relaying the outbox");
+        let relay = crate::outbox::OutboxRelay::new(outbox, hub.clone());
+        tokio::spawn(
+            relay
+                .run(shutdown.child_token())
+                .instrument(tracing::info_span!("outbox_relay")),
+        );
     }
     let systemd = Notifier::start();
     let on_signal = shutdown.clone();

@@ -266,6 +266,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_REDIS_PREFIX", default_value = "ssehub")]
     pub redis_prefix: String,
 
+    /// A PostgreSQL outbox to relay, `postgres://USER@HOST:PORT/DB`: committed rows of
+    /// --outbox-table are published in commit order, each once, then deleted (the table's DDL
+    /// is deploy/postgres/outbox.sql).
+    #[arg(long, env = "SSEHUB_OUTBOX", value_name = "POSTGRES_URL")]
+    pub outbox: Option<String>,
+
+    /// The outbox table (`table` or `schema.table`), with --outbox.
+    #[arg(long, env = "SSEHUB_OUTBOX_TABLE", default_value = "ssehub_outbox")]
+    pub outbox_table: String,
+
     /// Where history is kept: `durable` (on disk in --data-dir; the default), `memory`, or
     /// `redis` (a log shared with other instances, at --redis-url).
     #[arg(long, env = "SSEHUB_HISTORY", value_name = "durable|memory|redis")]

@@ -53,6 +53,8 @@ pub struct Settings {
     pub otlp: crate::telemetry::otlp::OtlpSettings,
     /// `--log-level`, checked (tracing directives); `None`: RUST_LOG, else `info`.
     pub log_level: Option<String>,
+    /// With `--outbox`: the outbox relay's settings.
+    pub outbox: Option<crate::outbox::OutboxSettings>,
     /// With `--demo`: the signer of the demo page's publisher tokens (the publisher key, which
     /// the hub itself only uses to verify).
     pub demo: Option<JwtSigner>,
@@ -187,6 +189,49 @@ mod tests {
         assert!(subscriber.contains("https://b.example"), "{subscriber}");
         let args = parse(&["--jwt-key", "k"]).expect("parses");
         assert!(args.serve.jwt_audience.is_empty());
+    }
+
+    #[test]
+    fn outbox_takes_a_postgres_url_and_a_checked_table_name() {
+        let args = parse(&["--jwt-key", "k"]).expect("parses");
+        assert!(args.serve.resolve().expect("valid").outbox.is_none());
+        let url = "postgres://app@127.0.0.1:5432/app";
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--outbox",
+            url,
+            "--outbox-table",
+            "app.outbox",
+        ])
+        .expect("parses");
+        let outbox = args.serve.resolve().expect("valid").outbox.expect("outbox");
+        assert_eq!(outbox.table.name(), "app.outbox");
+        let args = parse(&[
+            "--jwt-key",
+            "k",
+            "--outbox",
+            url,
+            "--outbox-table",
+            "x;drop",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            args.serve.resolve(),
+            Err(ConfigError::Invalid {
+                setting: "--outbox-table",
+                ..
+            })
+        ));
+        let args =
+            parse(&["--jwt-key", "k", "--outbox", "postgres://h:notaport/db"]).expect("parses");
+        assert!(matches!(
+            args.serve.resolve(),
+            Err(ConfigError::Invalid {
+                setting: "--outbox",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -91,6 +91,7 @@ impl ServeArgs {
             metrics_addr,
             otlp: self.otlp()?,
             log_level: self.log_level()?,
+            outbox: self.outbox()?,
             demo: keys.demo,
             webhook: self.webhook()?,
         })
@@ -115,6 +116,22 @@ impl ServeArgs {
             .map(Some)
             .map_err(|error| ConfigError::Invalid {
                 setting: "--webhook",
+                reason: error.to_string(),
+            })
+    }
+
+    /// With `--outbox`: the database URL and the table, checked (nothing is connected yet).
+    fn outbox(&self) -> Result<Option<crate::outbox::OutboxSettings>, ConfigError> {
+        let Some(url) = &self.outbox else {
+            return Ok(None);
+        };
+        crate::outbox::OutboxSettings::new(url, &self.outbox_table)
+            .map(Some)
+            .map_err(|error| ConfigError::Invalid {
+                setting: match error {
+                    crate::outbox::OutboxError::TableName(_) => "--outbox-table",
+                    _ => "--outbox",
+                },
                 reason: error.to_string(),
             })
     }

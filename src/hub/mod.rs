@@ -334,11 +334,49 @@ impl Hub {
         key: Option<IdempotencyKey>,
         trace: Option<TraceIds>,
     ) -> Result<PublishReceipt, PublishError> {
+        let started = std::time::Instant::now();
+        let stored = self.enqueue(event, key, trace).await?;
+        self.receive(stored, started).await
+    }
+
+    /// Publishes `updates` (each with its optional `Idempotency-Key`) in their order: all are
+    /// handed to the writer before the first acknowledgement is awaited, so they are stored in
+    /// one or few batches and delivered in this order. Returns one result per update, in order;
+    /// an update that failed does not stop the ones after it (a caller that needs "all or
+    /// nothing after the first failure" stops at the first `Err`).
+    ///
+    /// # Errors
+    /// Each element: as [`Self::publish_with_key`].
+    pub async fn publish_all(
+        &self,
+        updates: Vec<(Event, Option<IdempotencyKey>)>,
+    ) -> Vec<Result<PublishReceipt, PublishError>> {
+        let started = std::time::Instant::now();
+        let mut pending = Vec::with_capacity(updates.len());
+        for (event, key) in updates {
+            pending.push(self.enqueue(event, key, None).await);
+        }
+        let mut receipts = Vec::with_capacity(pending.len());
+        for stored in pending {
+            receipts.push(match stored {
+                Ok(stored) => self.receive(stored, started).await,
+                Err(error) => Err(error),
+            });
+        }
+        receipts
+    }
+
+    /// Validates `event` and hands it to the writer; the receiver gets its receipt.
+    async fn enqueue(
+        &self,
+        event: Event,
+        key: Option<IdempotencyKey>,
+        trace: Option<TraceIds>,
+    ) -> Result<oneshot::Receiver<Result<PublishReceipt, PublishError>>, PublishError> {
         event.validate(&self.inner.config.event_limits)?;
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShuttingDown);
         }
-        let started = std::time::Instant::now();
         let (ack, stored) = oneshot::channel();
         let window = self.inner.config.idempotency_window;
         let append = Append {
@@ -351,6 +389,15 @@ impl Hub {
             .send(PublishRequest { append, ack })
             .await
             .map_err(|_| PublishError::ShuttingDown)?;
+        Ok(stored)
+    }
+
+    /// Awaits the writer's answer for one enqueued publish and counts it.
+    async fn receive(
+        &self,
+        stored: oneshot::Receiver<Result<PublishReceipt, PublishError>>,
+        started: std::time::Instant,
+    ) -> Result<PublishReceipt, PublishError> {
         let receipt = stored.await.map_err(|_| PublishError::ShuttingDown)??;
         let metrics = &self.inner.shared.metrics;
         if receipt.retry {

@@ -28,6 +28,7 @@ mod lifecycle;
 mod linger;
 mod node_clients;
 mod ops;
+mod outbox;
 mod prometheus;
 mod publish;
 mod refusals;

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod chromium;
 pub mod observe;
+pub mod postgres;
 pub mod redis;
 pub mod sse;
 pub mod tools;
