@@ -173,7 +173,19 @@ async fn a_row_that_cannot_be_published_is_marked_failed_and_skipped() {
         events(&mut sub, 1).await,
         [("good".to_owned(), "good".to_owned())]
     );
+    // The relay marks it in the transaction it commits once the batch's publishes were
+    // acknowledged: after the subscriber may already have the good row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while table.count(true).await == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(table.count(true).await, 1, "the poison row is kept, marked");
+    // Counted just after that commit.
+    while metric(&hub, "ssehub_outbox_failed_total").await != Some(1.0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(metric(&hub, "ssehub_outbox_failed_total").await, Some(1.0));
     assert_next_is_sentinel(&mut table, &mut sub).await;
     table.drop_table().await;
