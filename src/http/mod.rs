@@ -131,14 +131,19 @@ pub fn metrics_router(hub: Hub) -> Router {
 
 /// `/readyz`: 200 when publishes can be taken (Kubernetes readiness), 503 with the reason.
 /// While Redis is away and publishes are spooled, `200` "degraded: spooling": they are taken.
+/// While an outbox relay's database is unreachable, `200` "degraded: outbox…": the hub serves
+/// and takes publishes; the rows wait in their table until the relay reconnects.
 async fn ready(State(hub): State<Hub>) -> Result<String, ApiError> {
     hub.check_ready().await.map_err(ApiError::from)?;
-    Ok(match hub.spool_status() {
-        Some(spool) if spool.spooling => format!(
+    Ok(match (hub.spool_status(), hub.outbox_reachable()) {
+        (Some(spool), _) if spool.spooling => format!(
             "degraded: spooling ({} publishes wait for Redis, the oldest for {} s)\n",
             spool.events,
             spool.oldest_age.map_or(0, |age| age.as_secs())
         ),
+        (_, Some(false)) => "degraded: the outbox database is unreachable (its rows wait in \
+             their table; the relay reconnects by itself)\n"
+            .to_owned(),
         _ => "ready\n".to_owned(),
     })
 }

@@ -138,6 +138,7 @@ impl HubBuilder {
             webhook: webhook.as_ref().map(|(queue, _)| queue.clone()),
             last_dispatched: Mutex::new(newest_stored(&history).await),
             tracing: self.tracing,
+            outbox: Default::default(),
         });
         let (writer_tx, writer_rx) = mpsc::channel(4096);
         // Stored events on their way to the fan-out. Few: when the fan-out lags, the writer

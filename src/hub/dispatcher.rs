@@ -235,6 +235,7 @@ mod tests {
             webhook: None,
             last_dispatched: Mutex::new(None),
             tracing: Default::default(),
+            outbox: Default::default(),
         });
         let subscribers = (0..subscribers as u64)
             .map(|id| {

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     last_dispatched: Mutex<Option<Arc<StoredEvent>>>,
     /// Spans of traced events (off by default).
     pub(crate) tracing: Tracing,
+    /// The outbox relay's database, as [`Hub::set_outbox_reachable`] last said: 0 no relay,
+    /// 1 reachable, 2 unreachable.
+    pub(crate) outbox: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -414,6 +417,29 @@ impl Hub {
     /// The hub's tracer (off unless the builder was given one).
     pub fn tracing(&self) -> &Tracing {
         &self.inner.shared.tracing
+    }
+
+    /// Says whether the database of an outbox relay feeding this hub is reachable, for
+    /// `/readyz` ("degraded" while it is not: the hub serves, the rows wait in their table).
+    pub fn set_outbox_reachable(&self, reachable: bool) {
+        let state = if reachable { 1 } else { 2 };
+        self.inner
+            .shared
+            .outbox
+            .store(state, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the outbox relay's database is reachable; `None` without a relay.
+    pub fn outbox_reachable(&self) -> Option<bool> {
+        match self
+            .inner
+            .shared
+            .outbox
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            state => Some(state == 1),
+        }
     }
 
     /// The hub's metrics.

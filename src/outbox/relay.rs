@@ -75,6 +75,8 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = FIRST_BACKOFF;
         let table = self.settings.table.name().to_owned();
+        // Until the first connection, the database is not known to be reachable.
+        self.hub.set_outbox_reachable(false);
         loop {
             let ended = tokio::select! {
                 // Shutdown: the open transaction (if any) is dropped, and rolled back with the
@@ -82,6 +84,7 @@ impl OutboxRelay {
                 () = shutdown.cancelled() => break,
                 ended = self.session(&mut backoff) => ended,
             };
+            self.hub.set_outbox_reachable(false);
             let metrics = self.hub.metrics();
             metrics.outbox_connected.set(0);
             metrics.outbox_leader.set(0);
@@ -115,6 +118,7 @@ impl OutboxRelay {
         client.batch_execute(&settings.table.listen_sql()).await?;
         let metrics = self.hub.metrics();
         metrics.outbox_connected.set(1);
+        self.hub.set_outbox_reachable(true);
         *backoff = FIRST_BACKOFF;
         info!(table = settings.table.name(), "outbox relay connected");
 

@@ -287,6 +287,14 @@ async fn the_relay_resumes_by_itself_after_postgresql_restarts() {
         disconnected,
         "ssehub_outbox_connected stayed 1 with the database down"
     );
+    // Readiness says so, and stays 200: the hub still serves and takes publishes.
+    let readyz = format!("http://{}/readyz", hub.addr);
+    let (status, body) = readiness(&readyz).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("degraded: the outbox database is unreachable"),
+        "{body}"
+    );
     server.start_again();
     let mut table = OutboxTable {
         client: connect(&server.url()).await,
@@ -298,5 +306,13 @@ async fn the_relay_resumes_by_itself_after_postgresql_restarts() {
         [("after".to_owned(), "after".to_owned())]
     );
     assert_eq!(metric(&hub, "ssehub_outbox_connected").await, Some(1.0));
+    assert_eq!(readiness(&readyz).await, (200, "ready\n".to_owned()));
     table.drop_table().await;
+}
+
+/// `GET /readyz`: the status and the body.
+async fn readiness(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("readyz");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
 }
