@@ -92,11 +92,11 @@ pub fn extract_token<'a>(
         };
         for pair in cookies.split(';') {
             if let Some((name, value)) = pair.trim().split_once('=') {
+                // A quoted value (RFC 6265 allows it) is the text between the quotes; `""` or a
+                // lone `"` is no token at all.
+                let value = value.trim_matches('"');
                 if name == COOKIE_NAME && !value.is_empty() {
-                    return Ok(Some((
-                        value.trim_matches('"').to_owned().into(),
-                        TokenSource::Cookie,
-                    )));
+                    return Ok(Some((value.to_owned().into(), TokenSource::Cookie)));
                 }
             }
         }
@@ -269,6 +269,20 @@ mod tests {
         assert_eq!((token.as_ref(), source), ("Q", TokenSource::Query));
         let (token, source) = extract_token(&h, None).expect("ok").expect("some");
         assert_eq!((token.as_ref(), source), ("C", TokenSource::Cookie));
+    }
+
+    #[test]
+    fn an_empty_quoted_cookie_is_no_token() {
+        // Found by the `jwt` fuzz target: `""` used to be returned as an empty token.
+        for value in ["mercureAuthorization=\"\"", "mercureAuthorization=\""] {
+            assert_eq!(
+                extract_token(&headers(&[("cookie", value)]), None),
+                Ok(None)
+            );
+        }
+        let quoted = headers(&[("cookie", "mercureAuthorization=\"T\"")]);
+        let (token, source) = extract_token(&quoted, None).expect("ok").expect("some");
+        assert_eq!((token.as_ref(), source), ("T", TokenSource::Cookie));
     }
 
     #[test]
