@@ -349,7 +349,11 @@ async fn the_full_list_names_the_open_subscriptions_periodically() {
             .is_some_and(|l| listed(l) == [a_uri.clone()])
     })
     .await;
-    assert!(hub.hub.metrics().webhook.full_lists.get() >= 2);
+    // Counted once the receiver's answer is back, which is after it recorded the list.
+    eventually(Duration::from_secs(10), "two full lists counted", || {
+        hub.hub.metrics().webhook.full_lists.get() >= 2
+    })
+    .await;
     hub.stop().await;
 }
 
