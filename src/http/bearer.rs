@@ -99,9 +99,19 @@ fn challenge(auth: &Draft08Auth, code: Option<&str>) -> HeaderValue {
 }
 
 /// `GET /.well-known/oauth-protected-resource/…`: the RFC 9728 metadata document.
-pub(crate) async fn metadata(State(config): State<Arc<HttpConfig>>) -> Response {
+/// With the subscriptions API on, it says so (`mercure_subscriptions`).
+pub(crate) async fn metadata(
+    State(config): State<Arc<HttpConfig>>,
+    State(hub): State<crate::hub::Hub>,
+) -> Response {
     match &config.draft08 {
-        Some(auth) => Json(auth.metadata(Some(auth::COOKIE_NAME))).into_response(),
+        Some(auth) => {
+            let mut document = auth.metadata(Some(auth::COOKIE_NAME));
+            if hub.config().subscriptions {
+                document["mercure_subscriptions"] = true.into();
+            }
+            Json(document).into_response()
+        }
         // Routed only when draft-08 is configured.
         None => ApiError::new(StatusCode::NOT_FOUND, "not found").into_response(),
     }

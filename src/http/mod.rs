@@ -206,9 +206,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             header::CACHE_CONTROL,
             HeaderName::from_static(subscribe::LAST_EVENT_ID),
         ])
+        // `Link` carries the subscriptions API's cursor (draft-08 §Subscription API).
         .expose_headers([
             HeaderName::from_static(subscribe::LAST_EVENT_ID),
             HeaderName::from_static(dialect::MERCURE_LAST_EVENT_ID),
+            header::LINK,
         ])
         .max_age(std::time::Duration::from_secs(3600));
     if origins.iter().any(|origin| origin == "*") {

@@ -294,7 +294,9 @@ impl SubscribeQuery {
     fn matcher(name: &str, value: &[u8], max_exact_bytes: usize) -> Result<TopicMatcher, ApiError> {
         let kind = MatcherType::from_param(name).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown matcher parameter {name:?}: the `match` prefix is reserved; this hub                  supports `match` (or `match_exact`) and `match_urlpattern` (names are                  case-sensitive)"
+                "unknown matcher parameter {name:?}: the `match` prefix is reserved; this hub \
+                 supports `match` (or `match_exact`) and `match_urlpattern` (names are \
+                 case-sensitive)"
             ))
         })?;
         let value = draft08_value(name, value)?;

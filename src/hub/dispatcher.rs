@@ -244,6 +244,7 @@ mod tests {
                         id,
                         uri: format!("urn:test:{id}"),
                         topics: vec!["t".into()],
+                        matcher_types: Vec::new(),
                         remote_addr: None,
                         payload: None,
                         connected_at: SystemTime::now(),

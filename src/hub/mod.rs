@@ -45,7 +45,7 @@ pub use error::{NotReady, PublishError, SubscribeError};
 use registry::Registry;
 pub use stream::SubscriptionStream;
 use subscriber::Subscriber;
-pub use subscriber::{CloseKind, CloseReason, SubscriberId, SubscriberInfo};
+pub use subscriber::{CloseKind, CloseReason, Selection, SubscriberId, SubscriberInfo};
 use writer::PublishRequest;
 
 /// What the dispatcher and every stream share: enough to unregister a subscriber, and the

@@ -56,16 +56,25 @@ fn replay_gap_signal(requested: &str, resumed_after: &str) -> bytes::Bytes {
     crate::wire::encode_hub_signal(&data.to_string())
 }
 
+/// One subscription's selectors, compiled, and their texts and matcher types.
+struct Compiled {
+    topics: Vec<String>,
+    matcher_types: Vec<MatcherType>,
+    selectors: Vec<TopicSelector>,
+}
+
 impl Hub {
     /// The selectors of one subscription, compiled (through the shared cache): draft-07
-    /// `topic`s first, then draft-08 matchers; and the texts listed as the subscriber's topics.
+    /// `topic`s first, then draft-08 matchers; and the texts listed as the subscriber's topics,
+    /// with the types of the matchers among them.
     fn compile_selectors(
         &self,
         mut topics: Vec<String>,
         matchers: Vec<TopicMatcher>,
-    ) -> Result<(Vec<String>, Vec<TopicSelector>), SubscribeError> {
+    ) -> Result<Compiled, SubscribeError> {
         let cache = &self.inner.selectors;
         let mut selectors: Vec<_> = topics.iter().map(|t| cache.get(t)).collect();
+        let matcher_types = matchers.iter().map(|m| m.kind).collect();
         for matcher in matchers {
             let selector = cache
                 .get_matcher(matcher.kind, &matcher.value)
@@ -77,7 +86,11 @@ impl Hub {
             selectors.push(selector);
             topics.push(matcher.value);
         }
-        Ok((topics, selectors))
+        Ok(Compiled {
+            topics,
+            matcher_types,
+            selectors,
+        })
     }
 
     /// Registers a subscriber, then replays history after its `Last-Event-ID`.
@@ -118,7 +131,11 @@ impl Hub {
         // async workers.
         let costly = topics.iter().any(|t| t.contains('{'))
             || matchers.iter().any(|m| m.kind == MatcherType::UrlPattern);
-        let (topics, selectors) = if costly {
+        let Compiled {
+            topics,
+            matcher_types,
+            selectors,
+        } = if costly {
             let hub = self.clone();
             tokio::task::spawn_blocking(move || hub.compile_selectors(topics, matchers))
                 .await
@@ -137,6 +154,7 @@ impl Hub {
                 id,
                 uri: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
                 topics,
+                matcher_types,
                 remote_addr,
                 payload: grant.payload.clone(),
                 connected_at: SystemTime::now(),

@@ -18,6 +18,7 @@ use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
 use crate::telemetry::TraceIds;
 use crate::topic::selector::EventTopics;
+use crate::topic::selector::MatcherType;
 use crate::topic::TopicSelector;
 
 /// A subscriber's id, unique within one hub.
@@ -90,14 +91,52 @@ pub struct SubscriberInfo {
     /// A globally unique IRI (`urn:uuid:…`), as the subscriptions API names subscribers.
     pub uri: String,
     /// The topic selectors it subscribed with, as written: draft-07 `topic`s, then draft-08
-    /// matcher values (the subscriptions API lists both in its draft-07 shape for now).
+    /// matcher values ([`SubscriberInfo::selections`] tells which is which).
     pub topics: Vec<String>,
+    /// The matcher types of the draft-08 matchers, which are the last
+    /// `matcher_types.len()` entries of `topics`; empty for a draft-07 subscription.
+    pub matcher_types: Vec<MatcherType>,
     /// The peer address, when the subscription came over the network.
     pub remote_addr: Option<SocketAddr>,
     /// `mercure.payload` of its token.
     pub payload: Option<serde_json::Value>,
     /// When it subscribed.
     pub connected_at: SystemTime,
+}
+
+impl SubscriberInfo {
+    /// Its subscriptions, each in the dialect it was made in: draft-07 `topic` selectors,
+    /// then draft-08 matchers with their types.
+    pub fn selections(&self) -> impl Iterator<Item = Selection<'_>> {
+        let first_matcher = self.topics.len().saturating_sub(self.matcher_types.len());
+        self.topics.iter().enumerate().map(move |(n, text)| {
+            match n
+                .checked_sub(first_matcher)
+                .and_then(|m| self.matcher_types.get(m))
+            {
+                Some(kind) => Selection::Matcher(*kind, text),
+                None => Selection::Topic(text),
+            }
+        })
+    }
+}
+
+/// One subscription of a subscriber, as it was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection<'a> {
+    /// A draft-07 `topic` selector (`*`, an exact topic or a URI template).
+    Topic(&'a str),
+    /// A draft-08 matcher: its type and its value.
+    Matcher(MatcherType, &'a str),
+}
+
+impl<'a> Selection<'a> {
+    /// The selector or matcher as written.
+    pub fn text(self) -> &'a str {
+        match self {
+            Self::Topic(text) | Self::Matcher(_, text) => text,
+        }
+    }
 }
 
 /// A registered subscriber.

@@ -33,6 +33,16 @@ impl MatcherType {
         }
     }
 
+    /// The matcher type of a registered name in its canonical case (`exact`, `urlpattern`),
+    /// as the subscriptions API's `{match_type}` segment names it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "exact" => Some(Self::Exact),
+            "urlpattern" => Some(Self::UrlPattern),
+            _ => None,
+        }
+    }
+
     /// The matcher type's registered name.
     pub fn as_str(self) -> &'static str {
         match self {

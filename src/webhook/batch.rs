@@ -55,9 +55,8 @@ pub(crate) fn full_list_body(
     let subscriptions: Vec<Value> = subscribers
         .iter()
         .flat_map(|info| {
-            info.topics
-                .iter()
-                .map(move |topic| subscription_event_document(info, topic, true))
+            info.selections()
+                .map(move |selection| subscription_event_document(info, selection, true))
         })
         .collect();
     json!({

@@ -69,13 +69,12 @@ impl NotificationQueue {
         let active = closed.is_none();
         let at_ms = super::unix_ms();
         let objects: Vec<_> = info
-            .topics
-            .iter()
-            .map(|topic| {
+            .selections()
+            .map(|selection| {
                 let mut object = json!({
                     "type": if active { "opened" } else { "closed" },
                     "at": at_ms,
-                    "subscription": subscription_event_document(info, topic, active),
+                    "subscription": subscription_event_document(info, selection, active),
                 });
                 if let (Some(reason), Some(map)) = (closed, object.as_object_mut()) {
                     map.insert("reason".into(), json!(reason.as_str()));
@@ -165,6 +164,7 @@ mod tests {
             id: 1,
             uri: uri.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            matcher_types: Vec::new(),
             remote_addr: None,
             payload: None,
             connected_at: SystemTime::now(),

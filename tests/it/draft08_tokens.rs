@@ -14,66 +14,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use ssehub::auth::{Draft08Auth, Issuer, JwksKeys, JwksSettings, Role};
 use ssehub::HttpConfig;
 
+use crate::support::draft08::{
+    claims, draft08_http, grant, hs256, sign, DETAIL, ISS, METADATA_URL, RESOURCE, SECRET,
+};
 use crate::support::{
     config, eventually, http_config, publish_with, publisher_token, SseClient, TestHub,
 };
-
-const RESOURCE: &str = "https://localhost/.well-known/mercure";
-const ISS: &str = "https://localhost";
-/// Mercure's documented default secret.
-const SECRET: &str = "!ChangeThisMercureHubJWTSecretKey!";
-const DETAIL: &str = "https://mercure.rocks/authorization-detail";
-const METADATA_URL: &str =
-    "https://localhost/.well-known/oauth-protected-resource/.well-known/mercure";
-
-fn later() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600
-}
-
-fn grant(action: &str, topics: &[&str]) -> Value {
-    let topics: Vec<Value> = topics.iter().map(|t| json!({"match": t})).collect();
-    json!({"type": DETAIL, "actions": [action], "topics": topics})
-}
-
-fn claims(iss: &str, details: Vec<Value>) -> Value {
-    json!({
-        "iss": iss, "aud": RESOURCE, "exp": later(), "sub": "urn:example:test",
-        "authorization_details": details,
-    })
-}
-
-fn sign(key: &EncodingKey, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
-    let header = Header {
-        typ: Some("at+jwt".into()),
-        kid: kid.map(str::to_owned),
-        ..Header::new(alg)
-    };
-    jsonwebtoken::encode(&header, claims, key).expect("sign")
-}
-
-fn hs256(claims: &Value) -> String {
-    let key = EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
-    sign(&key, Algorithm::HS256, None, claims)
-}
-
-/// The test hub's settings (draft-07 keys, anonymous subscribers) plus a draft-08 issuer
-/// signing with Mercure's default secret.
-fn draft08_http(anonymous: bool) -> HttpConfig {
-    let issuer = Issuer::with_secret(ISS, SECRET, &[Algorithm::HS256]).expect("issuer");
-    let mut http = http_config();
-    http.auth.anonymous = anonymous;
-    http.draft08 = Some(Draft08Auth::new(RESOURCE, vec![issuer]).expect("draft-08"));
-    http
-}
 
 async fn post(url: &str, token: &str, form: &[(&str, &str)]) -> reqwest::Response {
     reqwest::Client::new()

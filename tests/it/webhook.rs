@@ -295,6 +295,11 @@ async fn a_full_queue_drops_the_oldest_notifications_and_counts_them() {
     let events = receiver.events();
     assert_eq!(summary(&events), ["opened /t4", "opened /t5", "opened /t6"]);
     assert_eq!(seqs(&events), [4, 5, 6], "the gap in seq shows the drop");
+    // The receiver records a batch before it answers; the hub counts it once the answer is back.
+    eventually(Duration::from_secs(5), "the delivery counted", || {
+        metrics.delivered.get() >= 3
+    })
+    .await;
     let page = hub.hub.render_metrics().await;
     assert_eq!(
         crate::support::expect_metric(&page, "ssehub_webhook_dropped_total"),

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod chromium;
+pub mod draft08;
 pub mod observe;
 pub mod postgres;
 pub mod redis;

@@ -79,25 +79,49 @@ impl SseClient {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.ended.is_some() {
+            if !self.read_chunk(deadline).await {
                 return None;
             }
-            match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Err(_) => return None,
-                Ok(None) => self.ended = Some(End::Clean),
-                Ok(Some(Err(_))) => self.ended = Some(End::Error),
-                Ok(Some(Ok(chunk))) => {
-                    self.raw.extend_from_slice(&chunk);
-                    for event in self.parser.push(&chunk).expect("valid event stream") {
-                        if event.event_type == ssehub::wire::HUB_EVENT_TYPE {
-                            self.signals.push(event);
-                        } else {
-                            self.pending.push_back(event);
-                        }
+        }
+    }
+
+    /// The next event of the reserved `mercure` type (kept apart from the others, see
+    /// [`Self::signals`]); fails the test after 5 s.
+    pub async fn next_signal(&mut self) -> ParsedEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if !self.signals.is_empty() {
+                return self.signals.remove(0);
+            }
+            assert!(
+                self.read_chunk(deadline).await,
+                "no `mercure` event within 5 s (ended: {:?})",
+                self.ended
+            );
+        }
+    }
+
+    /// Reads one chunk and parses it; `false` once the stream ended or `deadline` passed.
+    async fn read_chunk(&mut self, deadline: tokio::time::Instant) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        match tokio::time::timeout_at(deadline, self.body.next()).await {
+            Err(_) => return false,
+            Ok(None) => self.ended = Some(End::Clean),
+            Ok(Some(Err(_))) => self.ended = Some(End::Error),
+            Ok(Some(Ok(chunk))) => {
+                self.raw.extend_from_slice(&chunk);
+                for event in self.parser.push(&chunk).expect("valid event stream") {
+                    if event.event_type == ssehub::wire::HUB_EVENT_TYPE {
+                        self.signals.push(event);
+                    } else {
+                        self.pending.push_back(event);
                     }
                 }
             }
         }
+        true
     }
 
     /// The next event; fails the test after 5 s.
