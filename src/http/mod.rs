@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod dialect;
 pub mod error;
+mod form;
 mod live;
 pub mod publish;
 pub mod subscribe;

@@ -18,10 +18,10 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, StatusCode};
-use http_body::Body as _;
 
 use super::dialect::{self, Markers};
 use super::error::ApiError;
+use super::form;
 use super::{bearer, query_param, HttpConfig, MERCURE_PATH};
 use crate::auth::{TokenError, TokenSource};
 use crate::dialect::Dialect;
@@ -114,37 +114,8 @@ async fn handle(
         .map_err(|e| bearer::auth_error(&config, e))?,
     };
 
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim();
-        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-    }
-    let limit = config.max_publish_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than the {limit}-byte limit (or was cut off)"),
-        )
-    };
-    // A declared length over the limit is refused before any of the body is read: with
-    // `Expect: 100-continue` the client then gets the 413 instead of `100 Continue` (hyper
-    // sends that only once the body is polled) and never sends the body at all.
-    if usize::try_from(body.size_hint().lower()).map_or(true, |declared| declared > limit) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    // Mercure's reference hub reads a publish without a `Content-Type` as a form.
+    let bytes = form::read_form(&config, &headers, body, "the body", form::Untyped::Form).await?;
     let event = parse_form(&bytes)?;
     check_reserved_namespace(&event.topics)?;
     if resolved.dialect == Dialect::Draft08 {

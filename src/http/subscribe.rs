@@ -29,6 +29,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::dialect::{self, Markers};
 use super::error::ApiError;
+use super::form;
 use super::token_recheck::{StreamRegistration, TokenCheck};
 use super::{bearer, HttpConfig, LiveHttpConfig};
 use crate::auth::{SubscriberGrant, TokenSource};
@@ -71,7 +72,16 @@ pub async fn subscribe(
     let (parts, body) = request.into_parts();
     let query_text = parts.uri.query().unwrap_or("");
     let query = if parts.method.as_str() == QUERY {
-        let form = read_form_body(&config, &parts.headers, body).await?;
+        // The body of a `QUERY` subscription: a form, at most `--max-publish-bytes`, and
+        // it must say so in its `Content-Type`.
+        let form = form::read_form(
+            &config,
+            &parts.headers,
+            body,
+            "a QUERY subscription's body",
+            form::Untyped::Refused,
+        )
+        .await?;
         let form = std::str::from_utf8(&form).map_err(|_| {
             ApiError::bad_request("the body is not UTF-8 (application/x-www-form-urlencoded)")
         })?;
@@ -322,39 +332,6 @@ enum Component {
 /// The `QUERY` method (RFC 10008): a safe request whose body carries what a `GET` carries in
 /// its query, for matcher lists too long for a URL (draft-08 §Subscription).
 pub const QUERY: &str = "QUERY";
-
-/// The body of a `QUERY` subscription: `application/x-www-form-urlencoded`, at most
-/// `--max-publish-bytes`.
-async fn read_form_body(
-    config: &HttpConfig,
-    headers: &http::HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(str::trim);
-    if !essence.is_some_and(|e| e.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a QUERY subscription's body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let limit = config.max_publish_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than the {limit}-byte limit (or was cut off)"),
-        )
-    };
-    if usize::try_from(http_body::Body::size_hint(&body).lower()).map_or(true, |n| n > limit) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
-}
 
 /// `/.well-known/mercure` with a method other than `GET` and `POST`: `QUERY` subscribes, any
 /// other is `405` with the methods the endpoint takes.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::binary::BinaryHub;
 use crate::support::redis::RedisServer;
-use crate::support::{publish_with, publisher_token, SseClient, SECRET};
+use crate::support::{publish_with, publisher_token, SseClient};
 
 fn instances(redis: &RedisServer, count: usize) -> Vec<BinaryHub> {
     instances_with(redis, count, &[])
@@ -13,21 +13,8 @@ fn instances(redis: &RedisServer, count: usize) -> Vec<BinaryHub> {
 
 /// `count` instances on `redis`, with `extra` settings.
 pub fn instances_with(redis: &RedisServer, count: usize, extra: &[&str]) -> Vec<BinaryHub> {
-    let url = redis.url();
     (0..count)
-        .map(|_| {
-            let mut args = vec![
-                "--jwt-key",
-                SECRET,
-                "--anonymous",
-                "--history",
-                "redis",
-                "--redis-url",
-                &url,
-            ];
-            args.extend_from_slice(extra);
-            BinaryHub::start(&args, &[])
-        })
+        .map(|_| BinaryHub::start_on_redis(redis, extra))
         .collect()
 }
 
@@ -245,18 +232,7 @@ async fn clients_of_a_killed_instance_resume_on_another() {
 #[tokio::test]
 async fn a_redis_that_lost_its_data_is_detected_and_served_on() {
     let mut redis = RedisServer::start(false).await;
-    let hub = BinaryHub::start(
-        &[
-            "--jwt-key",
-            SECRET,
-            "--anonymous",
-            "--history",
-            "redis",
-            "--redis-url",
-            &redis.url(),
-        ],
-        &[],
-    );
+    let hub = BinaryHub::start_on_redis(&redis, &[]);
     let token = publisher_token(&["*"]);
     for id in ["a", "b"] {
         let (status, _) = publish_with(&hub.url, &token, &[("topic", "t"), ("id", id)]).await;

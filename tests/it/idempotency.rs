@@ -11,7 +11,7 @@ use ssehub::history::{DurableHistory, History, Retention, SyncPolicy};
 
 use crate::support::binary::BinaryHub;
 use crate::support::redis::RedisServer;
-use crate::support::{config, expect_metric, publisher_token, SseClient, TestHub, SECRET};
+use crate::support::{config, expect_metric, publisher_token, SseClient, TestHub};
 
 async fn durable_hub() -> (TestHub, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("tempdir");
@@ -273,17 +273,10 @@ async fn a_publisher_that_times_out_and_retries_under_load_delivers_every_event_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_retry_on_another_instance_is_recognised() {
     let redis = RedisServer::start(false).await;
-    let url = redis.url();
-    let args = [
-        "--jwt-key",
-        SECRET,
-        "--anonymous",
-        "--history",
-        "redis",
-        "--redis-url",
-        &url,
-    ];
-    let (a, b) = (BinaryHub::start(&args, &[]), BinaryHub::start(&args, &[]));
+    let (a, b) = (
+        BinaryHub::start_on_redis(&redis, &[]),
+        BinaryHub::start_on_redis(&redis, &[]),
+    );
     let mut on_a = SseClient::open(&format!("{}?topic=t", a.url), &[]).await;
     let mut on_b = SseClient::open(&format!("{}?topic=t", b.url), &[]).await;
     let form = [("topic", "t"), ("data", "keyed")];

@@ -369,21 +369,7 @@ async fn java_retries_until_a_late_hub_answers_and_one_key_stores_one_event() {
 async fn java_retries_a_503_until_the_hub_can_store_the_update_and_it_is_delivered_once() {
     // A hub on a Redis of its own, without a spool: while Redis is away a publish gets 503.
     let mut redis = RedisServer::start(false).await;
-    let redis_url = redis.url();
-    let hub = BinaryHub::start(
-        &[
-            "--jwt-key",
-            SECRET,
-            "--anonymous",
-            "--history",
-            "redis",
-            "--redis-url",
-            &redis_url,
-            "--spool-max-events",
-            "0",
-        ],
-        &[],
-    );
+    let hub = BinaryHub::start_on_redis(&redis, &["--spool-max-events", "0"]);
     redis.stop();
     let topic = "https://example.com/orders/8";
     let mut publisher = RunningPublish::spawn(

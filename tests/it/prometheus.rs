@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::binary::BinaryHub;
 use crate::support::redis::RedisServer;
 use crate::support::tools::{free_port, repo_path, run, text};
-use crate::support::{publish_with, publisher_token, SECRET};
+use crate::support::{publish_with, publisher_token};
 
 const RULES: &str = "deploy/prometheus/ssehub-rules.yml";
 
@@ -165,20 +165,7 @@ async fn prometheus_scrapes_the_hub_and_fires_not_ready_during_a_redis_outage_th
     let mut redis = RedisServer::start(true).await;
     // Without a spool: with one (the default), the hub stays ready during the outage and
     // SsehubSpooling fires instead (its rule is unit-tested in ssehub-rules.test.yml).
-    let hub = BinaryHub::start(
-        &[
-            "--jwt-key",
-            SECRET,
-            "--anonymous",
-            "--history",
-            "redis",
-            "--redis-url",
-            &redis.url(),
-            "--spool-max-events",
-            "0",
-        ],
-        &[],
-    );
+    let hub = BinaryHub::start_on_redis(&redis, &["--spool-max-events", "0"]);
     let (status, _) = publish_with(&hub.url, &publisher_token(&["*"]), &[("topic", "t")]).await;
     assert_eq!(status, 200);
     let instance = hub.addr.to_string();

@@ -163,23 +163,7 @@ async fn two_rules_on_redis_shape_a_replay_from_earliest_on_every_instance() {
     let redis = RedisServer::start(false).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = config_file(&dir);
-    let redis_url = redis.url();
-    let start = || {
-        BinaryHub::start(
-            &[
-                "--config",
-                &config,
-                "--jwt-key",
-                SECRET,
-                "--anonymous",
-                "--history",
-                "redis",
-                "--redis-url",
-                &redis_url,
-            ],
-            &[],
-        )
-    };
+    let start = || BinaryHub::start_on_redis(&redis, &["--config", &config]);
     let (a, b) = (start(), start());
     publish_events(&a.url).await;
     wait_for_trim(&a).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::instances_with;
 use crate::support::binary::BinaryHub;
 use crate::support::redis::RedisServer;
-use crate::support::{expect_metric, publisher_token, SseClient, SECRET};
+use crate::support::{expect_metric, publisher_token, SseClient};
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.expect("get");
@@ -79,19 +79,7 @@ async fn publishes_during_a_redis_outage_are_spooled_forwarded_in_order_and_surv
     let mut hubs = instances_with(&redis, 3, &[]);
     let a_dir = tempfile::tempdir().expect("dir");
     // Instance A runs on a data directory of the test's, so that it restarts on its spool.
-    hubs[0] = BinaryHub::start_in(
-        a_dir.path(),
-        &[
-            "--jwt-key",
-            SECRET,
-            "--anonymous",
-            "--history",
-            "redis",
-            "--redis-url",
-            &redis.url(),
-        ],
-        &[],
-    );
+    hubs[0] = BinaryHub::start_in_on_redis(a_dir.path(), &redis, &[]);
     let mut on_b = SseClient::open(&format!("{}?topic=t", hubs[1].url), &[]).await;
     let mut on_c = SseClient::open(&format!("{}?topic=t", hubs[2].url), &[]).await;
 
@@ -152,19 +140,7 @@ async fn publishes_during_a_redis_outage_are_spooled_forwarded_in_order_and_surv
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = acked.lock().expect("lock").len() - before_outage;
     redis.restart().await;
-    let restarted = BinaryHub::start_in(
-        a_dir.path(),
-        &[
-            "--jwt-key",
-            SECRET,
-            "--anonymous",
-            "--history",
-            "redis",
-            "--redis-url",
-            &redis.url(),
-        ],
-        &[],
-    );
+    let restarted = BinaryHub::start_in_on_redis(a_dir.path(), &redis, &[]);
     *a_url.lock().expect("lock") = restarted.url.clone();
     hubs[0] = restarted;
     tokio::time::sleep(Duration::from_secs(2)).await;

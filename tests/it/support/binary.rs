@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::redis::RedisServer;
+use super::SECRET;
+
 /// Removes every `SSEHUB_*` variable of this process's environment from `command`, so that a
 /// developer's shell (`SSEHUB_HISTORY`, `SSEHUB_CONFIG`, …) cannot change what a test starts:
 /// the binary sees only the variables the test sets.
@@ -45,6 +48,23 @@ impl BinaryHub {
         let mut hub = Self::start_in(dir.path(), args, env);
         hub._owned_dir = Some(dir);
         hub
+    }
+
+    /// Runs a hub whose history (and so its fan-out between instances) is in `redis`
+    /// (`--history redis --redis-url …`), with the test secret and anonymous subscribers, and
+    /// `extra` settings after those: the instance every multi-instance test starts.
+    pub fn start_on_redis(redis: &RedisServer, extra: &[&str]) -> Self {
+        Self::start(&on_redis_args(&redis.url(), extra), &[])
+    }
+
+    /// Like [`Self::start_on_redis`], with the data directory `data_dir` (kept after drop), so
+    /// that a restarted instance finds its spool.
+    pub fn start_in_on_redis(
+        data_dir: &std::path::Path,
+        redis: &RedisServer,
+        extra: &[&str],
+    ) -> Self {
+        Self::start_in(data_dir, &on_redis_args(&redis.url(), extra), &[])
     }
 
     /// Like [`Self::start`], with the data directory `data_dir` (kept after drop).
@@ -130,6 +150,21 @@ impl BinaryHub {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The arguments of [`BinaryHub::start_on_redis`]: the Redis ones, then `extra`.
+fn on_redis_args<'a>(redis_url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--jwt-key",
+        SECRET,
+        "--anonymous",
+        "--history",
+        "redis",
+        "--redis-url",
+        redis_url,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 impl Drop for BinaryHub {
