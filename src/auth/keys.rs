@@ -327,12 +327,28 @@ impl JwtSigner {
     /// # Errors
     /// [`JwtKeyError::Invalid`] when signing fails.
     pub fn sign_json(&self, claims: &impl serde::Serialize) -> Result<String, JwtKeyError> {
-        jsonwebtoken::encode(
-            &Header::new(self.algorithm.to_jsonwebtoken()),
-            claims,
-            &self.key,
-        )
-        .map_err(|e| JwtKeyError::Invalid {
+        self.sign_with(Header::new(self.algorithm.to_jsonwebtoken()), claims)
+    }
+
+    /// Signs `claims` as an RFC 9068 access token: JOSE header `typ: at+jwt`, the token
+    /// draft-dunglas-mercure-08 expects.
+    ///
+    /// # Errors
+    /// [`JwtKeyError::Invalid`] when signing fails.
+    pub fn sign_access_token(&self, claims: &impl serde::Serialize) -> Result<String, JwtKeyError> {
+        let header = Header {
+            typ: Some("at+jwt".into()),
+            ..Header::new(self.algorithm.to_jsonwebtoken())
+        };
+        self.sign_with(header, claims)
+    }
+
+    fn sign_with(
+        &self,
+        header: Header,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, JwtKeyError> {
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| JwtKeyError::Invalid {
             algorithm: self.algorithm,
             reason: e.to_string(),
         })

@@ -566,3 +566,65 @@ async fn a_draft08_subscribers_stream_ends_at_its_tokens_exp() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn ssehub_token_mints_access_tokens_the_hub_accepts() {
+    let mint = |grants: &[&str]| {
+        let output = crate::support::binary::ssehub_command()
+            .args([
+                "token",
+                "--jwt-key",
+                SECRET,
+                "--iss",
+                ISS,
+                "--aud",
+                RESOURCE,
+            ])
+            .args(grants)
+            .output()
+            .expect("ssehub token");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let publisher = mint(&["--publish", "https://example.com/books/1"]);
+    let subscriber = mint(&["--subscribe", "https://example.com/books/1"]);
+    let header = jsonwebtoken::decode_header(&publisher).expect("a JWT");
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+
+    let hub = TestHub::start_http(config(), draft08_http(false)).await;
+    let mut reader = SseClient::open(
+        &format!("{}?match=https://example.com/books/1", hub.url),
+        &[("authorization", &format!("Bearer {subscriber}"))],
+    )
+    .await;
+    assert_eq!(reader.status, 200);
+    let (status, id) = publish_with(
+        &hub.url,
+        &publisher,
+        &[
+            ("topic", "https://example.com/books/1"),
+            ("data", "minted"),
+            ("private", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{id}");
+    let event = reader.next_event().await;
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (id.as_str(), "minted")
+    );
+    // Its grant is only that topic.
+    let (status, body) = publish_with(
+        &hub.url,
+        &publisher,
+        &[("topic", "https://example.com/other")],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    hub.stop().await;
+}
