@@ -200,7 +200,12 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
         return None;
     }
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
+        // `QUERY`: draft-08 subscriptions whose matchers are in the body (a fetch-based client).
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::from_bytes(subscribe::QUERY.as_bytes()).unwrap_or(Method::GET),
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

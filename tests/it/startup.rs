@@ -197,6 +197,24 @@ async fn cors_answers_an_allowed_origin_with_credentials_and_never_a_star() {
         preflight.headers()["access-control-allow-origin"],
         "http://localhost:5173"
     );
+    // draft-08: a fetch-based client may subscribe with QUERY, and read the Link cursor.
+    let query_preflight = client
+        .request(reqwest::Method::OPTIONS, &hub.url)
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "QUERY")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(query_preflight.status().is_success());
+    let methods = query_preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    assert!(methods.contains("QUERY"), "{methods}");
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(exposed.contains("link"), "{exposed}");
     let other = client
         .get(format!("{}?topic=t", hub.url))
         .header("origin", "https://evil.example.net")
