@@ -396,3 +396,23 @@ async fn wait_lag_count(metrics_url: &str, at_least: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_failed_export_is_logged() {
+    // A port nothing listens on: every export is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let hub = traced_hub(&format!("http://127.0.0.1:{port}"), &[]);
+    publish_traced(&hub.url, &[("topic", "t"), ("data", "x")], None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match hub.logs.recv_timeout(left) {
+            Ok(line) if line.contains("ExportError") => break,
+            Ok(_) => {}
+            Err(_) => panic!("no log line says the export failed within 10 s"),
+        }
+    }
+}
