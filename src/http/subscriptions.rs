@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{json, Value};
 
 use super::dialect::{self, Markers};
@@ -154,13 +155,13 @@ where
 
 /// The documents of the subscriptions `wanted` keeps, across this instance's subscribers.
 fn documents(hub: &Hub, wanted: impl Fn(Selection<'_>) -> bool) -> Vec<Value> {
+    let wanted = &wanted;
     hub.subscribers()
         .iter()
         .flat_map(|info| {
             info.selections()
-                .filter(|selection| wanted(*selection))
-                .map(|selection| subscription_document(info, selection, true))
-                .collect::<Vec<_>>()
+                .filter(move |selection| wanted(*selection))
+                .map(move |selection| subscription_document(info, selection, true))
         })
         .collect()
 }
@@ -271,15 +272,8 @@ fn link_quoted(value: &str) -> String {
 /// `value` as the content of an RFC 9110 entity-tag: every byte that is not `etagc` (and `%`,
 /// the escape itself) percent-encoded, so that distinct ids give distinct tags.
 fn entity_tag(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte > 0x20 && byte < 0x7f && byte != b'"' && byte != b'%' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    const NOT_ETAGC: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+    utf8_percent_encode(value, NOT_ETAGC).to_string()
 }
 
 async fn all(request: Request) -> Result<Response, ApiError> {

@@ -17,8 +17,7 @@ use bytes::Bytes;
 use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
 use crate::telemetry::TraceIds;
-use crate::topic::selector::EventTopics;
-use crate::topic::selector::MatcherType;
+use crate::topic::selector::{EventTopics, MatcherType};
 use crate::topic::TopicSelector;
 
 /// A subscriber's id, unique within one hub.
@@ -128,15 +127,6 @@ pub enum Selection<'a> {
     Topic(&'a str),
     /// A draft-08 matcher: its type and its value.
     Matcher(MatcherType, &'a str),
-}
-
-impl<'a> Selection<'a> {
-    /// The selector or matcher as written.
-    pub fn text(self) -> &'a str {
-        match self {
-            Self::Topic(text) | Self::Matcher(_, text) => text,
-        }
-    }
 }
 
 /// A registered subscriber.

@@ -13,6 +13,7 @@
 //!
 //! Both carry `id` (the topic), `subscriber`, `active` and the token's `payload`.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::subscriber::{Selection, SubscriberInfo};
@@ -26,18 +27,17 @@ pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
 /// publishers cannot use.
 pub const RESERVED_EVENT_TYPE: &str = "mercure";
 
+/// What RFC 6570 simple expansion leaves as it is: the unreserved characters.
+const RESERVED_AND_OTHERS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// RFC 6570 simple expansion of one variable: everything but unreserved characters is
 /// percent-encoded, once (the specs: `:`, `/`, `{`, `}` and `%` are encoded).
 pub fn expand_variable(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(value, RESERVED_AND_OTHERS).to_string()
 }
 
 /// `/.well-known/mercure/subscriptions/{match_type}/{match}`, expanded: the collection of one
