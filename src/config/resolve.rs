@@ -45,6 +45,7 @@ impl ServeArgs {
             history_size: self.history_size,
             queue_capacity: positive("--queue-capacity", self.queue_capacity)?,
             max_queued_bytes: positive("--max-queued-bytes", self.max_queued_bytes)?,
+            shared_feeds: self.shared_feeds,
             max_subscribers: positive("--max-subscribers", self.max_subscribers)?,
             initial_cursor: self.initial_cursor,
             idempotency_window: positive_duration("--idempotency-window", self.idempotency_window)?,

@@ -130,7 +130,7 @@ impl HubBuilder {
             .webhook
             .map(|webhook| webhook.start(metrics.webhook.clone()));
         let shared = Arc::new(Shared {
-            registry: Registry::new(64, config.max_subscribers),
+            registry: Registry::new(64, config.max_subscribers, config.shared_feeds),
             hooks: self.hooks,
             metrics,
             subscription_events: subscription_tx,

@@ -28,6 +28,9 @@ pub struct HubConfig {
     /// instead of every subscriber's delay growing. The frames themselves are shared, so this
     /// bounds delay, not memory.
     pub max_queued_bytes: usize,
+    /// Whether the subscribers of one exact topic share one queue of live events
+    /// (experimental, off by default: `hub::feed`).
+    pub shared_feeds: bool,
     /// Whether a stream opened without a `Last-Event-ID` starts with an id-only frame naming
     /// the newest event (default on). WHATWG: a frame with an `id` and no `data` sets the
     /// `EventSource`'s last event id and fires nothing, so a client cut off before its first
@@ -55,6 +58,7 @@ impl Default for HubConfig {
             history_size: 100_000,
             queue_capacity: 4096,
             max_queued_bytes: 16 * 1024 * 1024,
+            shared_feeds: false,
             initial_cursor: true,
             idempotency_window: Duration::from_secs(24 * 3600),
             max_subscribers: 100_000,

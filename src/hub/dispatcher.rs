@@ -114,7 +114,7 @@ impl Slices {
         let count = self.ready.len().min(WAKE_SLICE);
         self.last_slice.clear();
         for subscriber in self.ready.drain(..count) {
-            let (waker, bytes) = subscriber.queue.take_schedule();
+            let (waker, bytes) = subscriber.take_schedule();
             self.pending_bytes -= bytes;
             // None: the stream ran meanwhile (its timer) and drained its frames itself.
             if let Some(waker) = waker {
@@ -227,7 +227,7 @@ mod tests {
 
     fn shared(subscribers: usize) -> (Arc<Shared>, Vec<Arc<Subscriber>>) {
         let shared = Arc::new(Shared {
-            registry: Registry::new(8, usize::MAX),
+            registry: Registry::new(8, usize::MAX, true),
             hooks: Default::default(),
             metrics: Metrics::new(),
             subscription_events: None,
@@ -254,6 +254,7 @@ mod tests {
                     grant: SubscriberGrant::default(),
                     announcements: Default::default(),
                     queue: SubscriberQueue::new(1024),
+                    feed: Default::default(),
                 });
                 shared.registry.insert(subscriber.clone()).expect("room");
                 subscriber
@@ -271,8 +272,7 @@ mod tests {
                 let waker = Waker::from(counter.clone());
                 let mut cx = Context::from_waker(&waker);
                 assert!(subscriber
-                    .queue
-                    .poll_drain(&mut cx, &mut Default::default())
+                    .poll_drain(&mut cx, &mut Default::default(), &Default::default())
                     .is_pending());
                 counter
             })
@@ -320,10 +320,7 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         for subscriber in &subscribers {
-            match subscriber
-                .queue
-                .poll_drain(&mut cx, &mut Default::default())
-            {
+            match subscriber.poll_drain(&mut cx, &mut Default::default(), &Default::default()) {
                 std::task::Poll::Ready(crate::hub::subscriber::Drained::Frames(frames)) => {
                     assert_eq!(
                         frames.iter().map(|queued| queued.seq).collect::<Vec<_>>(),
@@ -378,15 +375,13 @@ mod tests {
         let (ran, waiting) = slice.split_at(WAKE_SLICE - WAKE_SLICE / 8 - 1);
         for subscriber in ran {
             assert!(subscriber
-                .queue
-                .poll_drain(&mut cx, &mut Default::default())
+                .poll_drain(&mut cx, &mut Default::default(), &Default::default())
                 .is_ready());
         }
         assert!(!slices.last_slice_ran());
         // ...then one more: enough.
         assert!(waiting[0]
-            .queue
-            .poll_drain(&mut cx, &mut Default::default())
+            .poll_drain(&mut cx, &mut Default::default(), &Default::default())
             .is_ready());
         assert!(slices.last_slice_ran());
     }
@@ -407,10 +402,62 @@ mod tests {
     /// stream wakes, not after the whole fan-out of the event before it.
     #[tokio::test(flavor = "current_thread")]
     async fn a_publish_is_answered_before_the_fan_out_of_the_previous_event_ends() {
+        answered_before_the_fan_out_ends(false).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn with_shared_feeds_a_publish_is_answered_before_the_fan_out_of_the_previous_event_ends()
+    {
+        answered_before_the_fan_out_ends(true).await;
+    }
+
+    /// With shared feeds, a subscriber that does not read is closed as too slow once its feed
+    /// dropped an event it had not read, and one that reads gets every event, in order.
+    #[tokio::test]
+    async fn with_shared_feeds_a_slow_subscriber_is_closed_and_a_reading_one_gets_everything() {
+        use futures_util::StreamExt;
+        let hub = crate::Hub::builder(crate::HubConfig {
+            initial_cursor: false,
+            queue_capacity: 4,
+            shared_feeds: true,
+            ..crate::HubConfig::default()
+        })
+        .build()
+        .await
+        .expect("hub");
+        let subscribe = || {
+            hub.subscribe(crate::SubscribeRequest {
+                topics: vec!["t".into()],
+                ..Default::default()
+            })
+        };
+        let mut reading = subscribe().await.expect("subscribe").stream;
+        let mut slow = subscribe().await.expect("subscribe").stream;
+        let mut got = Vec::new();
+        for n in 0..12 {
+            hub.publish(Event::new("t", format!("e{n}")))
+                .await
+                .expect("publish");
+            let item = reading.next().await.expect("an item");
+            got.push(String::from_utf8(item.to_vec()).expect("utf-8"));
+        }
+        let got = got.concat();
+        let expected: Vec<String> = (0..12).map(|n| format!("data: e{n}\n")).collect();
+        let found: Vec<&str> = got.lines().filter(|l| l.starts_with("data: ")).collect();
+        assert_eq!(
+            found,
+            expected.iter().map(|e| e.trim_end()).collect::<Vec<_>>()
+        );
+        assert!(slow.next().await.is_none(), "the slow one is closed");
+        assert_eq!(hub.subscriber_count(), 1, "and left the registry");
+    }
+
+    async fn answered_before_the_fan_out_ends(shared_feeds: bool) {
         use futures_util::StreamExt;
         let hub = crate::Hub::builder(crate::HubConfig {
             // The first item each stream gets must be the event, not its cursor frame.
             initial_cursor: false,
+            shared_feeds,
             ..crate::HubConfig::default()
         })
         .build()

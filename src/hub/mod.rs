@@ -15,6 +15,7 @@ mod builder;
 mod config;
 mod dispatcher;
 mod error;
+mod feed;
 pub mod registry;
 pub mod stream;
 mod subscribe;

@@ -7,11 +7,14 @@
 //!
 //! Within a shard, subscribers whose selectors are all exact topics are indexed by topic, so an
 //! event only visits the subscribers of its own topics plus those with `*`, URI templates or URL patterns.
+//! Those with one exact topic (most) share its [`Feed`]: the event is appended there once, and
+//! only the streams waiting for it are visited, to schedule their wake.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::feed::Feed;
 use super::subscriber::{PushOutcome, Queued, Subscriber, SubscriberId};
 use crate::telemetry::{LiveEvent, Tracing};
 use crate::topic::selector::EventTopics;
@@ -28,11 +31,20 @@ pub(crate) enum RegisterError {
 #[derive(Debug, Default)]
 struct Shard {
     by_id: HashMap<SubscriberId, Arc<Subscriber>>,
-    /// Exact-only subscribers, under each of their topics.
+    /// Exact-only subscribers of several topics, under each of their topics.
     by_topic: HashMap<Box<str>, Vec<Arc<Subscriber>>>,
+    /// Subscribers of one exact topic, with the feed they share.
+    feeds: HashMap<Box<str>, FeedGroup>,
     /// Subscribers with at least one `*`, template or URL-pattern selector: checked against
     /// every event.
     by_pattern: Vec<Arc<Subscriber>>,
+}
+
+/// A topic's feed and its subscribers (in this shard).
+#[derive(Debug)]
+struct FeedGroup {
+    feed: Arc<Feed>,
+    members: Vec<Arc<Subscriber>>,
 }
 
 /// Counts of one fan-out, for metrics and tests.
@@ -42,6 +54,14 @@ pub(crate) struct FanOut {
     pub(crate) overflowed: usize,
     /// Bytes queued for streams scheduled and not yet woken (see `SubscriberQueue::push`).
     pub(crate) counted_bytes: u64,
+}
+
+impl FanOut {
+    fn add(&mut self, other: FanOut) {
+        self.delivered += other.delivered;
+        self.overflowed += other.overflowed;
+        self.counted_bytes += other.counted_bytes;
+    }
 }
 
 #[derive(Debug)]
@@ -54,16 +74,19 @@ pub(crate) struct Registry {
     /// ([`super::Hub::set_max_subscribers`]): lowering it refuses new subscribers only, and
     /// never ends an open stream.
     max_subscribers: AtomicUsize,
+    /// [`super::HubConfig::shared_feeds`]: subscribers of one exact topic share its feed.
+    shared_feeds: bool,
     closed: AtomicBool,
 }
 
 impl Registry {
-    pub(crate) fn new(shard_count: usize, max_subscribers: usize) -> Self {
+    pub(crate) fn new(shard_count: usize, max_subscribers: usize, shared_feeds: bool) -> Self {
         Self {
             shards: (0..shard_count.max(1)).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
             max_subscribers: AtomicUsize::new(max_subscribers),
+            shared_feeds,
             closed: AtomicBool::new(false),
         }
     }
@@ -110,7 +133,20 @@ impl Registry {
             return Err(RegisterError::Full);
         }
         let mut shard = Self::write(self.shard(subscriber.info.id));
-        if subscriber.exact_only {
+        if let Some(topic) = subscriber.reads_a_feed().filter(|_| self.shared_feeds) {
+            let group = shard
+                .feeds
+                .entry(topic.into())
+                .or_insert_with(|| FeedGroup {
+                    feed: Arc::new(Feed::new(subscriber.queue.capacity())),
+                    members: Vec::new(),
+                });
+            // Set once: a subscriber is inserted once.
+            if subscriber.feed.set(group.feed.clone()).is_ok() {
+                subscriber.queue.set_cursor(group.feed.join());
+                group.members.push(subscriber.clone());
+            }
+        } else if subscriber.exact_only {
             for selector in &subscriber.selectors {
                 if let Some(topic) = selector.as_exact() {
                     let list = shard.by_topic.entry(topic.into()).or_default();
@@ -140,7 +176,15 @@ impl Registry {
     pub(crate) fn remove(&self, id: SubscriberId) -> Option<Arc<Subscriber>> {
         let mut shard = Self::write(self.shard(id));
         let subscriber = shard.by_id.remove(&id)?;
-        if subscriber.exact_only {
+        if let Some(topic) = subscriber.feed.get().and(subscriber.reads_a_feed()) {
+            if let Some(group) = shard.feeds.get_mut(topic) {
+                group.members.retain(|s| s.info.id != id);
+                subscriber.leave_feed();
+                if group.members.is_empty() {
+                    shard.feeds.remove(topic);
+                }
+            }
+        } else if subscriber.exact_only {
             for selector in &subscriber.selectors {
                 if let Some(topic) = selector.as_exact() {
                     if let Some(list) = shard.by_topic.get_mut(topic) {
@@ -235,8 +279,65 @@ impl Registry {
                     deliver(subscriber);
                 }
             }
+            for (index, topic) in topics.iter().enumerate() {
+                // An event listing a topic twice is appended to its feed once.
+                if topics[..index].contains(topic) {
+                    continue;
+                }
+                if let Some(group) = shard.feeds.get(topic.as_str()) {
+                    fan_out.add(Self::append(group, live, overflowed, scheduled));
+                }
+            }
         }
         fan_out
+    }
+
+    /// Appends `live` to a feed, and schedules the wake of its streams that waited for it.
+    fn append(
+        group: &FeedGroup,
+        live: &LiveEvent,
+        overflowed: &mut Vec<SubscriberId>,
+        scheduled: &mut Vec<Arc<Subscriber>>,
+    ) -> FanOut {
+        let feed = &group.feed;
+        let appended_before = feed.appended_bytes();
+        let first_new = scheduled.len();
+        let appended = feed.append(live, scheduled);
+        // Keep only those still waiting (not closed, not run meanwhile).
+        let mut kept = first_new;
+        for n in first_new..scheduled.len() {
+            if scheduled[n].queue.schedule_feed(appended_before) {
+                feed.add_scheduled();
+                scheduled.swap(kept, n);
+                kept += 1;
+            }
+        }
+        scheduled.truncate(kept);
+        let stored = &*live.event;
+        let delivered = if stored.private {
+            group
+                .members
+                .iter()
+                .filter(|s| s.grant.allows_private(&stored.topics))
+                .count()
+        } else {
+            group.members.len()
+        };
+        let mut lost = 0;
+        if let Some(first) = appended.lost {
+            // Rare (a subscriber too slow): one pass over the feed's subscribers.
+            for subscriber in &group.members {
+                if subscriber.queue.cursor() < first {
+                    overflowed.push(subscriber.info.id);
+                    lost += 1;
+                }
+            }
+        }
+        FanOut {
+            delivered,
+            overflowed: lost,
+            counted_bytes: stored.frame.len() as u64 * feed.scheduled(),
+        }
     }
 
     /// Refuses new subscribers and takes every registered one out, for shutdown.
@@ -247,6 +348,7 @@ impl Registry {
             let mut shard = Self::write(lock);
             shard.by_topic.clear();
             shard.by_pattern.clear();
+            shard.feeds.clear();
             all.extend(shard.by_id.drain().map(|(_, s)| s));
         }
         self.len.fetch_sub(all.len(), Ordering::AcqRel);

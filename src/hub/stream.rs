@@ -337,7 +337,10 @@ impl Stream for SubscriptionStream {
             }
             // Live frames move into the backlog (dropping those the replay covered), so a close
             // that is already queued still wins over sending more.
-            match this.subscriber.queue.poll_drain(cx, &mut this.spare) {
+            match this
+                .subscriber
+                .poll_drain(cx, &mut this.spare, &this.shared.tracing)
+            {
                 Poll::Ready(Drained::Closed(reason)) => {
                     return Poll::Ready(this.end(reason));
                 }

@@ -164,6 +164,7 @@ impl Hub {
             grant,
             announcements: Default::default(),
             queue: SubscriberQueue::new(config.queue_capacity),
+            feed: Default::default(),
         });
         // Register first: events published from now on are queued for this subscriber, so the
         // history read below cannot miss one.

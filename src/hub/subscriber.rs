@@ -8,15 +8,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::feed::{Feed, Read};
 use crate::auth::SubscriberGrant;
 use crate::history::StoredEvent;
-use crate::telemetry::TraceIds;
+use crate::telemetry::{TraceIds, Tracing};
 use crate::topic::selector::{EventTopics, MatcherType};
 use crate::topic::TopicSelector;
 
@@ -140,6 +142,9 @@ pub(crate) struct Subscriber {
     /// What its token allows (private updates).
     pub(crate) grant: SubscriberGrant,
     pub(crate) queue: SubscriberQueue,
+    /// The feed of its topic, when it has one exact selector (set when it is registered): its
+    /// live events come from there, and its queue only holds its waker, close and cursor.
+    pub(crate) feed: OnceLock<Arc<Feed>>,
     /// Which of its subscription announcements went out, so "closed" never precedes "opened".
     pub(crate) announcements: Announcements,
 }
@@ -201,6 +206,48 @@ impl Subscriber {
         crate::topic::selector::any_matches_event(&self.selectors, topics)
             && (!stored.private || self.grant.allows_private(&stored.topics))
     }
+
+    /// Whether the registry gives it a feed: one selector, an exact topic.
+    pub(crate) fn reads_a_feed(&self) -> Option<&str> {
+        match self.selectors.as_slice() {
+            [only] => only.as_exact(),
+            _ => None,
+        }
+    }
+
+    /// Takes every live frame queued for it (from its feed or its own queue), or reports the
+    /// close, or registers the waker: [`SubscriberQueue::poll_drain`].
+    pub(crate) fn poll_drain(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        spare: &mut VecDeque<Queued>,
+        tracing: &Tracing,
+    ) -> Poll<Drained> {
+        match self.feed.get() {
+            Some(feed) => self.queue.poll_feed(self, feed, cx, spare, tracing),
+            None => self.queue.poll_drain(cx, spare),
+        }
+    }
+
+    /// For the dispatcher, when this stream's turn to be woken comes: takes its waker (if it
+    /// is still waiting) and the bytes counted since it was scheduled.
+    pub(crate) fn take_schedule(&self) -> (Option<Waker>, u64) {
+        match self.feed.get() {
+            Some(feed) => {
+                let (waker, from) = self.queue.take_feed_schedule();
+                feed.remove_scheduled();
+                (waker, feed.appended_bytes().saturating_sub(from))
+            }
+            None => self.queue.take_schedule(),
+        }
+    }
+
+    /// For the registry, when it takes the subscriber out: leaves its feed.
+    pub(crate) fn leave_feed(&self) {
+        if let Some(feed) = self.feed.get() {
+            self.queue.leave(feed, self.info.id);
+        }
+    }
 }
 
 /// A bounded queue of encoded frames, tagged with their sequence numbers.
@@ -208,6 +255,9 @@ impl Subscriber {
 pub(crate) struct SubscriberQueue {
     capacity: usize,
     state: Mutex<QueueState>,
+    /// For a feed's subscriber: whether it is in the feed's waiting list (read and written
+    /// under the feed's lock only).
+    listed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +274,12 @@ struct QueueState {
     /// Woken by the dispatcher and not polled since: the dispatcher waits for most of a slice
     /// to have run before it wakes the next one.
     woken: bool,
+    /// For a feed's subscriber: the position of the next event it reads in the feed...
+    cursor: u64,
+    /// ...and the feed's appended bytes when it was scheduled (the pacing count).
+    scheduled_from: u64,
+    /// It left its feed (the registry took it out): it reads nothing more from there.
+    left_feed: bool,
 }
 
 /// The result of [`SubscriberQueue::push`].
@@ -283,6 +339,107 @@ impl SubscriberQueue {
         Self {
             capacity: capacity.max(1),
             state: Mutex::new(QueueState::default()),
+            listed: AtomicBool::new(false),
+        }
+    }
+
+    /// The most frames it holds (a feed holds as many events).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn listed(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn list(&self) {
+        self.listed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unlist(&self) {
+        self.listed.store(false, Ordering::Relaxed);
+    }
+
+    /// A feed's subscriber: where it starts reading (the registry sets it as it joins).
+    pub(crate) fn set_cursor(&self, cursor: u64) {
+        self.lock().cursor = cursor;
+    }
+
+    pub(crate) fn cursor(&self) -> u64 {
+        self.lock().cursor
+    }
+
+    /// Leaves `feed`, under this queue's lock: the stream cannot read (and move its cursor)
+    /// meanwhile, nor after.
+    fn leave(&self, feed: &Feed, id: SubscriberId) {
+        let mut state = self.lock();
+        if !state.left_feed {
+            state.left_feed = true;
+            feed.leave(state.cursor, id, self.listed());
+        }
+    }
+
+    /// A feed's subscriber that was waiting, when an event was appended to its feed while its
+    /// appended bytes were `appended_before`: schedules its wake, once. Returns whether the
+    /// dispatcher must add it to the streams it will wake.
+    pub(crate) fn schedule_feed(&self, appended_before: u64) -> bool {
+        let mut state = self.lock();
+        if state.closed.is_some() || state.scheduled || state.waker.is_none() {
+            return false;
+        }
+        state.scheduled = true;
+        state.scheduled_from = appended_before;
+        true
+    }
+
+    /// [`Self::take_schedule`] for a feed's subscriber: its waker, and the feed's appended
+    /// bytes when it was scheduled.
+    fn take_feed_schedule(&self) -> (Option<Waker>, u64) {
+        let mut state = self.lock();
+        state.scheduled = false;
+        let waker = state.waker.take();
+        state.woken = waker.is_some();
+        (waker, state.scheduled_from)
+    }
+
+    /// [`Self::poll_drain`] for a feed's subscriber: its frames come from `feed`.
+    fn poll_feed(
+        &self,
+        me: &Arc<Subscriber>,
+        feed: &Feed,
+        cx: &mut Context<'_>,
+        spare: &mut VecDeque<Queued>,
+        tracing: &Tracing,
+    ) -> Poll<Drained> {
+        let mut state = self.lock();
+        state.woken = false;
+        if let Some(reason) = state.closed {
+            state.waker = None;
+            return Poll::Ready(Drained::Closed(reason));
+        }
+        if state.left_feed {
+            // Taken out of the registry; the close that follows wakes it.
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        spare.clear();
+        match feed.read(&mut state.cursor, me, &me.grant, tracing, spare) {
+            Read::Frames(_) => {
+                state.waker = None;
+                Poll::Ready(Drained::Frames(std::mem::take(spare)))
+            }
+            Read::Lost => {
+                state.closed = Some(CloseReason::SlowConsumer);
+                state.waker = None;
+                Poll::Ready(Drained::Closed(CloseReason::SlowConsumer))
+            }
+            Read::Waiting => {
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
         }
     }
 
