@@ -7,7 +7,7 @@
 //!
 //! Within a shard, subscribers whose selectors are all exact topics are indexed by topic, so an
 //! event only visits the subscribers of its own topics plus those with `*`, URI templates or URL patterns.
-//! Those with one exact topic (most) share its [`Feed`]: the event is appended there once, and
+//! With `shared_feeds`, those with one exact topic share its feed (`feed.rs`): the event is appended there once, and
 //! only the streams waiting for it are visited, to schedule their wake.
 
 use std::collections::HashMap;
