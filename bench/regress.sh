@@ -38,7 +38,15 @@ git worktree add --detach --quiet "$work/base-tree" "$base_commit"
 # One target directory for both: the dependencies are built once.
 CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$work/base-tree/Cargo.toml"
 cp target/release/ssehub "$work/ssehub-base"
+# The same package in the same target directory: cargo would take the base's binary as fresh for
+# the working tree (its recorded sources, the base tree's, are older than the binary). Only the
+# ssehub crate itself is rebuilt.
+cargo clean --release --quiet -p ssehub
 cargo build --release --quiet
+if cmp -s target/release/ssehub "$work/ssehub-base"; then
+  echo "the working tree's binary is the base's: nothing to compare" >&2
+  exit 2
+fi
 cp target/release/ssehub "$work/ssehub-new"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

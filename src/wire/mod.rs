@@ -14,4 +14,4 @@ pub use encode::{
     encode, encode_comment, encode_hub_signal, encode_id_only, encode_retry, frame_id, HEARTBEAT,
     HUB_EVENT_TYPE,
 };
-pub use parse::{ParsedEvent, Parser};
+pub use parse::{EventRef, ParsedEvent, Parser};

@@ -35,6 +35,32 @@ pub struct ParsedEvent {
     pub retry: Option<u64>,
 }
 
+/// One dispatched event, borrowed from the parser: what [`Parser::push_each`] hands to its
+/// callback. Valid until the callback returns; the parser reuses its buffers for the next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The last event ID buffer at dispatch time.
+    pub id: &'a str,
+    /// The event type; "message" when no `event` field was given.
+    pub event_type: &'a str,
+    /// The data buffer with its final LF removed.
+    pub data: &'a str,
+    /// The `retry` value (ms) if a valid `retry` field appeared since the previous dispatch.
+    pub retry: Option<u64>,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_event(&self) -> ParsedEvent {
+        ParsedEvent {
+            id: self.id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            data: self.data.to_owned(),
+            retry: self.retry,
+        }
+    }
+}
+
 /// Why [`Parser::push`] gave up on a stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -111,10 +137,30 @@ impl Parser {
     /// end has arrived. Events completed earlier in the same chunk are lost with it, and every
     /// later call returns the same error.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<ParsedEvent>, ParseError> {
+        let mut events = Vec::new();
+        self.push_each(chunk, |event| events.push(event.to_owned_event()))?;
+        Ok(events)
+    }
+
+    /// [`Self::push`] without allocating: each event the chunk completes is handed to `on_event`
+    /// as it is dispatched, borrowed from the parser's buffers (which keep their allocations
+    /// from one event to the next). Returns how many events it handed over. For a reader of many
+    /// streams (the benchmark reads 10,000), this is three allocations less per event.
+    ///
+    /// # Errors
+    /// As [`Self::push`]; the events of the chunk dispatched before the error were handed over.
+    pub fn push_each(
+        &mut self,
+        chunk: &[u8],
+        mut on_event: impl FnMut(EventRef<'_>),
+    ) -> Result<usize, ParseError> {
         if self.failed {
             return Err(self.too_long());
         }
-        let mut events = Vec::new();
+        let events = &mut Dispatched {
+            on_event: &mut on_event,
+            count: 0,
+        };
         let mut rest = self.skip_bom(chunk);
         // §9.2.5: CRLF is one line terminator even when a chunk boundary falls between the two.
         if self.after_cr && !rest.is_empty() {
@@ -129,11 +175,11 @@ impl Parser {
                 return Err(self.fail());
             }
             if self.partial.is_empty() {
-                self.process_line(&rest[..end], &mut events);
+                self.process_line(&rest[..end], events);
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(&rest[..end]);
-                self.process_line(&line, &mut events);
+                self.process_line(&line, events);
                 if line.capacity() <= KEPT_LINE_CAPACITY {
                     line.clear();
                     self.partial = line;
@@ -161,7 +207,7 @@ impl Parser {
             return Err(self.fail());
         }
         self.partial.extend_from_slice(rest);
-        Ok(events)
+        Ok(events.count)
     }
 
     /// The last event ID buffer, to send as `Last-Event-ID` when reconnecting.
@@ -203,7 +249,7 @@ impl Parser {
     }
 
     /// Interprets one complete line, terminator excluded (§9.2.6).
-    fn process_line(&mut self, line: &[u8], events: &mut Vec<ParsedEvent>) {
+    fn process_line(&mut self, line: &[u8], events: &mut Dispatched<'_>) {
         // "If the line is empty (a blank line): Dispatch the event."
         if line.is_empty() {
             self.dispatch(events);
@@ -257,7 +303,7 @@ impl Parser {
 
     /// §9.2.6 "dispatch the event": the data and event type buffers (and our per-event retry) are
     /// reset every time; the last event ID buffer is not.
-    fn dispatch(&mut self, events: &mut Vec<ParsedEvent>) {
+    fn dispatch(&mut self, events: &mut Dispatched<'_>) {
         let retry = self.pending_retry.take();
         // "If the data buffer is an empty string, set the data buffer and the event type buffer
         // to the empty string and return."
@@ -273,16 +319,23 @@ impl Parser {
         // "Initialize event's type attribute to "message" ... If the event type buffer has a
         // value other than the empty string, change the type ... to equal [it]."
         let event_type = if self.event_type.is_empty() {
-            String::from("message")
+            "message"
         } else {
-            std::mem::take(&mut self.event_type)
+            &self.event_type
         };
-        events.push(ParsedEvent {
-            id: self.last_event_id.clone(),
+        (events.on_event)(EventRef {
+            id: &self.last_event_id,
             event_type,
-            data: std::mem::take(&mut self.data),
+            data: &self.data,
             retry,
         });
+        events.count += 1;
+        self.data.clear();
+        self.event_type.clear();
+        if self.data.capacity() > KEPT_LINE_CAPACITY {
+            // A large event: do not keep its buffer for the small ones after it.
+            self.data = String::new();
+        }
     }
 
     fn too_long(&self) -> ParseError {
@@ -298,9 +351,20 @@ impl Parser {
     }
 }
 
+/// Where [`Parser::push_each`] sends the events it dispatches.
+struct Dispatched<'f> {
+    on_event: &'f mut dyn FnMut(EventRef<'_>),
+    count: usize,
+}
+
 /// §9.2.6: the stream is UTF-8 decoded, invalid sequences becoming U+FFFD; borrowed when valid.
 fn decode(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // Valid text (nearly always) takes the standard library's fast validation; the lossy
+    // decoder, several times slower per byte, only runs on a line that needs it.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// A `retry` value: only ASCII digits, read in base ten. An empty value, or one too large for
@@ -884,6 +948,23 @@ mod tests {
             prop_assert_eq!(&run(&split_at_points(&bytes, &cuts)), &whole);
             let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
             prop_assert_eq!(&run(&bytewise), &whole);
+        }
+
+        #[test]
+        fn push_each_hands_over_each_event_of_any_split_in_order_and_counts_them(
+            (events, bytes) in encoded_stream(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+        ) {
+            let mut parser = Parser::new();
+            let mut handed = Vec::new();
+            let mut counted = 0;
+            for chunk in split_at_points(&bytes, &cuts) {
+                counted += parser
+                    .push_each(chunk, |event| handed.push(event.to_owned_event()))
+                    .unwrap();
+            }
+            prop_assert_eq!(counted, handed.len());
+            prop_assert_eq!(handed, events.iter().map(expected).collect::<Vec<_>>());
         }
 
         #[test]

@@ -270,6 +270,8 @@ pub(super) async fn read_stream(
     let mut seen = vec![0u64; words];
     // The first publish, once known: deliveries are timed from it.
     let mut base: Option<Instant> = None;
+    // The latencies of one chunk (the buffer is kept from one chunk to the next).
+    let mut latencies: Vec<u64> = Vec::new();
     // Made once: a new `cancelled()` future per chunk would register with the token each time.
     let mut cancelled = pin!(shared.cancel.cancelled());
     loop {
@@ -298,29 +300,33 @@ pub(super) async fn read_stream(
             },
         };
         let received_us = unix_micros();
-        let events = parser
-            .push(&chunk)
+        let (mut fresh, mut foreign, mut duplicates) = (0u64, 0u64, 0u64);
+        latencies.clear();
+        parser
+            .push_each(&chunk, |event| {
+                let Some((seq, sent_us)) =
+                    read_payload(event.data).filter(|(s, _)| *s < shared.events)
+                else {
+                    foreign += 1;
+                    return;
+                };
+                // `seq < events`, so both casts stay within `seen`.
+                let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+                if seen[word] & bit != 0 {
+                    duplicates += 1;
+                    return;
+                }
+                seen[word] |= bit;
+                fresh += 1;
+                latencies.push(received_us.saturating_sub(sent_us));
+            })
             .map_err(|e| format!("parsing the stream: {e}"))?;
-        if events.is_empty() {
-            continue;
+        shared.latency.record_all(&latencies);
+        if foreign > 0 {
+            shared.foreign.fetch_add(foreign, Ordering::Relaxed);
         }
-        let mut fresh = 0u64;
-        for event in &events {
-            let Some((seq, sent_us)) =
-                read_payload(&event.data).filter(|(s, _)| *s < shared.events)
-            else {
-                shared.foreign.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            // `seq < events`, so both casts stay within `seen`.
-            let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-            if seen[word] & bit != 0 {
-                shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            seen[word] |= bit;
-            fresh += 1;
-            shared.latency.record(received_us.saturating_sub(sent_us));
+        if duplicates > 0 {
+            shared.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         }
         if fresh > 0 {
             shared.delivered.fetch_add(fresh, Ordering::Relaxed);
