@@ -313,11 +313,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
     pub max_queued_bytes: usize,
 
-    /// Experimental: the subscribers of one exact topic share one queue of live events (the
-    /// fan-out appends an event once per topic instead of once per subscriber: about 15 % less
-    /// server CPU per delivery at 10,000 subscribers, and more delivery-latency outliers with
-    /// 16 publishers; BENCHMARKS.md).
-    #[arg(long, env = "SSEHUB_SHARED_FEEDS")]
+    /// The subscribers of one exact topic share one queue of live events (`true` or `false`):
+    /// the fan-out appends an event once per topic instead of once per subscriber (10-20 % less
+    /// server CPU per delivery at 10,000 subscribers; BENCHMARKS.md). `false` gives every
+    /// subscriber a queue of its own.
+    #[arg(long, env = "SSEHUB_SHARED_FEEDS", default_value_t = true, action = clap::ArgAction::Set)]
     pub shared_feeds: bool,
 
     /// Start every stream opened without a Last-Event-ID with an id-only frame naming the

@@ -28,8 +28,8 @@ pub struct HubConfig {
     /// instead of every subscriber's delay growing. The frames themselves are shared, so this
     /// bounds delay, not memory.
     pub max_queued_bytes: usize,
-    /// Whether the subscribers of one exact topic share one queue of live events
-    /// (experimental, off by default: `hub::feed`).
+    /// Whether the subscribers of one exact topic share one queue of live events (default on:
+    /// `hub::feed`); off, every subscriber has a queue of its own.
     pub shared_feeds: bool,
     /// Whether a stream opened without a `Last-Event-ID` starts with an id-only frame naming
     /// the newest event (default on). WHATWG: a frame with an `id` and no `data` sets the
@@ -58,7 +58,7 @@ impl Default for HubConfig {
             history_size: 100_000,
             queue_capacity: 4096,
             max_queued_bytes: 16 * 1024 * 1024,
-            shared_feeds: false,
+            shared_feeds: true,
             initial_cursor: true,
             idempotency_window: Duration::from_secs(24 * 3600),
             max_subscribers: 100_000,
