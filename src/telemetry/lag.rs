@@ -126,6 +126,9 @@ pub(crate) struct InFlight {
     pub(crate) frame: Option<bytes::Bytes>,
 }
 
+/// Most frames `PendingLag` keeps room for between two items.
+const KEPT_FRAMES: usize = 16;
+
 /// The live frames of the item a stream handed to its writer, until the writer asks for the
 /// next one (the bytes are written by then).
 #[derive(Debug, Default)]
@@ -137,6 +140,12 @@ pub(crate) struct PendingLag {
 }
 
 impl PendingLag {
+    /// Room kept for frames (tests: a stream idle after a burst keeps little).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.frames.capacity()
+    }
+
     /// Notes a frame of the item being handed over.
     pub(crate) fn push(&mut self, frame: InFlight) {
         self.frames.push(frame);
@@ -175,6 +184,10 @@ impl PendingLag {
                     now,
                 );
             }
+        }
+        // A burst's buffer is not kept by a stream that is idle afterwards.
+        if self.frames.capacity() > KEPT_FRAMES {
+            self.frames = Vec::new();
         }
     }
 }
