@@ -194,6 +194,10 @@ impl SubscriptionStream {
     fn take_backlog(&mut self) -> Option<Bytes> {
         let first = self.backlog.pop_front()?;
         let first_len = first.frame.len();
+        if first.accepted_us != 0 {
+            // Live frames: room for each this item can take (most take the whole backlog).
+            self.lag.reserve(self.backlog.len() + 1);
+        }
         let first = self.lag_of(first);
         if self.backlog.is_empty() || first_len >= MAX_COALESCED_BYTES {
             self.lag.handed();
@@ -357,6 +361,8 @@ impl Stream for SubscriptionStream {
                 }
                 Poll::Ready(Drained::Frames(mut frames)) => {
                     let skip = this.skip_through_seq;
+                    // At most this many: one allocation for the drain, not one per doubling.
+                    this.backlog.reserve(frames.len());
                     this.backlog
                         .extend(frames.drain(..).filter(|queued| queued.seq > skip).map(
                             |queued| Ready {

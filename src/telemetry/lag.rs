@@ -146,6 +146,11 @@ impl PendingLag {
         self.frames.capacity()
     }
 
+    /// Makes room for `frames` more frames.
+    pub(crate) fn reserve(&mut self, frames: usize) {
+        self.frames.reserve(frames);
+    }
+
     /// Notes a frame of the item being handed over.
     pub(crate) fn push(&mut self, frame: InFlight) {
         self.frames.push(frame);
