@@ -157,9 +157,10 @@ impl Parser {
         if self.failed {
             return Err(self.too_long());
         }
-        let events = &mut Dispatched {
-            on_event: &mut on_event,
-            count: 0,
+        let mut count = 0;
+        let events: &mut dyn FnMut(EventRef<'_>) = &mut |event| {
+            count += 1;
+            on_event(event);
         };
         let mut rest = self.skip_bom(chunk);
         // §9.2.5: CRLF is one line terminator even when a chunk boundary falls between the two.
@@ -207,7 +208,7 @@ impl Parser {
             return Err(self.fail());
         }
         self.partial.extend_from_slice(rest);
-        Ok(events.count)
+        Ok(count)
     }
 
     /// The last event ID buffer, to send as `Last-Event-ID` when reconnecting.
@@ -249,7 +250,7 @@ impl Parser {
     }
 
     /// Interprets one complete line, terminator excluded (§9.2.6).
-    fn process_line(&mut self, line: &[u8], events: &mut Dispatched<'_>) {
+    fn process_line(&mut self, line: &[u8], events: &mut dyn FnMut(EventRef<'_>)) {
         // "If the line is empty (a blank line): Dispatch the event."
         if line.is_empty() {
             self.dispatch(events);
@@ -303,7 +304,7 @@ impl Parser {
 
     /// §9.2.6 "dispatch the event": the data and event type buffers (and our per-event retry) are
     /// reset every time; the last event ID buffer is not.
-    fn dispatch(&mut self, events: &mut Dispatched<'_>) {
+    fn dispatch(&mut self, events: &mut dyn FnMut(EventRef<'_>)) {
         let retry = self.pending_retry.take();
         // "If the data buffer is an empty string, set the data buffer and the event type buffer
         // to the empty string and return."
@@ -323,13 +324,12 @@ impl Parser {
         } else {
             &self.event_type
         };
-        (events.on_event)(EventRef {
+        events(EventRef {
             id: &self.last_event_id,
             event_type,
             data: &self.data,
             retry,
         });
-        events.count += 1;
         self.data.clear();
         self.event_type.clear();
         if self.data.capacity() > KEPT_LINE_CAPACITY {
@@ -349,12 +349,6 @@ impl Parser {
         self.partial = Vec::new();
         self.too_long()
     }
-}
-
-/// Where [`Parser::push_each`] sends the events it dispatches.
-struct Dispatched<'f> {
-    on_event: &'f mut dyn FnMut(EventRef<'_>),
-    count: usize,
 }
 
 /// §9.2.6: the stream is UTF-8 decoded, invalid sequences becoming U+FFFD; borrowed when valid.
