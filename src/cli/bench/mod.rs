@@ -1,8 +1,9 @@
 //! `ssehub bench`: the end-to-end load generator.
 //!
 //! Owns one benchmark run against a running hub (ssehub, or any SSE server with an HTTP publish
-//! endpoint): it opens N subscriptions, each on its own `TcpStream` with
-//! `hyper::client::conn::http1::handshake` (no pool, so the connection count is exact), publishes
+//! endpoint): it opens N subscriptions, each on its own `TcpStream` (no pool, so the connection
+//! count is exact; over plain `http://` read straight from the socket by `plain`, over TLS
+//! with `hyper::client::conn::http1::handshake`), publishes
 //! M timestamped events, parses every delivered event with [`crate::wire::Parser`], and reports
 //! connection time, loss, throughput and latency percentiles, plus the server's memory and CPU
 //! when given its PID (read from `/proc`). Running the hub is left to the caller; this file never
@@ -18,13 +19,14 @@
 //! STREAMS subscriptions as HTTP/2 streams (ALPN `h2`, or prior knowledge over `http://`).
 //!
 //! One file per step: `plan` (the checked arguments), `connect` (TCP and TLS),
-//! `subscribe` (the streams, counted and timed), `publish` (the publishers, with reqwest),
+//! `subscribe` (the streams, counted and timed), `plain` (plain HTTP/1.1 streams without hyper), `publish` (the publishers, with reqwest),
 //! `payload` (the timestamped payloads), `histogram`, `procfs` (the server's RSS and CPU)
 //! and `report`; this file holds the arguments and runs the phases in order.
 
 mod connect;
 mod histogram;
 mod payload;
+mod plain;
 mod plan;
 mod procfs;
 mod publish;
@@ -46,7 +48,7 @@ use self::plan::{Plan, FORM_CONTENT_TYPE};
 use self::procfs::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use self::publish::{spawn_publishers, Publishing};
 use self::report::{print_summary, round_to, Report, ServerFigures};
-use self::subscribe::{run_subscriber, H2Group, Shared};
+use self::subscribe::{run_plain_subscriber, run_subscriber, H2Group, Shared};
 use super::DEFAULT_HUB_URL;
 use crate::auth::JwtAlgorithm;
 
@@ -321,7 +323,12 @@ async fn open_all(
                 .http2
                 .and_then(|streams| groups.get(index / streams))
                 .map(Arc::clone);
-            tokio::spawn(run_subscriber(Arc::clone(shared), group))
+            let shared = Arc::clone(shared);
+            if group.is_none() && shared.endpoint.tls_name.is_none() {
+                tokio::spawn(run_plain_subscriber(shared))
+            } else {
+                tokio::spawn(run_subscriber(shared, group))
+            }
         })
         .collect();
     let deadline = shared.connect_started + plan.timeout;

@@ -35,13 +35,20 @@ pub(super) fn read_payload(data: &str) -> Option<(u64, u64)> {
     Some((seq, sent_us))
 }
 
-/// The decimal number at the start of `text`, and what follows it.
+/// The decimal number at the start of `text`, and what follows it; `None` without a digit or
+/// for a number over `u64::MAX`. One pass over the digits: it runs twice per delivered event.
 pub(super) fn leading_number(text: &str) -> Option<(u64, &str)> {
-    let end = text
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(text.len());
-    Some((text[..end].parse().ok()?, &text[end..]))
+    let bytes = text.as_bytes();
+    let mut value: u64 = 0;
+    let mut end = 0;
+    while let Some(digit) = bytes.get(end).filter(|b| b.is_ascii_digit()) {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+        end += 1;
+    }
+    // `end` follows ASCII digits only, so it is a character boundary.
+    (end > 0).then(|| (value, &text[end..]))
 }
 
 pub(super) fn unix_micros() -> u64 {
@@ -67,5 +74,19 @@ mod tests {
         let wrapped = format!("{{\"message\":{}}}", payload(3, 9, 60));
         assert_eq!(read_payload(&wrapped), Some((3, 9)));
         assert_eq!(read_payload("{\"seq\":x,\"sent_us\":1}"), None);
+    }
+
+    #[test]
+    fn leading_numbers_are_read_up_to_the_first_other_character() {
+        assert_eq!(leading_number("42,rest"), Some((42, ",rest")));
+        assert_eq!(leading_number("0"), Some((0, "")));
+        assert_eq!(
+            leading_number("18446744073709551615x"),
+            Some((u64::MAX, "x"))
+        );
+        assert_eq!(leading_number("18446744073709551616"), None);
+        assert_eq!(leading_number(",1"), None);
+        assert_eq!(leading_number(""), None);
+        assert_eq!(leading_number("7é"), Some((7, "é")));
     }
 }

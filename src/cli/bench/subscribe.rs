@@ -1,6 +1,7 @@
-//! The subscriber side: [`Shared`] counters, one task per subscription ([`run_subscriber`]) that
-//! opens its stream (HTTP/1.1 on its own connection, or a stream of a shared HTTP/2 connection),
-//! then parses every event and records its latency and sequence number.
+//! The subscriber side: [`Shared`] counters, one task per subscription that opens its stream
+//! (plain HTTP/1.1 read by [`super::plain`]: [`run_plain_subscriber`]; over TLS, or as a stream
+//! of a shared HTTP/2 connection, with hyper: [`run_subscriber`]), then parses every event and
+//! records its latency and sequence number ([`Tally`], once per read).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::connect::{connect, Io};
 use super::histogram::Histogram;
 use super::payload::{read_payload, unix_micros};
+use super::plain::{open_plain_stream, read_plain_body, BodySink};
 use super::plan::{Endpoint, Plan};
 use crate::wire::Parser;
 
@@ -264,14 +266,7 @@ pub(super) async fn read_stream(
 ) -> Result<(), String> {
     let mut connection = pin!(connection);
     let mut connection_done = false;
-    let mut parser = Parser::new();
-    // One bit per sequence number: catches duplicates without a per-event allocation.
-    let words = usize::try_from(shared.events.div_ceil(64)).map_err(|e| e.to_string())?;
-    let mut seen = vec![0u64; words];
-    // The first publish, once known: deliveries are timed from it.
-    let mut base: Option<Instant> = None;
-    // The latencies of one chunk (the buffer is kept from one chunk to the next).
-    let mut latencies: Vec<u64> = Vec::new();
+    let mut tally = Tally::new(shared)?;
     // Made once: a new `cancelled()` future per chunk would register with the token each time.
     let mut cancelled = pin!(shared.cancel.cancelled());
     loop {
@@ -299,29 +294,114 @@ pub(super) async fn read_stream(
                 Err(_) => continue,
             },
         };
-        let received_us = unix_micros();
-        let (mut fresh, mut foreign, mut duplicates) = (0u64, 0u64, 0u64);
-        latencies.clear();
+        tally.data(&chunk)?;
+        tally.read_done();
+    }
+}
+
+/// One plain HTTP/1.1 subscription read straight from its socket ([`super::plain`]): opened
+/// like [`open_stream`], then read until cancelled like [`read_stream`].
+pub(super) async fn run_plain_subscriber(shared: Arc<Shared>) {
+    let Some(stream) = opened(&shared, open_plain_stream(&shared.endpoint)).await else {
+        return;
+    };
+    let outcome = match Tally::new(&shared) {
+        Ok(mut tally) => read_plain_body(stream, shared.cancel.cancelled(), &mut tally).await,
+        Err(error) => Err(error),
+    };
+    shared.open_streams.fetch_sub(1, Ordering::Relaxed);
+    if let Err(error) = outcome {
+        shared.ended_early.fetch_add(1, Ordering::Relaxed);
+        shared.record_error(error);
+    }
+}
+
+/// What one stream has received: its parser, the sequence numbers it saw, and the figures of the
+/// read in progress, added to [`Shared`]'s once per read.
+struct Tally<'a> {
+    shared: &'a Shared,
+    parser: Parser,
+    events: u64,
+    /// One bit per sequence number: catches duplicates without a per-event allocation.
+    seen: Vec<u64>,
+    /// The first publish, once known: deliveries are timed from it.
+    base: Option<Instant>,
+    /// When the read in progress arrived (µs since the epoch; 0 before its first bytes).
+    received_us: u64,
+    /// The latencies of the read in progress (the buffer is kept from one read to the next).
+    latencies: Vec<u64>,
+    fresh: u64,
+    foreign: u64,
+    duplicates: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(shared: &'a Shared) -> Result<Self, String> {
+        let words = usize::try_from(shared.events.div_ceil(64)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            shared,
+            parser: Parser::new(),
+            events: shared.events,
+            seen: vec![0u64; words],
+            base: None,
+            received_us: 0,
+            latencies: Vec::new(),
+            fresh: 0,
+            foreign: 0,
+            duplicates: 0,
+        })
+    }
+}
+
+impl BodySink for Tally<'_> {
+    /// Parses body bytes of the read in progress.
+    fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.received_us == 0 {
+            self.received_us = unix_micros();
+        }
+        let Self {
+            parser,
+            events,
+            seen,
+            received_us,
+            latencies,
+            fresh,
+            foreign,
+            duplicates,
+            ..
+        } = self;
         parser
-            .push_each(&chunk, |event| {
-                let Some((seq, sent_us)) =
-                    read_payload(event.data).filter(|(s, _)| *s < shared.events)
+            .push_each(bytes, |event| {
+                let Some((seq, sent_us)) = read_payload(event.data).filter(|(s, _)| s < events)
                 else {
-                    foreign += 1;
+                    *foreign += 1;
                     return;
                 };
                 // `seq < events`, so both casts stay within `seen`.
                 let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
                 if seen[word] & bit != 0 {
-                    duplicates += 1;
+                    *duplicates += 1;
                     return;
                 }
                 seen[word] |= bit;
-                fresh += 1;
+                *fresh += 1;
                 latencies.push(received_us.saturating_sub(sent_us));
             })
             .map_err(|e| format!("parsing the stream: {e}"))?;
-        shared.latency.record_all(&latencies);
+        Ok(())
+    }
+
+    /// The read is over: adds its figures to `shared`'s.
+    fn read_done(&mut self) {
+        let shared = self.shared;
+        self.received_us = 0;
+        shared.latency.record_all(&self.latencies);
+        self.latencies.clear();
+        let (fresh, foreign, duplicates) = (
+            std::mem::take(&mut self.fresh),
+            std::mem::take(&mut self.foreign),
+            std::mem::take(&mut self.duplicates),
+        );
         if foreign > 0 {
             shared.foreign.fetch_add(foreign, Ordering::Relaxed);
         }
@@ -330,14 +410,14 @@ pub(super) async fn read_stream(
         }
         if fresh > 0 {
             shared.delivered.fetch_add(fresh, Ordering::Relaxed);
-            if base.is_none() {
-                base = shared
+            if self.base.is_none() {
+                self.base = shared
                     .publish_started
                     .lock()
                     .ok()
                     .and_then(|started| *started);
             }
-            if let Some(base) = base {
+            if let Some(base) = self.base {
                 let after_us = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
                 shared
                     .last_delivery_us
