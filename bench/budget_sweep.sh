@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fan-out's trade-offs, side by side in one run: one publisher in a closed loop, 10,000
 # subscribers, 200 events of 100 bytes, against a fresh `ssehub serve` each time:
-# --max-queued-bytes at 4, 8, 16 (the default) and 32 MiB and without a budget; the durable
+# --max-queued-bytes at 4, 8, 16 and 32 (the default) MiB and without a budget; the durable
 # default; 16 publishers; the hub alone on one core (`taskset -c 1`, the load generator on
 # core 0), with one and 16 publishers. ROUNDS (default 2) rounds. Prints a Markdown table.
 # Loopback only; every process started here is stopped by its PID.
@@ -34,7 +34,7 @@ echo "|---|---|---|---|---|---|"
 for round in $(seq "${ROUNDS:-2}"); do
 for b in 4 8 16 32; do run "memory, budget ${b} MiB, r$round" memory 0-1 0-1 --max-queued-bytes $((b<<20)); done
 run "memory, no budget (2^40), r$round" memory 0-1 0-1 --max-queued-bytes $((1<<40))
-run "durable (default), budget 16 MiB, r$round" durable 0-1 0-1
+run "durable (default), budget 32 MiB, r$round" durable 0-1 0-1
 run "memory, 16 publishers, r$round" memory 0-1 0-1 -- --publishers 16 --events 400
 run "hub on 1 core (taskset 1), bench on the other, r$round" memory 1 0
 run "hub on 1 core, 16 publishers, r$round" memory 1 0 -- --publishers 16 --events 400

@@ -310,7 +310,7 @@ pub struct ServeArgs {
     /// Bytes of events queued for streams not yet woken to write them, each subscriber's copy
     /// counted, beyond which the hub paces publishers (their answers wait) instead of letting
     /// every subscriber's delay grow.
-    #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "SSEHUB_MAX_QUEUED_BYTES", default_value_t = 32 << 20)]
     pub max_queued_bytes: usize,
 
     /// The subscribers of one exact topic share one queue of live events (`true` or `false`):

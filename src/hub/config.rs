@@ -23,7 +23,7 @@ pub struct HubConfig {
     /// (default 4,096).
     pub queue_capacity: usize,
     /// Bytes of events the fan-out queues for streams that have not been woken to write them
-    /// yet, each subscriber's copy counted (default 16 MiB). Beyond it the hub takes no new
+    /// yet, each subscriber's copy counted (default 32 MiB). Beyond it the hub takes no new
     /// event into the fan-out until streams caught up: publishers wait for their answers
     /// instead of every subscriber's delay growing. The frames themselves are shared, so this
     /// bounds delay, not memory.
@@ -57,7 +57,7 @@ impl Default for HubConfig {
             max_lifetime: Some(Duration::from_secs(3600)),
             history_size: 100_000,
             queue_capacity: 4096,
-            max_queued_bytes: 16 * 1024 * 1024,
+            max_queued_bytes: 32 * 1024 * 1024,
             shared_feeds: true,
             initial_cursor: true,
             idempotency_window: Duration::from_secs(24 * 3600),
