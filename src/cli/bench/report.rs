@@ -85,9 +85,13 @@ pub(super) fn print_summary(report: &Report) {
     } else {
         "as fast as possible".into()
     };
+    let publishers = match report.publish_concurrency {
+        1 => "1 publisher".to_owned(),
+        n => format!("{n} publishers"),
+    };
     println!(
-        "ssehub bench: {} subscribers x {} events of {} bytes, {mode}, {} publishers",
-        report.subscribers, report.events, report.payload_bytes, report.publish_concurrency
+        "ssehub bench: {} subscribers x {} events of {} bytes, {mode}, {publishers}",
+        report.subscribers, report.events, report.payload_bytes
     );
     let protocol = match report.http2_streams_per_connection {
         Some(streams) => format!("HTTP/2, up to {streams} per connection"),
