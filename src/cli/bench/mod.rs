@@ -19,9 +19,10 @@
 //! STREAMS subscriptions as HTTP/2 streams (ALPN `h2`, or prior knowledge over `http://`).
 //!
 //! One file per step: `plan` (the checked arguments), `connect` (TCP and TLS),
-//! `subscribe` (the streams, counted and timed), `plain` (plain HTTP/1.1 streams without hyper), `publish` (the publishers, with reqwest),
-//! `payload` (the timestamped payloads), `histogram`, `procfs` (the server's RSS and CPU)
-//! and `report`; this file holds the arguments and runs the phases in order.
+//! `subscribe` (the streams, counted and timed), `plain` (plain HTTP/1.1 streams without
+//! hyper), `publish` (the publishers, with reqwest), `payload` (the timestamped payloads),
+//! `histogram`, `procfs` (the server's RSS and CPU) and `report`; this file holds the arguments
+//! and runs the phases in order.
 
 mod connect;
 mod histogram;
@@ -48,7 +49,7 @@ use self::plan::{Plan, FORM_CONTENT_TYPE};
 use self::procfs::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use self::publish::{spawn_publishers, Publishing};
 use self::report::{print_summary, round_to, Report, ServerFigures};
-use self::subscribe::{run_plain_subscriber, run_subscriber, H2Group, Shared};
+use self::subscribe::{run_subscriber, H2Group, Shared};
 use super::DEFAULT_HUB_URL;
 use crate::auth::JwtAlgorithm;
 
@@ -323,12 +324,7 @@ async fn open_all(
                 .http2
                 .and_then(|streams| groups.get(index / streams))
                 .map(Arc::clone);
-            let shared = Arc::clone(shared);
-            if group.is_none() && shared.endpoint.tls_name.is_none() {
-                tokio::spawn(run_plain_subscriber(shared))
-            } else {
-                tokio::spawn(run_subscriber(shared, group))
-            }
+            tokio::spawn(run_subscriber(Arc::clone(shared), group))
         })
         .collect();
     let deadline = shared.connect_started + plan.timeout;

@@ -251,9 +251,9 @@ pub(super) async fn read_plain_body(
     let mut stop = std::pin::pin!(stop);
     let mut chunked = Chunked::new();
     // The bytes that came with the head are decoded before the first read.
-    let mut read_first = stream.filled == 0;
+    let mut read_before_decoding = stream.filled == 0;
     loop {
-        if read_first {
+        if read_before_decoding {
             let free = &mut stream.buffer[stream.filled..];
             if free.is_empty() {
                 return Err(format!(
@@ -272,7 +272,7 @@ pub(super) async fn read_plain_body(
             }
             stream.filled += read;
         }
-        read_first = true;
+        read_before_decoding = true;
         let filled = stream.filled;
         let consumed = match stream.framing {
             Framing::Chunked => chunked.decode(&stream.buffer[..filled], |data| sink.data(data))?,
@@ -365,7 +365,7 @@ mod tests {
     /// and the request it received.
     async fn serve_once(
         writes: Vec<&'static [u8]>,
-        hold: std::time::Duration,
+        hold: Duration,
     ) -> (Endpoint, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -379,7 +379,7 @@ mod tests {
             }
             for write in writes {
                 socket.write_all(write).await.unwrap();
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(hold).await;
             request

@@ -1,7 +1,7 @@
-//! The subscriber side: [`Shared`] counters, one task per subscription that opens its stream
-//! (plain HTTP/1.1 read by [`super::plain`]: [`run_plain_subscriber`]; over TLS, or as a stream
-//! of a shared HTTP/2 connection, with hyper: [`run_subscriber`]), then parses every event and
-//! records its latency and sequence number ([`Tally`], once per read).
+//! The subscriber side: [`Shared`] counters, one task per subscription ([`run_subscriber`]) that
+//! opens its stream (plain HTTP/1.1 read by [`super::plain`]; over TLS, or as a stream of a
+//! shared HTTP/2 connection, with hyper), then parses every event and records its latency and
+//! sequence number ([`Tally`], once per read).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,9 +104,21 @@ impl Shared {
 
 /// One subscription: open it (holding a connect slot), then count and time what it delivers
 /// until the run is cancelled or the server ends the stream. With a `group`, the subscription
-/// is an HTTP/2 stream on the group's shared connection.
+/// is an HTTP/2 stream on the group's shared connection; without one, over plain `http://`, it
+/// is read straight from its socket ([`super::plain`]), and over TLS through hyper.
 pub(super) async fn run_subscriber(shared: Arc<Shared>, group: Option<Arc<H2Group>>) {
     let outcome = match group {
+        None if shared.endpoint.tls_name.is_none() => {
+            let Some(stream) = opened(&shared, open_plain_stream(&shared.endpoint)).await else {
+                return;
+            };
+            match Tally::new(&shared) {
+                Ok(mut tally) => {
+                    read_plain_body(stream, shared.cancel.cancelled(), &mut tally).await
+                }
+                Err(error) => Err(error),
+            }
+        }
         None => {
             let Some((_sender, connection, body)) = opened(&shared, open_stream(&shared)).await
             else {
@@ -299,29 +311,11 @@ pub(super) async fn read_stream(
     }
 }
 
-/// One plain HTTP/1.1 subscription read straight from its socket ([`super::plain`]): opened
-/// like [`open_stream`], then read until cancelled like [`read_stream`].
-pub(super) async fn run_plain_subscriber(shared: Arc<Shared>) {
-    let Some(stream) = opened(&shared, open_plain_stream(&shared.endpoint)).await else {
-        return;
-    };
-    let outcome = match Tally::new(&shared) {
-        Ok(mut tally) => read_plain_body(stream, shared.cancel.cancelled(), &mut tally).await,
-        Err(error) => Err(error),
-    };
-    shared.open_streams.fetch_sub(1, Ordering::Relaxed);
-    if let Err(error) = outcome {
-        shared.ended_early.fetch_add(1, Ordering::Relaxed);
-        shared.record_error(error);
-    }
-}
-
 /// What one stream has received: its parser, the sequence numbers it saw, and the figures of the
 /// read in progress, added to [`Shared`]'s once per read.
 struct Tally<'a> {
     shared: &'a Shared,
     parser: Parser,
-    events: u64,
     /// One bit per sequence number: catches duplicates without a per-event allocation.
     seen: Vec<u64>,
     /// The first publish, once known: deliveries are timed from it.
@@ -341,7 +335,6 @@ impl<'a> Tally<'a> {
         Ok(Self {
             shared,
             parser: Parser::new(),
-            events: shared.events,
             seen: vec![0u64; words],
             base: None,
             received_us: 0,
@@ -360,8 +353,8 @@ impl BodySink for Tally<'_> {
             self.received_us = unix_micros();
         }
         let Self {
+            shared,
             parser,
-            events,
             seen,
             received_us,
             latencies,
@@ -372,7 +365,8 @@ impl BodySink for Tally<'_> {
         } = self;
         parser
             .push_each(bytes, |event| {
-                let Some((seq, sent_us)) = read_payload(event.data).filter(|(s, _)| s < events)
+                let Some((seq, sent_us)) =
+                    read_payload(event.data).filter(|(s, _)| *s < shared.events)
                 else {
                     *foreign += 1;
                     return;
