@@ -89,7 +89,9 @@ impl HubBuilder {
         self
     }
 
-    /// Calls `hook` when a stream opens.
+    /// Calls `hook` when a stream opens, before any close hook of that stream. A hook may end
+    /// the stream it sees ([`Hub::close_subscriber`](super::Hub::close_subscriber)): the close
+    /// hooks then run once every open hook has.
     pub fn on_open(mut self, hook: impl Fn(&SubscriberInfo) + Send + Sync + 'static) -> Self {
         self.hooks.on_open.push(Arc::new(hook));
         self

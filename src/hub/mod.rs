@@ -26,6 +26,7 @@ mod writer;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -124,21 +125,38 @@ impl Shared {
         if reason == CloseReason::SlowConsumer {
             self.metrics.slow_subscribers_disconnected.inc();
         }
-        for hook in &self.hooks.on_close {
-            hook(&subscriber.info, reason, lived);
-        }
         subscriber.announcements.closed(
-            || self.announce(&subscriber.info, None),
-            || self.announce(&subscriber.info, Some(reason)),
+            reason,
+            || self.run_open(subscriber),
+            || self.run_close(subscriber, reason, lived),
         );
     }
 
-    /// Announces that `subscriber` opened, unless its close was announced already (with its
-    /// opening before it: [`subscriber::Announcements`]).
+    /// Runs the open hooks and announces the opening (subscription events, webhook), unless the
+    /// subscriber was closed already (then its opening ran before its close); and then its
+    /// close, if it came while they ran ([`subscriber::Announcements`]).
     fn opened(&self, subscriber: &Subscriber) {
-        subscriber
-            .announcements
-            .opened(|| self.announce(&subscriber.info, None));
+        subscriber.announcements.opened(
+            || self.run_open(subscriber),
+            |reason| {
+                let lived = subscriber.info.connected_at.elapsed().unwrap_or_default();
+                self.run_close(subscriber, reason, lived);
+            },
+        );
+    }
+
+    fn run_open(&self, subscriber: &Subscriber) {
+        for hook in &self.hooks.on_open {
+            hook(&subscriber.info);
+        }
+        self.announce(&subscriber.info, None);
+    }
+
+    fn run_close(&self, subscriber: &Subscriber, reason: CloseReason, lived: Duration) {
+        for hook in &self.hooks.on_close {
+            hook(&subscriber.info, reason, lived);
+        }
+        self.announce(&subscriber.info, Some(reason));
     }
 
     /// Publishes the subscription events of `info` (Mercure §Subscription Events), if enabled,

@@ -186,11 +186,8 @@ impl Hub {
             armed: true,
             reason: CloseReason::ClientDisconnected,
         };
-        // Open hooks run as soon as the subscriber is registered, so that any close (which can
-        // come from the dispatcher from now on) follows its open.
-        for hook in &self.inner.shared.hooks.on_open {
-            hook(&subscriber.info);
-        }
+        // Open hooks run as soon as the subscriber is registered; a close (which can come from
+        // the dispatcher from now on, or from a hook) follows them.
         self.inner.shared.opened(&subscriber);
         let from = last_event_id.clone().map(ReplayFrom::from_last_event_id);
         let from_earliest = from == Some(ReplayFrom::Earliest);

@@ -149,13 +149,18 @@ pub(crate) struct Subscriber {
     pub(crate) announcements: Announcements,
 }
 
-/// The order of a subscriber's announcements (Mercure subscription events, webhook
-/// notifications): "opened" is made by the task that subscribed, after registering, and
-/// "closed" by whichever task removed it (the dispatcher at shutdown can do that first). Each
-/// announcement runs under this lock, so whichever comes second sees the first: a close that
-/// finds nothing opened announces the opening itself, before the close, and the opener then
-/// has nothing left to say. Announcing is a push into an unbounded channel or a bounded queue:
-/// it never blocks or awaits.
+/// The order of a subscriber's lifecycle: the open hooks and announcements (Mercure
+/// subscription events, webhook notifications) are run by the task that subscribed, after
+/// registering, and the close ones by whichever task removed it (the dispatcher at shutdown can
+/// do that first, and an open hook may close the subscriber itself). This state makes the close
+/// always follow the open, each once:
+/// - a close that finds nothing opened runs the opening itself, then the close, and the opener
+///   then has nothing left to do;
+/// - a close that comes while the opening runs is left to the opener, which runs it when the
+///   opening is done.
+///
+/// The lock is held only to change the state, never while a hook runs: a hook may call back
+/// into the hub (close its own subscriber) without deadlocking.
 #[derive(Debug, Default)]
 pub(crate) struct Announcements(Mutex<Announced>);
 
@@ -163,32 +168,74 @@ pub(crate) struct Announcements(Mutex<Announced>);
 enum Announced {
     #[default]
     Nothing,
+    /// The opener is running the opening.
+    Opening,
+    /// The opener is running the opening and a close came meanwhile, for this reason.
+    CloseDeferred(CloseReason),
     Opened,
     Closed,
 }
 
 impl Announcements {
-    /// Runs `open` unless the subscriber was closed (and announced whole) already.
-    pub(crate) fn opened(&self, open: impl FnOnce()) {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if *state == Announced::Nothing {
-            open();
-            *state = Announced::Opened;
+    fn state(&self) -> std::sync::MutexGuard<'_, Announced> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subscribing task: runs `open`, unless the subscriber was closed (and its opening run)
+    /// already; then `close` with the reason of a close that came while `open` ran, if one did.
+    pub(crate) fn opened(&self, open: impl FnOnce(), close: impl FnOnce(CloseReason)) {
+        {
+            let mut state = self.state();
+            if *state != Announced::Nothing {
+                return;
+            }
+            *state = Announced::Opening;
+        }
+        // A panicking open hook still leaves the state open, so that the close (deferred, or
+        // the unregistering that follows the panic) runs; then the panic goes on.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).err();
+        let deferred = {
+            let mut state = self.state();
+            let deferred = match *state {
+                Announced::CloseDeferred(reason) => Some(reason),
+                _ => None,
+            };
+            *state = if deferred.is_some() {
+                Announced::Closed
+            } else {
+                Announced::Opened
+            };
+            deferred
+        };
+        if let Some(reason) = deferred {
+            close(reason);
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
         }
     }
 
-    /// Runs `close`, after `open` if the opening was not announced yet; once only.
-    pub(crate) fn closed(&self, open: impl FnOnce(), close: impl FnOnce()) {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match *state {
-            Announced::Nothing => {
-                open();
-                close();
-            }
-            Announced::Opened => close(),
-            Announced::Closed => return,
+    /// The task that removed the subscriber: runs `close`, after `open` if nobody ran the
+    /// opening yet, or leaves `close` to the opener if the opening is running; once only.
+    pub(crate) fn closed(&self, reason: CloseReason, open: impl FnOnce(), close: impl FnOnce()) {
+        let opens_too = {
+            let mut state = self.state();
+            let opens_too = match *state {
+                Announced::Nothing => true,
+                Announced::Opened => false,
+                Announced::Opening => {
+                    *state = Announced::CloseDeferred(reason);
+                    return;
+                }
+                Announced::CloseDeferred(_) | Announced::Closed => return,
+            };
+            *state = Announced::Closed;
+            opens_too
+        };
+        if opens_too {
+            open();
         }
-        *state = Announced::Closed;
+        close();
     }
 }
 
@@ -577,18 +624,63 @@ mod tests {
     fn a_close_before_the_open_announces_both_in_order_and_once() {
         let said = std::cell::RefCell::new(Vec::new());
         let say = |what: &'static str| said.borrow_mut().push(what);
+        let reason = CloseReason::Shutdown;
         // The usual order.
         let announcements = Announcements::default();
-        announcements.opened(|| say("opened"));
-        announcements.closed(|| say("opened again"), || say("closed"));
-        announcements.closed(|| say("opened again"), || say("closed again"));
+        announcements.opened(|| say("opened"), |_| say("closed by the opener"));
+        announcements.closed(reason, || say("opened again"), || say("closed"));
+        announcements.closed(reason, || say("opened again"), || say("closed again"));
         assert_eq!(*said.borrow(), ["opened", "closed"]);
-        // The dispatcher closed it (shutdown) before the subscribing task announced it.
+        // The dispatcher closed it (shutdown) before the subscribing task opened it.
         said.borrow_mut().clear();
         let announcements = Announcements::default();
-        announcements.closed(|| say("opened"), || say("closed"));
-        announcements.opened(|| say("opened late"));
+        announcements.closed(reason, || say("opened"), || say("closed"));
+        announcements.opened(|| say("opened late"), |_| say("closed late"));
         assert_eq!(*said.borrow(), ["opened", "closed"]);
+    }
+
+    #[test]
+    fn a_panicking_opening_still_lets_the_close_run_once() {
+        let said = Mutex::new(Vec::new());
+        let announcements = Announcements::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            announcements.opened(|| panic!("an open hook panics"), |_| {})
+        }));
+        assert!(panicked.is_err(), "the panic goes on to the caller");
+        announcements.closed(
+            CloseReason::ClientDisconnected,
+            || said.lock().unwrap().push("opened again"),
+            || said.lock().unwrap().push("closed"),
+        );
+        assert_eq!(*said.lock().unwrap(), ["closed"]);
+    }
+
+    #[test]
+    fn a_close_while_the_opening_runs_is_run_by_the_opener_after_it() {
+        let said = std::cell::RefCell::new(Vec::new());
+        let announcements = Announcements::default();
+        announcements.opened(
+            || {
+                said.borrow_mut().push("opening".to_owned());
+                // An open hook closes its own subscriber (or the dispatcher does meanwhile).
+                announcements.closed(
+                    CloseReason::Closed,
+                    || said.borrow_mut().push("opened by the closer".to_owned()),
+                    || said.borrow_mut().push("closed by the closer".to_owned()),
+                );
+                said.borrow_mut().push("opened".to_owned());
+            },
+            |reason| {
+                said.borrow_mut()
+                    .push(format!("closed: {}", reason.as_str()))
+            },
+        );
+        announcements.closed(
+            CloseReason::Shutdown,
+            || said.borrow_mut().push("opened again".to_owned()),
+            || said.borrow_mut().push("closed again".to_owned()),
+        );
+        assert_eq!(*said.borrow(), ["opening", "opened", "closed: closed"]);
     }
 
     #[test]

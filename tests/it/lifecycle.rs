@@ -218,6 +218,56 @@ async fn application_can_complete_a_stream() {
     assert_eq!(hub.hub.subscriber_count(), 0);
 }
 
+/// An open hook that completes its own stream (an application refusing a subscriber as soon as
+/// it sees it): the hub does not deadlock, every open hook runs before the close hooks, each
+/// once, and the subscriber gets an ended stream and leaves the registry.
+#[tokio::test]
+async fn an_open_hook_can_complete_its_own_stream_and_the_close_follows_every_open_hook() {
+    use std::sync::{Arc, Mutex, OnceLock};
+    let said: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hub_cell: Arc<OnceLock<ssehub::Hub>> = Arc::default();
+    let (first, second, closes) = (said.clone(), said.clone(), said.clone());
+    let cell = hub_cell.clone();
+    let hub = ssehub::Hub::builder(HubConfig::default())
+        .on_open(move |info| {
+            first.lock().expect("lock").push("open 1".into());
+            let hub = cell
+                .get()
+                .expect("the hub is built before anyone subscribes");
+            assert!(hub.close_subscriber(info.id), "it was registered");
+        })
+        .on_open(move |_| second.lock().expect("lock").push("open 2".into()))
+        .on_close(move |_, reason, _| {
+            closes
+                .lock()
+                .expect("lock")
+                .push(format!("close: {}", reason.as_str()));
+        })
+        .build()
+        .await
+        .expect("hub");
+    assert!(hub_cell.set(hub.clone()).is_ok());
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), hub.subscribe(request(&["t"])))
+        .await
+        .expect("subscribing does not deadlock")
+        .expect("subscribe")
+        .stream;
+    let mut frames = 0;
+    while tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends")
+        .is_some()
+    {
+        frames += 1;
+    }
+    assert!(frames <= 1, "at most the cursor frame before the end");
+    assert_eq!(
+        *said.lock().expect("lock"),
+        ["open 1", "open 2", "close: closed"]
+    );
+    assert_eq!(hub.subscriber_count(), 0);
+}
+
 /// 10,000 streams, opened in waves of 2,000 concurrent connections (client and server sockets
 /// share this process's 20,000-file limit), each dropped in one of three ways: right after the
 /// headers, after receiving an event, or with unread events still queued. Afterwards the
