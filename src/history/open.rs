@@ -59,7 +59,8 @@ impl HistorySettings {
     /// Opens the store.
     ///
     /// # Errors
-    /// A durable store that cannot be opened or is damaged; a Redis that does not answer.
+    /// A durable store that cannot be opened or is damaged; a Redis that answers and refuses
+    /// (one that cannot be reached is waited for: [`RedisHistory::connect`]).
     pub async fn open(&self) -> Result<Arc<dyn History>, HistoryError> {
         Ok(match self {
             Self::Memory { max_events } => Arc::new(MemoryHistory::new(*max_events)),

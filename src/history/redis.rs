@@ -33,7 +33,7 @@ use redis::{Client, Script, Value};
 use super::record::{decode_record, encode_record, now_ms};
 use super::{
     Append, Appended, Damage, History, HistoryError, HistoryFuture, HistoryRole, KeyClaim, Page,
-    ReplayFrom, ReplayStart, StoredEvent,
+    RedisSource, ReplayFrom, ReplayStart, Sources, StoredEvent,
 };
 use crate::idempotency::Fingerprint;
 use crate::telemetry::{Stamp, TraceIds};
@@ -170,6 +170,13 @@ pub struct RedisHistory {
     approx_len: AtomicUsize,
     /// Whether the feed is connected and reading (for readiness).
     feed_reading: AtomicBool,
+    /// Whether the feed knows where it starts (set once, at its first contact with Redis):
+    /// what the spool forwards after that is after its cursor.
+    feed_positioned: AtomicBool,
+    /// When this instance started, in ms since the Unix epoch, if Redis could not be reached
+    /// then: the feed then starts at the older of that time and the newest entry, so that what
+    /// other instances appended before it first reached Redis is not skipped.
+    started_unreachable_ms: Option<u64>,
     /// The epoch this instance knows; a different one in Redis means Redis lost its data.
     epoch: Mutex<String>,
     /// Retention per topic, when there are rules (`redis/topic_retention.rs`).
@@ -255,11 +262,26 @@ fn appended_of(fields: Vec<Value>) -> Result<Appended, HistoryError> {
     }
 }
 
+/// Whether `error` says that Redis could not be reached (as opposed to answering with a refusal).
+fn is_unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+}
+
 impl RedisHistory {
-    /// Connects to `url` (`redis://host:port/db`) and checks that Redis answers.
+    /// Connects to `url` (`redis://host:port/db`) and reads the data's epoch.
+    ///
+    /// A Redis that cannot be reached now (connection refused, reset or timed out) does not stop
+    /// the start: an instance restarted during an outage serves, says it is not ready
+    /// (`/readyz`), refuses or spools publishes, and its feed connects when Redis is back. So an
+    /// outage of Redis never keeps a fleet of instances from coming back up, and a spool kept
+    /// from before a restart is forwarded as soon as Redis answers.
     ///
     /// # Errors
-    /// [`HistoryError::Redis`] when the URL is invalid or Redis does not answer.
+    /// [`HistoryError::Redis`] when the URL is invalid, or Redis answered and refused (a wrong
+    /// password, a wrong database).
     pub async fn connect(url: &str, prefix: &str, max_len: u64) -> Result<Self, HistoryError> {
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
@@ -267,8 +289,9 @@ impl RedisHistory {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let commands = client.get_connection_manager_with_config(config).await?;
-        let history = Self {
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let started_ms = now_ms();
+        let mut history = Self {
             client,
             commands,
             keys: Keys {
@@ -282,11 +305,22 @@ impl RedisHistory {
             script: Script::new(PUBLISH_SCRIPT),
             approx_len: AtomicUsize::new(0),
             feed_reading: AtomicBool::new(false),
+            feed_positioned: AtomicBool::new(false),
+            started_unreachable_ms: None,
             epoch: Mutex::new(String::new()),
             topic_retention: None,
         };
-        let epoch = history.ensure_epoch().await?;
-        *history.lock_epoch() = epoch;
+        match history.ensure_epoch().await {
+            Ok(epoch) => *history.lock_epoch() = epoch,
+            Err(HistoryError::Redis(RedisSource(error))) if is_unreachable(&error) => {
+                tracing::warn!(
+                    error = %Sources::of(&error),
+                    "Redis cannot be reached: serving anyway, not ready until it answers"
+                );
+                history.started_unreachable_ms = Some(started_ms);
+            }
+            Err(error) => return Err(error),
+        }
         Ok(history)
     }
 

@@ -164,6 +164,15 @@ impl SpooledRedis {
             if shutdown.is_cancelled() {
                 return;
             }
+            // Forwarded events must come after the feed's cursor, or this instance's own
+            // subscribers would not get them live: wait until the feed knows where it starts.
+            if !self.redis.feed_positioned() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
             match self.forward_once().await {
                 Ok(true) => {
                     backoff = Duration::from_millis(100);

@@ -220,3 +220,80 @@ async fn a_full_spool_answers_503_and_what_it_held_is_delivered_when_redis_is_ba
     assert_eq!(publish(&client, &hub.url, &token, "after").await, 200);
     assert_eq!(sub.next_event().await.id, "after");
 }
+
+/// Instances started while Redis is down (a fleet restarted during an outage): each serves, says
+/// it is degraded, spools what it is sent and acknowledges it; when Redis comes up, every
+/// instance's subscriber, connected during the outage, gets every instance's spooled publishes,
+/// each once and in one order, and later publishes too. Neither instance had ever reached Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_while_redis_is_down_serve_spool_and_deliver_when_it_comes_up() {
+    let mut redis = RedisServer::not_started(true);
+    let hubs = instances_with(&redis, 2, &[]);
+    let mut subs = Vec::new();
+    for hub in &hubs {
+        subs.push(SseClient::open(&format!("{}?topic=t", hub.url), &[]).await);
+    }
+    let (client, token) = (reqwest::Client::new(), publisher_token(&["*"]));
+    let mut acked = Vec::new();
+    for (i, hub) in hubs.iter().enumerate() {
+        for n in 0..2 {
+            let id = format!("i{i}-{n}");
+            assert_eq!(publish(&client, &hub.url, &token, &id).await, 200, "{id}");
+            acked.push(id);
+        }
+        let (status, body) = get(&format!("{}/readyz", base(hub))).await;
+        assert_eq!(status, 200, "a spooling instance takes publishes: {body}");
+        assert!(body.starts_with("degraded: spooling"), "{body}");
+    }
+    redis.restart().await;
+    let mut orders = Vec::new();
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let ids = ids_until_all(sub, &acked, Duration::from_secs(30)).await;
+        assert_once_each(&ids, &acked, &format!("instance {i}'s subscriber"));
+        orders.push(ids);
+    }
+    assert_eq!(orders[0], orders[1], "one order on every instance");
+    assert_eq!(publish(&client, &hubs[1].url, &token, "after").await, 200);
+    for sub in &mut subs {
+        assert_eq!(sub.next_event().await.id, "after");
+    }
+    for hub in &hubs {
+        let (status, body) = get(&format!("{}/readyz", base(hub))).await;
+        assert_eq!((status, body.as_str()), (200, "ready\n"));
+    }
+}
+
+/// A Redis that answers but refuses (here a database it does not have) is a setting to fix,
+/// not an outage to wait out: the start fails at once and says why.
+#[tokio::test]
+async fn a_redis_that_answers_and_refuses_stops_startup_saying_why() {
+    let redis = RedisServer::start(false).await;
+    let url = format!("redis://127.0.0.1:{}/99", redis.port);
+    let data = tempfile::tempdir().expect("dir");
+    let mut child = crate::support::binary::ssehub_command()
+        .args(["serve", "--addr", "127.0.0.1:0", "--jwt-key", "k"])
+        .args(["--history", "redis", "--redis-url", &url])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssehub");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            // Stop it by its PID before failing, so a failed check leaves no process behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ssehub was still running after 20 s: the refusal did not stop the start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(!output.status.success(), "the start must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("opening the history") && stderr.contains("DB index is out of range"),
+        "{stderr}"
+    );
+}

@@ -27,11 +27,13 @@ const FEED_BATCH: usize = 512;
 const FEED_BLOCK_MS: usize = 1000;
 
 impl RedisHistory {
-    /// After a reconnection: whether Redis still holds the data it held (same epoch).
+    /// After a reconnection: whether Redis still holds the data it held (same epoch). An
+    /// instance that started while Redis was away learns the epoch here, the first time.
     async fn check_epoch(&self) -> Result<bool, HistoryError> {
         let known = self.lock_epoch().clone();
         let current = self.ensure_epoch().await?;
-        if current == known {
+        if current == known || known.is_empty() {
+            *self.lock_epoch() = current;
             return Ok(true);
         }
         *self.lock_epoch() = current;
@@ -66,6 +68,27 @@ impl RedisHistory {
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
     }
 
+    /// Where the feed starts: after the newest entry now; for an instance that started while
+    /// Redis could not be reached, after the older of that and the instance's start (by entry
+    /// id, Redis's clock), so that events other instances appended meanwhile (forwarding their
+    /// spools) reach this instance's subscribers too.
+    async fn first_cursor(&self) -> Result<String, HistoryError> {
+        let newest = self.newest_entry().await?;
+        let Some(started_ms) = self.started_unreachable_ms else {
+            return Ok(newest);
+        };
+        let start = format!("{}-0", started_ms.saturating_sub(1));
+        Ok(match (super::seq_of(&newest), super::seq_of(&start)) {
+            (Some(newest_seq), Some(start_seq)) if start_seq < newest_seq => start,
+            _ => newest,
+        })
+    }
+
+    /// Whether the feed has found where it starts ([`Self::first_cursor`]).
+    pub(crate) fn feed_positioned(&self) -> bool {
+        self.feed_positioned.load(Ordering::Acquire)
+    }
+
     /// Reads the stream from where this instance starts, forever, and dispatches each event.
     async fn run_feed(
         self: Arc<Self>,
@@ -77,7 +100,7 @@ impl RedisHistory {
         'connect: while !shutdown.is_cancelled() {
             let connected = async {
                 let connection = self.feed_connection().await?;
-                if cursor.is_some() && !self.check_epoch().await? {
+                if !self.check_epoch().await? && cursor.is_some() {
                     error!(
                         stream = %self.keys.stream,
                         "Redis lost its data (restarted without persistence?): events stored \
@@ -87,7 +110,8 @@ impl RedisHistory {
                     cursor = Some("0-0".to_owned());
                 }
                 if cursor.is_none() {
-                    cursor = Some(self.newest_entry().await?);
+                    cursor = Some(self.first_cursor().await?);
+                    self.feed_positioned.store(true, Ordering::Release);
                 }
                 Ok::<_, HistoryError>(connection)
             };

@@ -21,14 +21,20 @@ impl RedisServer {
     /// Starts a Redis that keeps nothing on disk (`persistent: false`), or one that writes an
     /// append-only file with an fsync per write, so a restart keeps everything.
     pub async fn start(persistent: bool) -> Self {
-        let mut server = Self {
+        let mut server = Self::not_started(persistent);
+        server.launch().await;
+        server
+    }
+
+    /// A Redis with a port and a directory, not running yet (`restart` starts it): what an
+    /// instance started during an outage points at.
+    pub fn not_started(persistent: bool) -> Self {
+        Self {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             persistent,
-        };
-        server.launch().await;
-        server
+        }
     }
 
     pub fn url(&self) -> String {
@@ -78,7 +84,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts Redis again on the same port and directory.
+    /// Starts Redis (again) on its port and directory.
     pub async fn restart(&mut self) {
         self.stop();
         self.launch().await;
