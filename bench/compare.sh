@@ -29,15 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
 ROUNDS=${ROUNDS:-3}
-KEY=k
-BIN=./target/release/ssehub
-cargo build --release --quiet
-ulimit -Sn "$(ulimit -Hn)"
-work=$(mktemp -d)
 # shellcheck source=bench/servers.sh
 . bench/servers.sh
-cleanup() { stop_all; rm -rf "$work"; }
-trap cleanup EXIT
 
 # run SERVER SUBS EVENTS RATE PAYLOAD PUBLISHERS ROUND
 #   -> writes $work/SERVER-SUBS-EVENTS-RATE-PAYLOAD-PUBLISHERS-rROUND.json

@@ -26,15 +26,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 SUBS=${SUBS:-10000}
 BUDGETS=${BUDGETS:-4 8 16 24 32 48 64}
-KEY=k
-BIN=./target/release/ssehub
-cargo build --release --quiet
-ulimit -Sn "$(ulimit -Hn)"
-work=$(mktemp -d)
 # shellcheck source=bench/servers.sh
 . bench/servers.sh
-cleanup() { stop_all; rm -rf "$work"; }
-trap cleanup EXIT
 
 configs=()
 for b in $BUDGETS; do configs+=("memory-$b"); done

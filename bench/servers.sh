@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The servers the comparison scripts run (sourced, not run: bench/compare.sh, bench/frontier.sh):
-# ssehub with the in-memory or the durable history, and Nchan in Debian's nginx with a config
-# of its own (installed with apt-get when missing). The caller sets `work` (a temporary
-# directory), `KEY` (the JWT key) and `BIN` (the ssehub binary), raises its open-file limit, and
-# calls `stop_all` when a run ends and on exit. Every process started here is stopped by its
-# PID. Loopback only.
+# The servers the comparison scripts run (sourced, not run, from the repository's root:
+# bench/compare.sh, bench/frontier.sh): ssehub with the in-memory or the durable history, and
+# Nchan in Debian's nginx with a config of its own (installed with apt-get when missing).
+# Sourcing it builds the release binary (`BIN`), raises the open-file limit to the hard one,
+# makes the temporary directory `work`, and stops every server and removes `work` on exit; the
+# caller calls `stop_all` when a run ends. Every process started here is stopped by its PID.
+# Loopback only.
 #
 # start_ssehub [SERVE FLAGS...]   (default: --history memory)
 # start_ssehub-durable            (the default durable history, in a fresh directory)
@@ -13,6 +14,8 @@
 #   point at it).
 # With SERVER_CPUS set (a `taskset -c` list, e.g. 1), either server runs on those cores only.
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+KEY=k
+BIN=./target/release/ssehub
 
 if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
   # Read whole first: with pipefail, `grep -q` closing the pipe early would fail apt-cache.
@@ -23,6 +26,9 @@ if ! command -v nginx >/dev/null || [ ! -f "$NCHAN_MODULE" ]; then
   fi
   apt-get install -y -qq nginx libnginx-mod-nchan >&2
 fi
+cargo build --release --quiet
+ulimit -Sn "$(ulimit -Hn)"
+work=$(mktemp -d)
 pids=()
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -31,6 +37,8 @@ stop_all() {
   done
   pids=()
 }
+cleanup() { stop_all; rm -rf "$work"; }
+trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_ssehub [HISTORY FLAGS...] -> sets URL_SUB, URL_PUB, SERVER_PID, EXTRA
