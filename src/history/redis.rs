@@ -626,14 +626,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_redis_that_does_not_answer_is_a_redis_error() {
+    async fn a_redis_that_does_not_answer_is_waited_for_and_a_bad_url_is_an_error() {
         // A port that was free a moment ago: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .expect("a free port");
         let url = format!("redis://127.0.0.1:{port}/0");
-        match RedisHistory::connect(&url, "ssehub-test", 0).await {
+        // The start goes on (the instance serves, not ready), and each command says why it fails.
+        let history = RedisHistory::connect(&url, "ssehub-test", 0)
+            .await
+            .expect("an unreachable Redis does not stop the start");
+        assert!(history.started_unreachable_ms.is_some());
+        match history.ping().await {
             Err(error @ HistoryError::Redis(_)) => {
                 assert_eq!(error.to_string(), "Redis does not answer");
                 assert!(
