@@ -196,16 +196,16 @@ impl Announcements {
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).err();
         let deferred = {
             let mut state = self.state();
-            let deferred = match *state {
-                Announced::CloseDeferred(reason) => Some(reason),
-                _ => None,
-            };
-            *state = if deferred.is_some() {
-                Announced::Closed
-            } else {
-                Announced::Opened
-            };
-            deferred
+            match *state {
+                Announced::CloseDeferred(reason) => {
+                    *state = Announced::Closed;
+                    Some(reason)
+                }
+                _ => {
+                    *state = Announced::Opened;
+                    None
+                }
+            }
         };
         if let Some(reason) = deferred {
             close(reason);

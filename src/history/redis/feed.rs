@@ -32,12 +32,9 @@ impl RedisHistory {
     async fn check_epoch(&self) -> Result<bool, HistoryError> {
         let known = self.lock_epoch().clone();
         let current = self.ensure_epoch().await?;
-        if current == known || known.is_empty() {
-            *self.lock_epoch() = current;
-            return Ok(true);
-        }
+        let kept = current == known || known.is_empty();
         *self.lock_epoch() = current;
-        Ok(false)
+        Ok(kept)
     }
 
     /// A connection of its own for blocking reads (no response timeout).
